@@ -1,0 +1,1 @@
+"""OmniQ nats backend (work in progress)."""

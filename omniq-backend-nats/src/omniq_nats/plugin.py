@@ -1,0 +1,1 @@
+"""Entry point of the nats backend (registers nothing until the backend lands)."""

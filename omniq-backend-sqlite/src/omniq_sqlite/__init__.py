@@ -1,0 +1,1 @@
+"""OmniQ sqlite backend (work in progress)."""

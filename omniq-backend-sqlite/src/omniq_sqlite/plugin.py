@@ -1,0 +1,1 @@
+"""Entry point of the sqlite backend (registers nothing until the backend lands)."""

@@ -1,0 +1,215 @@
+"""SerializationManager: picks msgspec or dill per value and stores the format with the bytes.
+
+Wire format: one header byte, then the body.
+
+* ``0x01`` — MessagePack. Any part msgspec cannot encode (a lambda in ``kwargs``, a custom
+  class in a result) is embedded as a MessagePack extension (code 1) holding a *signed*
+  dill payload, so the rest of the value stays fast, readable msgpack.
+* ``0x00`` — a plugin serializer: ``0x00, len(name), name, body``.
+
+Models (Task, TaskResult, Schedule) go through :meth:`encode` / :meth:`decode`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+
+from omniq.errors import SerializationError
+from omniq.models import Schedule, Task, TaskResult
+from omniq.serialization.detector import SerializationDetector
+from omniq.serialization.dill_serializer import DillSerializer
+
+T = TypeVar("T")
+
+MSGPACK_HEADER = 0x01
+PLUGIN_HEADER = 0x00
+DILL_EXT_CODE = 1
+
+
+class Serializer(Protocol):
+    """What a plugin serializer (``omniq_serializers`` hook) provides."""
+
+    name: str
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+class _ForceDill:
+    """Marks a value that must go through dill (``Task.serializer == "dill"``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class SerializationManager:
+    """Encodes values and models; one instance per key configuration, safe to share."""
+
+    def __init__(
+        self,
+        secret_key: str | bytes | None = None,
+        old_keys: Sequence[str | bytes] = (),
+        serializers: list[Serializer] | None = None,
+    ) -> None:
+        self.dill = DillSerializer(secret_key, old_keys)
+        self.detector = SerializationDetector()
+        self._plugins = {s.name: s for s in serializers or []}
+        self._encoder = msgspec.msgpack.Encoder(enc_hook=self._enc_hook)
+        self._any_decoder = msgspec.msgpack.Decoder(ext_hook=self._ext_hook)
+        self._decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+    # --- msgspec hooks ---------------------------------------------------------------
+
+    def _enc_hook(self, obj: Any) -> Any:
+        value = obj.value if isinstance(obj, _ForceDill) else obj
+        return msgspec.msgpack.Ext(DILL_EXT_CODE, self.dill.dumps(value))
+
+    def _ext_hook(self, code: int, data: memoryview) -> Any:
+        if code != DILL_EXT_CODE:
+            raise SerializationError(f"unknown msgpack extension code {code} in payload")
+        return self.dill.loads(bytes(data))
+
+    def _decoder(self, type: Any) -> msgspec.msgpack.Decoder[Any]:
+        dec = self._decoders.get(type)
+        if dec is None:
+            dec = self._decoders[type] = msgspec.msgpack.Decoder(type, ext_hook=self._ext_hook)
+        return dec
+
+    # --- values ----------------------------------------------------------------------
+
+    def dumps(self, value: Any, *, format: str | None = None) -> bytes:
+        """Encode any value; ``format`` forces ``"dill"`` or a plugin serializer's name."""
+        if format in (None, "msgspec", "msgpack"):
+            return self.encode(value)
+        if format == "dill":
+            return self.encode(_ForceDill(value))
+        plugin = self._plugins.get(format)
+        if plugin is None:
+            raise SerializationError(
+                f"unknown serializer {format!r}: installed are "
+                f"{sorted(['msgspec', 'dill', *self._plugins])}"
+            )
+        name = plugin.name.encode()
+        return bytes([PLUGIN_HEADER, len(name)]) + name + plugin.dumps(value)
+
+    def loads(self, data: bytes) -> Any:
+        """Decode bytes written by :meth:`dumps`."""
+        return self.decode(data, Any)
+
+    def format_of(self, data: bytes) -> str:
+        """Name of the format ``data`` was written with."""
+        if not data:
+            raise SerializationError("cannot decode an empty payload")
+        if data[0] == MSGPACK_HEADER:
+            return "msgspec"
+        if data[0] == PLUGIN_HEADER and len(data) > 1:
+            return data[2 : 2 + data[1]].decode(errors="replace")
+        raise SerializationError(f"unknown payload header byte 0x{data[0]:02x}")
+
+    # --- models and typed values -----------------------------------------------------
+
+    def encode(self, obj: Any) -> bytes:
+        """Encode a model or value as header + msgpack (dill extensions where needed)."""
+        if isinstance(obj, Task) and obj.serializer == "dill":
+            # Wrap each argument, not the containers: a typed decoder accepts an extension
+            # only where the field type is Any (the elements), never for the tuple/dict.
+            obj = obj.copy(
+                args=tuple(_ForceDill(a) for a in obj.args),
+                kwargs={k: _ForceDill(v) for k, v in obj.kwargs.items()},
+            )
+        try:
+            return b"\x01" + self._encoder.encode(obj)
+        except SerializationError:
+            raise
+        except (TypeError, ValueError, OverflowError) as e:
+            raise SerializationError(f"cannot encode {type(obj).__qualname__}: {e}") from e
+
+    def decode(self, data: bytes | memoryview, type: type[T] | Any = Any) -> T:
+        """Decode bytes written by :meth:`encode` (or :meth:`dumps`) into ``type``."""
+        data = bytes(data) if isinstance(data, memoryview) else data
+        if not data:
+            raise SerializationError("cannot decode an empty payload (corrupt or truncated record)")
+        header = data[0]
+        try:
+            if header == MSGPACK_HEADER:
+                if type is Any:
+                    return self._any_decoder.decode(memoryview(data)[1:])  # type: ignore[no-any-return]
+                return self._decoder(type).decode(memoryview(data)[1:])  # type: ignore[no-any-return]
+            if header == PLUGIN_HEADER and len(data) > 1:
+                name = data[2 : 2 + data[1]].decode()
+                plugin = self._plugins.get(name)
+                if plugin is None:
+                    raise SerializationError(
+                        f"payload was written by serializer {name!r}, which is not installed"
+                    )
+                value = plugin.loads(data[2 + data[1] :])
+                return value if type is Any else msgspec.convert(value, type)  # type: ignore[no-any-return]
+        except SerializationError:
+            raise
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as e:
+            raise SerializationError(
+                f"corrupt payload: cannot decode {getattr(type, '__name__', type)}: {e}"
+            ) from e
+        raise SerializationError(
+            f"corrupt payload: unknown header byte 0x{header:02x} (expected 0x01 msgpack)"
+        )
+
+    def encode_task(self, task: Task) -> bytes:
+        """Encode a task (arguments included)."""
+        return self.encode(task)
+
+    def decode_task(self, data: bytes | memoryview) -> Task:
+        """Decode a task; raises SerializationError for corrupt or unsigned payloads."""
+        return self.decode(data, Task)
+
+    def encode_result(self, result: TaskResult) -> bytes:
+        """Encode a task result (its value included)."""
+        return self.encode(result)
+
+    def decode_result(self, data: bytes | memoryview) -> TaskResult:
+        """Decode a task result."""
+        return self.decode(data, TaskResult)
+
+    def encode_schedule(self, schedule: Schedule) -> bytes:
+        """Encode a schedule."""
+        return self.encode(schedule)
+
+    def decode_schedule(self, data: bytes | memoryview) -> Schedule:
+        """Decode a schedule."""
+        return self.decode(data, Schedule)
+
+
+_default: SerializationManager | None = None
+_default_key: tuple[str | None, str | None] | None = None
+
+
+def default_manager() -> SerializationManager:
+    """The process-wide manager keyed by ``OMNIQ_SECRET_KEY`` / ``OMNIQ_OLD_SECRET_KEYS``.
+
+    Rebuilt when those variables change, so tests and apps that set the key late work.
+    """
+    global _default, _default_key
+    key = (os.environ.get("OMNIQ_SECRET_KEY"), os.environ.get("OMNIQ_OLD_SECRET_KEYS"))
+    if _default is None or key != _default_key:
+        old = [k for k in (key[1] or "").split(",") if k.strip()]
+        _default = SerializationManager(key[0] or None, old)
+        _default_key = key
+    return _default
+
+
+def set_default_manager(manager: SerializationManager | None) -> None:
+    """Replace the process-wide manager (None: rebuild from the environment)."""
+    global _default, _default_key
+    _default = manager
+    _default_key = (
+        (os.environ.get("OMNIQ_SECRET_KEY"), os.environ.get("OMNIQ_OLD_SECRET_KEYS"))
+        if manager
+        else None
+    )

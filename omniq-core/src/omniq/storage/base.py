@@ -1,0 +1,310 @@
+"""The storage interfaces every backend implements (DESIGN §6).
+
+Four components, each an ABC with async methods; the generic wrappers in
+:mod:`omniq.sync` give each a blocking twin. A backend declares what it can do with
+capability flags, which the conformance suite (:mod:`omniq.testing`) reads to gate tests.
+
+Claims and fencing: ``dequeue`` returns a task with ``status=RUNNING``, ``attempt``
+incremented and ``lease_until`` set. ``complete``/``fail``/``heartbeat`` take that task
+back and succeed only if the stored task is still RUNNING *with the same attempt*; they
+return False otherwise (the lease lapsed and the task was claimed again, or it was
+cancelled), so a stale worker never overwrites a newer attempt.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import anyio
+import msgspec
+
+from omniq.models import EventType, Schedule, ScheduleState, Task, TaskEvent, TaskResult, TaskStatus
+
+log = logging.getLogger("omniq.storage")
+
+
+class Released(msgspec.Struct, frozen=True):
+    """Outcome of :meth:`BaseTaskQueue.release_dependents`."""
+
+    ready: builtins.list[str] = msgspec.field(default_factory=builtins.list)
+    """Waiting tasks whose dependencies all succeeded: now PENDING."""
+    cancelled: builtins.list[str] = msgspec.field(default_factory=builtins.list)
+    """Waiting tasks cancelled because a dependency failed (transitively)."""
+
+
+class StorageComponent(ABC):
+    """Lifecycle shared by every component: ``from_url``, connect/close, ``async with``."""
+
+    #: URL schemes this component understands (informational; plugins declare them too).
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Build the component from a URL and backend options (no I/O yet)."""
+        return cls(url, **options)  # type: ignore[call-arg]
+
+    async def connect(self) -> None:
+        """Open connections / create schema. Idempotent. Called by ``async with``."""
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.close()
+            return
+        # The body raised: close anyway, but the body's exception is the one the caller sees.
+        try:
+            await self.close()
+        except Exception:
+            log.warning(
+                "error while closing %r after an exception in the block", self, exc_info=True
+            )
+
+
+class BaseTaskQueue(StorageComponent):
+    """Stores tasks and hands each ready one to exactly one worker at a time."""
+
+    supports_priority: ClassVar[bool] = True
+    supports_delay: ClassVar[bool] = True
+    supports_ttl: ClassVar[bool] = True
+    supports_dependencies: ClassVar[bool] = True
+    supports_cancel_running: ClassVar[bool] = True
+    #: True when ``dequeue(wait=...)`` is woken by an enqueue rather than by polling.
+    blocking_dequeue: ClassVar[bool] = False
+    #: True when several processes may share the queue (false for in-process memory).
+    cross_process: ClassVar[bool] = True
+
+    #: Lease used by ``heartbeat`` when none is given (seconds).
+    default_lease: float = 30.0
+
+    @abstractmethod
+    async def enqueue(self, task: Task) -> TaskStatus:
+        """Store a task; idempotent by ``task.id``.
+
+        Returns the stored status: PENDING, WAITING (a dependency has not succeeded yet),
+        CANCELLED (a dependency already failed) — or, when a task with this id exists
+        already, that task's status, unchanged.
+        """
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[TaskStatus]:
+        """Store several tasks (fast backends override this with one round trip)."""
+        return [await self.enqueue(t) for t in tasks]
+
+    async def dequeue(
+        self,
+        queues: Sequence[str],
+        *,
+        worker_id: str,
+        lease: float = 30.0,
+        wait: float = 0.0,
+    ) -> Task | None:
+        """Claim the next ready task: queues in the order given, then higher priority,
+        then oldest. Waits up to ``wait`` seconds for one. Lapsed leases are re-claimed."""
+        tasks = await self.dequeue_many(queues, 1, worker_id=worker_id, lease=lease, wait=wait)
+        return tasks[0] if tasks else None
+
+    @abstractmethod
+    async def dequeue_many(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker_id: str,
+        lease: float = 30.0,
+        wait: float = 0.0,
+    ) -> builtins.list[Task]:
+        """Claim up to ``limit`` ready tasks in claim order (see :meth:`dequeue`)."""
+
+    @abstractmethod
+    async def complete(self, task: Task) -> bool:
+        """Mark a claimed task SUCCESS. False (nothing changed) for a stale claim."""
+
+    @abstractmethod
+    async def fail(
+        self, task: Task, retry_at: float | None = None, *, error: str | None = None
+    ) -> bool:
+        """Record a failed run: PENDING again at ``retry_at``, or FAILED when None.
+        False (nothing changed) for a stale claim."""
+
+    @abstractmethod
+    async def heartbeat(self, task: Task, lease: float | None = None) -> bool:
+        """Extend a claim's lease. False when the claim is no longer current (lease lost
+        to another worker, or the task was cancelled): the worker should stop the task."""
+
+    @abstractmethod
+    async def get(self, task_id: str) -> Task | None:
+        """The stored task (its ``effective_status`` reflects TTL), or None."""
+
+    @abstractmethod
+    async def cancel(self, task_id: str, reason: str | None = None) -> bool:
+        """Cancel a PENDING, WAITING or RUNNING task (a running one is told through its
+        next heartbeat). False when the task is unknown or already final."""
+
+    @abstractmethod
+    async def count(self, queue: str | None = None, status: TaskStatus | None = None) -> int:
+        """Number of tasks, optionally in one queue and/or one status."""
+
+    @abstractmethod
+    async def list(
+        self,
+        queue: str | None = None,
+        status: TaskStatus | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Task]:
+        """Tasks, oldest first, optionally filtered."""
+
+    @abstractmethod
+    async def purge(self, queue: str | None = None) -> int:
+        """Delete every task (of one queue, or all). Returns how many were deleted."""
+
+    @abstractmethod
+    async def cleanup_expired(self, now: float | None = None) -> builtins.list[str]:
+        """Mark PENDING/WAITING tasks past their TTL as EXPIRED; return their ids
+        (including tasks found expired at claim time since the last call)."""
+
+    @abstractmethod
+    async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
+        """After ``task_id`` ended: make waiting dependents ready when all their
+        dependencies succeeded, or cancel them (transitively) when it did not."""
+
+
+class BaseResultStorage(StorageComponent):
+    """Stores task results, optionally with a TTL (``TaskResult.expires_at``)."""
+
+    #: True when ``wait`` is woken by a notification rather than by polling.
+    blocking_wait: ClassVar[bool] = False
+    cross_process: ClassVar[bool] = True
+
+    @abstractmethod
+    async def set(self, result: TaskResult) -> None:
+        """Store (or replace) the result of ``result.task_id``."""
+
+    @abstractmethod
+    async def get(self, task_id: str) -> TaskResult | None:
+        """The result, or None when absent or expired."""
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskResult | None:
+        """Wait up to ``timeout`` seconds (None: forever) for the result; None on timeout.
+
+        This default polls with backoff; backends with notifications override it.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            result = await self.get(task_id)
+            if result is not None:
+                return result
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                delay = min(delay, remaining)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    @abstractmethod
+    async def delete(self, task_id: str) -> bool:
+        """Delete a result; False when there was none."""
+
+    @abstractmethod
+    async def list(
+        self, status: TaskStatus | None = None, limit: int = 100
+    ) -> builtins.list[TaskResult]:
+        """Results, optionally of one status."""
+
+    @abstractmethod
+    async def cleanup_expired(self, now: float | None = None) -> int:
+        """Delete results past their TTL; returns how many."""
+
+
+class BaseEventStorage(StorageComponent):
+    """Stores lifecycle events as plain fields (never pickled)."""
+
+    cross_process: ClassVar[bool] = True
+
+    @abstractmethod
+    async def log(self, event: TaskEvent) -> None:
+        """Append one event."""
+
+    async def log_many(self, events: Sequence[TaskEvent]) -> None:
+        """Append several events (fast backends override this with one round trip)."""
+        for e in events:
+            await self.log(e)
+
+    @abstractmethod
+    async def query(
+        self,
+        task_id: str | None = None,
+        types: Iterable[EventType] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[TaskEvent]:
+        """Events matching every given filter, oldest first."""
+
+    @abstractmethod
+    async def cleanup(self, older_than: float) -> int:
+        """Delete events with ``timestamp < older_than``; returns how many."""
+
+
+class BaseScheduleStorage(StorageComponent):
+    """Stores schedules; ``claim_due`` makes each due time fire exactly once."""
+
+    cross_process: ClassVar[bool] = True
+
+    @abstractmethod
+    async def save(self, schedule: Schedule) -> None:
+        """Insert or replace a schedule."""
+
+    @abstractmethod
+    async def get(self, schedule_id: str) -> Schedule | None:
+        """The schedule, or None."""
+
+    @abstractmethod
+    async def update(self, schedule: Schedule) -> bool:
+        """Replace an existing schedule; False when it does not exist."""
+
+    @abstractmethod
+    async def delete(self, schedule_id: str) -> bool:
+        """Delete a schedule; False when it did not exist."""
+
+    @abstractmethod
+    async def list(self, state: ScheduleState | None = None) -> builtins.list[Schedule]:
+        """All schedules, optionally of one state."""
+
+    @abstractmethod
+    async def claim_due(self, now: float, limit: int = 100) -> builtins.list[Schedule]:
+        """Claim schedules due at ``now``.
+
+        For each ACTIVE schedule with ``next_run_at <= now``, atomically store
+        ``schedule.advanced(now)`` (compare-and-set on the old ``next_run_at``) and return
+        the schedule *as it was before*, so ``returned.fires(now)`` are the due times to
+        enqueue. However many schedulers call this concurrently, each due time is
+        returned to exactly one of them.
+        """
+
+
+__all__ = [
+    "BaseEventStorage",
+    "BaseResultStorage",
+    "BaseScheduleStorage",
+    "BaseTaskQueue",
+    "Released",
+    "StorageComponent",
+]

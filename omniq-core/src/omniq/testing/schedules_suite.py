@@ -1,0 +1,111 @@
+"""Conformance tests for schedule storage (CRUD, claim_due exactly once)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import anyio
+import pytest
+
+from omniq.models import CatchUp, Schedule, ScheduleState
+from omniq.storage.base import BaseScheduleStorage
+from omniq.testing.base import ConformanceBase, Factory
+
+
+class ScheduleStorageConformance(ConformanceBase):
+    """Every schedule storage must pass these. Needs the ``make_schedule_storage`` fixture."""
+
+    @pytest.fixture
+    async def schedule_storage(self, make_schedule_storage: Factory) -> BaseScheduleStorage:
+        return await make_schedule_storage()  # type: ignore[no-any-return]
+
+    async def test_crud(self, schedule_storage: BaseScheduleStorage) -> None:
+        s = Schedule(func="m:f", args=(1,), cron="*/5 * * * *", queue="q", timezone="Europe/Berlin")
+        await schedule_storage.save(s)
+        got = await schedule_storage.get(s.id)
+        assert got is not None and got.cron == s.cron and got.timezone == "Europe/Berlin"
+        assert list(got.args) == [1] and got.next_run_at == s.next_run_at
+        assert await schedule_storage.update(got.paused())
+        paused = await schedule_storage.get(s.id)
+        assert paused is not None and paused.state is ScheduleState.PAUSED
+        assert [x.id for x in await schedule_storage.list(ScheduleState.PAUSED)] == [s.id]
+        assert await schedule_storage.list(ScheduleState.ACTIVE) == []
+        assert await schedule_storage.delete(s.id)
+        assert await schedule_storage.get(s.id) is None
+        assert not await schedule_storage.delete(s.id)
+        assert not await schedule_storage.update(s)
+
+    async def test_claim_due_advances_once(self, schedule_storage: BaseScheduleStorage) -> None:
+        now = time.time()
+        due = Schedule(func="m:f", interval=60, start_at=now - 90)  # due at now-30
+        later = Schedule(func="m:f", interval=60, start_at=now)  # due at now+60
+        await schedule_storage.save(due)
+        await schedule_storage.save(later)
+        claimed = await schedule_storage.claim_due(now)
+        assert [s.id for s in claimed] == [due.id]
+        assert claimed[0].fires(now) == [due.next_run_at]
+        assert await schedule_storage.claim_due(now) == []
+        stored = await schedule_storage.get(due.id)
+        assert stored is not None and stored.next_run_at is not None
+        assert stored.next_run_at > now and stored.run_count == 1
+
+    async def test_paused_schedule_is_not_claimed(
+        self, schedule_storage: BaseScheduleStorage
+    ) -> None:
+        now = time.time()
+        s = Schedule(func="m:f", interval=10, start_at=now - 15).paused()
+        await schedule_storage.save(s)
+        assert await schedule_storage.claim_due(now) == []
+        await schedule_storage.update(s.resumed())
+        assert [x.id for x in await schedule_storage.claim_due(now)] == [s.id]
+
+    async def test_one_shot_fires_once(self, schedule_storage: BaseScheduleStorage) -> None:
+        now = time.time()
+        s = Schedule(func="m:f", at=now - 1)
+        await schedule_storage.save(s)
+        assert len(await schedule_storage.claim_due(now)) == 1
+        assert await schedule_storage.claim_due(now + 3600) == []
+        stored = await schedule_storage.get(s.id)
+        assert stored is not None and stored.finished
+
+    async def test_cron_schedule_claims(self, schedule_storage: BaseScheduleStorage) -> None:
+        s = Schedule(func="m:f", cron="* * * * *", start_at=time.time() - 600)
+        await schedule_storage.save(s)
+        now = time.time()
+        (claimed,) = await schedule_storage.claim_due(now)
+        fires = claimed.fires(now)
+        assert len(fires) == 1 and now - 60 < fires[0] <= now  # coalesced to the latest
+        assert (
+            Schedule(func="m:f", cron="* * * * *", start_at=now - 600, catch_up=CatchUp.ALL)
+            .fires(now)
+            .__len__()
+            >= 9
+        )
+
+    async def test_three_schedulers_fire_each_due_time_once(
+        self, make_schedule_storage: Factory
+    ) -> None:
+        stores: list[BaseScheduleStorage] = [await make_schedule_storage() for _ in range(3)]
+        start = time.time()
+        schedules = [Schedule(func="m:f", interval=0.1, start_at=start) for _ in range(10)]
+        for s in schedules:
+            await stores[0].save(s)
+        fired: list[tuple[str, float]] = []
+        stop_at = start + 1.5
+
+        async def scheduler(store: BaseScheduleStorage) -> None:
+            while time.time() < stop_at:
+                now = time.time()
+                for s in await store.claim_due(now):
+                    fired.extend((s.id, f) for f in s.fires(now))
+                await anyio.sleep(0.005)
+
+        async with anyio.create_task_group() as tg:
+            for store in stores:
+                tg.start_soon(scheduler, store)
+        dupes = [k for k, n in Counter(fired).items() if n > 1]
+        assert not dupes, f"{len(dupes)} due times fired more than once"
+        per_schedule = Counter(sid for sid, _ in fired)
+        assert set(per_schedule) == {s.id for s in schedules}
+        assert all(n >= 5 for n in per_schedule.values()), per_schedule

@@ -1,0 +1,320 @@
+"""AsyncWorker: the one claim loop behind every executor.
+
+It claims tasks in batches (``dequeue_many``), runs each on the executor, renews the
+leases of running tasks, enforces timeouts, retries with backoff, records results and
+events, releases or cancels dependents, and runs the scheduler and TTL sweeps. On stop
+(SIGTERM/SIGINT in ``omniq worker``) it stops claiming, lets running tasks finish within
+the grace period, and hands the rest back (their leases are released to other workers).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import socket
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from omniq.errors import TaskFailedError, TaskTimeoutError
+from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus, new_id
+from omniq.queue.retry import backoff_delay, should_retry
+from omniq.workers.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from omniq.core import AsyncOmniQ
+    from omniq.workers.executors import Executor
+
+log = logging.getLogger("omniq.worker")
+
+#: Extra claims allowed after lost leases before a task counts as poison (dead-lettered).
+MAX_LOST_LEASES = 5
+
+
+class AsyncWorker:
+    """Claims and runs tasks until stopped (or, in burst mode, until the queues are empty)."""
+
+    def __init__(
+        self,
+        oq: AsyncOmniQ,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int = 10,
+        executor: Executor,
+        scheduler: bool = True,
+        burst: bool = False,
+        lease: float = 30.0,
+        heartbeat_interval: float | None = None,
+        shutdown_grace: float = 30.0,
+        poll_interval: float = 1.0,
+        maintenance_interval: float = 0.25,
+    ) -> None:
+        self.oq = oq
+        self.queues = queues or ["default"]
+        self.concurrency = max(1, concurrency)
+        self.executor = executor
+        self.run_scheduler = scheduler
+        self.burst = burst
+        self.lease = lease
+        self.heartbeat_interval = heartbeat_interval or max(lease / 3, 0.05)
+        self.shutdown_grace = shutdown_grace
+        self.poll_interval = poll_interval
+        self.maintenance_interval = maintenance_interval
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        self.processed = 0
+        self.failed = 0
+        self._running: dict[str, tuple[Task, anyio.CancelScope]] = {}
+        self._slots = anyio.Semaphore(self.concurrency)
+        self._stopping = anyio.Event()
+        self._stopped = anyio.Event()
+        self._limiters: dict[str, RateLimiter] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop claiming and drain (safe to call more than once)."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`run` has returned."""
+        await self._stopped.wait()
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` (or until idle, in burst mode)."""
+        oq = self.oq
+        await oq.connect()
+        await self.executor.start()
+        await oq._call_hook("omniq_worker_startup", worker=self)
+        log.info("worker %s started on queues %s", self.id, self.queues)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._maintenance_loop)
+                async with anyio.create_task_group() as tasks:
+                    await self._claim_loop(tasks)
+                    await self._drain(tasks)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.executor.stop()
+                await oq._call_hook("omniq_worker_shutdown", worker=self)
+                await oq.events.flush()
+                self._stopped.set()
+                log.info("worker %s stopped (%d processed)", self.id, self.processed)
+
+    async def _drain(self, tasks: anyio.abc.TaskGroup) -> None:
+        """Give running tasks the grace period, then cancel and hand back the rest."""
+        with anyio.move_on_after(self.shutdown_grace):
+            while self._running:
+                await anyio.sleep(0.01)
+        if self._running:
+            log.warning("grace period over: handing back %d running tasks", len(self._running))
+            for task, scope in list(self._running.values()):
+                scope.cancel()
+                # release the claim at once instead of waiting for the lease to lapse
+                with anyio.CancelScope(shield=True):
+                    await self.oq.task_queue.fail(task, time.time(), error="worker stopped")
+
+    # --- claiming ------------------------------------------------------------------------
+
+    async def _claim_loop(self, tasks: anyio.abc.TaskGroup) -> None:
+        queue = self.oq.task_queue
+        while not self.stopping:
+            free = self._slots.value
+            if free == 0:
+                await self._wait_for_slot()
+                continue
+            wait = 0.0 if self.burst else self.poll_interval
+            with anyio.move_on_after(wait + 5.0):
+                claimed = await queue.dequeue_many(
+                    self.queues, free, worker_id=self.id, lease=self.lease, wait=wait
+                )
+            if not claimed:
+                if self.burst and await self._idle():
+                    break
+                if self.burst:
+                    await anyio.sleep(0.05)
+                continue
+            for task in claimed:
+                await self._slots.acquire()
+                tasks.start_soon(self._run_task, task)
+
+    async def _wait_for_slot(self) -> None:
+        await self._slots.acquire()
+        self._slots.release()
+
+    async def _idle(self) -> bool:
+        """Burst mode: True when nothing runs here and nothing is pending or running."""
+        if self._running:
+            return False
+        q = self.oq.task_queue
+        for name in self.queues:
+            if await q.count(name, TaskStatus.PENDING) or await q.count(name, TaskStatus.RUNNING):
+                return False
+        return True
+
+    # --- running one task ------------------------------------------------------------------
+
+    async def _run_task(self, task: Task) -> None:
+        scope = anyio.CancelScope()
+        self._running[task.id] = (task, scope)
+        try:
+            with scope:
+                await self._execute(task)
+            if scope.cancelled_caught:
+                log.info("task %s stopped: cancelled, or its claim was lost", task.id)
+        except Exception:
+            log.exception("internal error while handling task %s", task.id)
+        finally:
+            self._running.pop(task.id, None)
+            self._slots.release()
+
+    async def _execute(self, task: Task) -> None:
+        oq = self.oq
+        if task.attempt > task.retries + 1 + MAX_LOST_LEASES:
+            await self._finish_failed(
+                task, "PoisonTaskError: the task lost its worker too many times", None, None
+            )
+            return
+        tf = oq.registry.get(task.func)
+        try:
+            fn = tf.fn if tf is not None else oq.resolve_function(task.func)
+        except Exception as e:
+            await self._finish_failed(task, f"{type(e).__name__}: {e}", None, None)
+            return
+        if tf is not None and tf.rate_limit:
+            limiter = self._limiters.get(task.func)
+            if limiter is None:
+                limiter = self._limiters[task.func] = RateLimiter(tf.rate_limit)
+            await limiter.acquire()
+        started = time.time()
+        oq.events.emit(self._event(EventType.EXECUTING, task))
+        await oq._call_hook("omniq_task_started", task=task)
+        try:
+            value = await self.executor.run(
+                task.func, fn, tuple(task.args), dict(task.kwargs), task.timeout
+            )
+        except Exception as e:
+            await oq._call_hook("omniq_task_finished", task=task, result=None, error=e)
+            await self._handle_error(task, e, started)
+            return
+        await oq._call_hook("omniq_task_finished", task=task, result=value, error=None)
+        await self._finish_success(task, value, started)
+
+    async def _finish_success(self, task: Task, value: Any, started: float) -> None:
+        oq = self.oq
+        result = TaskResult(
+            task_id=task.id,
+            status=TaskStatus.SUCCESS,
+            result=value,
+            attempt=task.attempt,
+            worker_id=self.id,
+            started_at=started,
+            expires_at=oq.result_expiry(task),
+        )
+        try:
+            await oq.result_storage.set(result)
+        except Exception as e:  # e.g. a value that cannot be serialized: the task fails
+            await self._handle_error(task, e, started, retry=False)
+            return
+        if not await oq.task_queue.complete(task):
+            log.info(
+                "task %s finished but its claim was lost; result of attempt %d kept",
+                task.id,
+                task.attempt,
+            )
+            return
+        self.processed += 1
+        oq.events.emit(self._event(EventType.COMPLETE, task))
+        await oq.after_finish(task, succeeded=True, value=value)
+
+    async def _handle_error(
+        self, task: Task, e: BaseException, started: float, *, retry: bool = True
+    ) -> None:
+        if isinstance(e, TaskFailedError) and e.error:
+            error, tb = e.error, e.traceback
+        else:
+            error = f"{type(e).__name__}: {e}"
+            tb = "".join(traceback.format_exception(e))
+        if retry and should_retry(task.attempt, task.retries):
+            delay = backoff_delay(task.attempt, task.retry_delay)
+            if await self.oq.task_queue.fail(task, time.time() + delay, error=error):
+                self.oq.events.emit(
+                    self._event(EventType.RETRY, task, message=f"{error}; retry in {delay:.2f} s")
+                )
+            return
+        await self._finish_failed(task, error, tb, started)
+
+    async def _finish_failed(
+        self, task: Task, error: str, tb: str | None, started: float | None
+    ) -> None:
+        oq = self.oq
+        if not await oq.task_queue.fail(task, None, error=error):
+            return
+        self.failed += 1
+        self.processed += 1
+        await oq.result_storage.set(
+            TaskResult(
+                task_id=task.id,
+                status=TaskStatus.FAILED,
+                error=error,
+                traceback=tb,
+                attempt=task.attempt,
+                worker_id=self.id,
+                started_at=started,
+                expires_at=oq.result_expiry(task),
+            )
+        )
+        kind = EventType.ERROR
+        oq.events.emit(self._event(kind, task, message=error))
+        await oq.after_finish(task, succeeded=False, value=error)
+
+    def _event(self, kind: EventType, task: Task, message: str | None = None) -> TaskEvent:
+        return TaskEvent(
+            event_type=kind,
+            task_id=task.id,
+            queue=task.queue,
+            func=task.func,
+            worker_id=self.id,
+            attempt=task.attempt,
+            schedule_id=task.schedule_id,
+            message=message,
+        )
+
+    # --- background loops ------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        queue = self.oq.task_queue
+        while True:
+            await anyio.sleep(self.heartbeat_interval)
+            for task, scope in list(self._running.values()):
+                try:
+                    alive = await queue.heartbeat(task, self.lease)
+                except Exception:
+                    log.exception("heartbeat for task %s failed; retrying", task.id)
+                    continue
+                if not alive and task.id in self._running:
+                    scope.cancel()  # cancelled by request, or the claim went elsewhere
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            try:
+                await self.oq.maintenance(run_scheduler=self.run_scheduler)
+            except Exception:
+                log.exception("maintenance (scheduler / TTL sweep) failed; will retry")
+            await anyio.sleep(self.maintenance_interval)
+
+
+async def maybe_await(value: Any) -> Any:
+    """Await ``value`` if it is awaitable (hook implementations may be async)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+__all__ = ["AsyncWorker", "TaskTimeoutError"]
