@@ -34,7 +34,7 @@ __all__ = ["COMMANDS", "GROUPS", "Command", "build_parser", "command", "main"]
 
 Handler = Callable[[argparse.Namespace, Console], int]
 Configure = Callable[[argparse.ArgumentParser], None]
-_SubParsers = argparse._SubParsersAction  # noqa: SLF001 - the type argparse gives no public name
+_SubParsers = argparse._SubParsersAction  # argparse gives this type no public name
 
 #: Exit code for errors OmniQ reports (bad settings, unknown backend, ...), as argparse uses.
 EXIT_ERROR = 2
@@ -59,7 +59,9 @@ GROUPS: dict[str, str] = {
 }
 
 
-def command(*path: str, help: str, configure: Configure | None = None) -> Callable[[Handler], Handler]:
+def command(
+    *path: str, help: str, configure: Configure | None = None
+) -> Callable[[Handler], Handler]:
     """Register the decorated function as the subcommand ``omniq PATH...``."""
     if not path:
         raise ValueError("a command needs a name")
@@ -155,7 +157,7 @@ def _backends(args: argparse.Namespace, console: Console) -> int:
 
     pm = get_plugin_manager()
     found = pm.backends()  # before load_errors: a failing omniq_backends() is recorded too
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": spec.name,
             "schemes": list(spec.schemes),
@@ -167,14 +169,20 @@ def _backends(args: argparse.Namespace, console: Console) -> int:
         }
         for spec, plugin in found.values()
     ]
-    errors = [{"plugin": e.name, "source": e.source, "error": e.error} for e in pm.load_errors]
+    errors: list[dict[str, str]] = [
+        {"plugin": e.name, "source": e.source, "error": e.error} for e in pm.load_errors
+    ]
     if args.json:
         _write_json({"backends": rows, "load_errors": errors})
         return 0
 
     table = Table(title="OmniQ backends", title_justify="left")
-    for header in ("Backend", "Schemes", "Components", "Default URL", "Package", "Plugin"):
-        table.add_column(header, overflow="fold")
+    table.add_column("Backend", no_wrap=True)
+    table.add_column("Schemes", overflow="fold")
+    table.add_column("Components", overflow="fold")
+    table.add_column("Default URL", overflow="fold")
+    table.add_column("Package", no_wrap=True)
+    table.add_column("Plugin", no_wrap=True)
     for row in rows:
         table.add_row(
             Text(row["name"], style="bold cyan"),

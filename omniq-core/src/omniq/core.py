@@ -14,10 +14,10 @@ import inspect
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from omniq.config import ComponentConfig, OmniQConfig, load_config
 from omniq.errors import ConfigurationError
@@ -38,11 +38,12 @@ from omniq.queue.dependencies import check_no_cycle
 from omniq.queue.scheduler import AsyncScheduler
 from omniq.serialization import SerializationManager, set_default_manager
 from omniq.sync import SyncWrapper, portal, run_sync
-from omniq.tasks import TaskFunction, TaskHandle, delay_to_run_at, task_name
+from omniq.tasks import TaskDecorator, TaskFunction, TaskHandle, delay_to_run_at, task_name
 from omniq.workers.runner import AsyncWorkerHandle, WorkerHandle, make_worker
 
 log = logging.getLogger("omniq")
 R = TypeVar("R")
+P = ParamSpec("P")
 
 
 def _unwrap(component: Any) -> Any:
@@ -247,7 +248,10 @@ class AsyncOmniQ:
     # --- tasks -----------------------------------------------------------------------------
 
     @overload
-    def task(self, fn: Callable[..., Any], /) -> TaskFunction[Any, Any]: ...
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> TaskFunction[P, R]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
     @overload
     def task(
@@ -258,7 +262,7 @@ class AsyncOmniQ:
         name: str | None = None,
         rate_limit: str | None = None,
         **options: Any,
-    ) -> Callable[[Callable[..., Any]], TaskFunction[Any, Any]]: ...
+    ) -> TaskDecorator: ...
 
     def task(
         self,
@@ -761,6 +765,23 @@ class OmniQ:
         self.close_sync()
 
     # tasks
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> TaskFunction[P, R]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        rate_limit: str | None = None,
+        **options: Any,
+    ) -> TaskDecorator: ...
+
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Register a task (same as :meth:`AsyncOmniQ.task`)."""
         return self._async.task(fn, **options) if fn is not None else self._async.task(**options)

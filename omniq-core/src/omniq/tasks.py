@@ -10,7 +10,16 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    get_type_hints,
+    overload,
+)
 
 import msgspec
 
@@ -63,6 +72,16 @@ def return_type(fn: Callable[..., Any]) -> Any:
     except Exception:
         return Any
     return Any if hint is None.__class__ else hint
+
+
+class TaskDecorator(Protocol):
+    """What ``@oq.task(...)`` with options returns: a decorator keeping the signature."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> TaskFunction[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
 
 class TaskHandle(Generic[R]):
@@ -203,7 +222,9 @@ class TaskFunction(Generic[P, R]):
     ) -> list[TaskHandle[R]]:
         """Enqueue one run per item (a tuple of positional args, or a single arg), in
         batches of ``batch_size`` (one backend round trip per batch)."""
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [(tuple(a) if isinstance(a, (tuple, list)) else (a,), {}) for a in arg_list]
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+            (tuple(a) if isinstance(a, (tuple, list)) else (a,), {}) for a in arg_list
+        ]
         return await self._oq.enqueue_many_tasks(self, calls, batch_size=batch_size)
 
     def map_sync(

@@ -198,7 +198,7 @@ def default_manager() -> SerializationManager:
     global _default, _default_key
     key = (os.environ.get("OMNIQ_SECRET_KEY"), os.environ.get("OMNIQ_OLD_SECRET_KEYS"))
     if _default is None or key != _default_key:
-        old = [k for k in (key[1] or "").split(",") if k.strip()]
+        old = [k.strip() for k in (key[1] or "").split(",") if k.strip()]
         _default = SerializationManager(key[0] or None, old)
         _default_key = key
     return _default

@@ -1,0 +1,289 @@
+"""The public API (DESIGN §3) end to end on the memory backend, with real workers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from omniq import (
+    AsyncOmniQ,
+    EventType,
+    OmniQ,
+    ScheduleState,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskStatus,
+)
+from omniq.errors import ConfigurationError, DependencyCycleError, TaskExpiredError
+
+
+@pytest.fixture
+def oq() -> OmniQ:
+    q = OmniQ(task_queue="memory://", event_storage="memory://", worker="thread", max_workers=4)
+    with q:
+        yield q
+
+
+def test_enqueue_result_status_events(oq: OmniQ) -> None:
+    @oq.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with oq.start_worker_sync():
+        h = add.enqueue_sync(1, 2)
+        assert h.result_sync(timeout=10) == 3
+        assert h.status_sync() is TaskStatus.SUCCESS
+        h2 = oq.enqueue_sync(add, 3, 4)
+        assert h2.result_sync(timeout=10) == 7
+        r = oq.get_result_sync(h.id)
+        assert r is not None and r.status is TaskStatus.SUCCESS and r.result == 3
+    kinds = [e.event_type for e in oq.get_events_sync(task_id=h.id)]
+    assert kinds == [EventType.ENQUEUED, EventType.EXECUTING, EventType.COMPLETE]
+
+
+def test_bulk_map_and_async_tasks(oq: OmniQ) -> None:
+    @oq.task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    with oq.start_worker_sync(worker="async", concurrency=16):
+        hs = double.map_sync(range(300))
+        assert [h.result_sync(timeout=20) for h in hs] == [2 * i for i in range(300)]
+
+
+def test_queue_order_then_priority(oq: OmniQ) -> None:
+    order: list[str] = []
+
+    @oq.task
+    def note(label: str) -> None:
+        order.append(label)
+
+    note.options(queue="low").enqueue_sync("low")
+    note.options(queue="high", priority=1).enqueue_sync("high-1")
+    note.options(queue="high", priority=9).enqueue_sync("high-9")
+    oq.drain_sync(queues=["high", "low"], concurrency=1)
+    assert order == ["high-9", "high-1", "low"]
+
+
+def test_retries_then_failure_with_traceback(oq: OmniQ) -> None:
+    calls = []
+
+    @oq.task(retries=2, retry_delay=0.01)
+    def boom() -> None:
+        calls.append(1)
+        raise ValueError("kaput")
+
+    with oq.start_worker_sync():
+        h = boom.enqueue_sync()
+        with pytest.raises(TaskFailedError) as info:
+            h.result_sync(timeout=10)
+    assert len(calls) == 3
+    assert "ValueError: kaput" in (info.value.error or "")
+    assert "Traceback" in (info.value.traceback or "")
+    kinds = [e.event_type for e in oq.get_events_sync(task_id=h.id)]
+    assert kinds.count(EventType.RETRY) == 2 and kinds[-1] is EventType.ERROR
+
+
+def test_dependencies_diamond_and_failure_cancels(oq: OmniQ) -> None:
+    seen: list[str] = []
+
+    @oq.task
+    def step(name: str) -> str:
+        seen.append(name)
+        return name
+
+    @oq.task
+    def fail() -> None:
+        raise RuntimeError("upstream broke")
+
+    a = step.enqueue_sync("a")
+    b = step.options(depends_on=[a]).enqueue_sync("b")
+    c = step.options(depends_on=[a]).enqueue_sync("c")
+    d = step.options(depends_on=[b, c]).enqueue_sync("d")
+    bad = fail.enqueue_sync()
+    child = step.options(depends_on=[bad]).enqueue_sync("never")
+    grandchild = step.options(depends_on=[child.id]).enqueue_sync("never2")
+    with oq.start_worker_sync():
+        assert d.result_sync(timeout=10) == "d"
+        with pytest.raises(TaskCancelledError):
+            grandchild.result_sync(timeout=10)
+    assert seen[0] == "a" and seen[-1] == "d" and "never" not in seen
+    assert child.status_sync() is TaskStatus.CANCELLED
+
+
+def test_cycle_refused(oq: OmniQ) -> None:
+    @oq.task
+    def f() -> None: ...
+
+    with pytest.raises(DependencyCycleError):
+        f.options(task_id="x", depends_on=["x"]).enqueue_sync()
+
+
+def test_delay_and_ttl(oq: OmniQ) -> None:
+    @oq.task
+    def now() -> float:
+        return time.time()
+
+    t0 = time.time()
+    delayed = now.options(delay=0.5).enqueue_sync()
+    expired = now.options(ttl=0.1).enqueue_sync()
+    time.sleep(0.3)
+    with oq.start_worker_sync():
+        assert delayed.result_sync(timeout=10) >= t0 + 0.5
+        with pytest.raises(TaskExpiredError):
+            expired.result_sync(timeout=10)
+    assert expired.status_sync() is TaskStatus.EXPIRED
+    kinds = [e.event_type for e in oq.get_events_sync(task_id=expired.id)]
+    assert EventType.EXPIRED in kinds and EventType.EXECUTING not in kinds
+
+
+def test_cancel_queued_and_running(oq: OmniQ) -> None:
+    @oq.task
+    async def slow() -> str:
+        import anyio
+
+        await anyio.sleep(30)
+        return "finished"
+
+    queued = slow.enqueue_sync()
+    assert oq.cancel_sync(queued.id)
+    with pytest.raises(TaskCancelledError):
+        queued.result_sync(timeout=5)
+    with oq.start_worker_sync(worker="async", lease=0.6):
+        running = slow.enqueue_sync()
+        deadline = time.time() + 10
+        while running.status_sync() is not TaskStatus.RUNNING and time.time() < deadline:
+            time.sleep(0.02)
+        t0 = time.time()
+        assert running.cancel_sync()
+        with pytest.raises(TaskCancelledError):
+            running.result_sync(timeout=5)
+    # leaving the block drains the worker: the cancelled task was stopped at its next
+    # heartbeat instead of sleeping for 30 s
+    assert time.time() - t0 < 20
+
+
+def test_interval_schedule_pause_resume(oq: OmniQ) -> None:
+    runs: list[float] = []
+
+    @oq.task
+    def tick() -> None:
+        runs.append(time.time())
+
+    with oq.start_worker_sync():
+        sid = oq.schedule_sync(tick, interval=0.2)
+        time.sleep(1.2)
+        assert oq.pause_schedule_sync(sid)
+        time.sleep(0.4)
+        paused_count = len(runs)
+        assert paused_count >= 3
+        time.sleep(0.8)
+        assert len(runs) == paused_count  # nothing fires while paused
+        (s,) = oq.list_schedules_sync()
+        assert s.state is ScheduleState.PAUSED
+        assert oq.resume_schedule_sync(sid)
+        time.sleep(0.8)
+        assert len(runs) > paused_count
+        assert oq.delete_schedule_sync(sid)
+    kinds = [e.event_type for e in oq.get_events_sync()]
+    assert EventType.SCHEDULE_PAUSED in kinds and EventType.SCHEDULE_RESUMED in kinds
+
+
+def test_process_executor_kills_timed_out_task_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # spawned children import the task module by name: make the repo root importable
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
+    from tests.integration import engine_app as app
+
+    oq = app.oq
+    with oq, oq.start_worker_sync(worker="process", concurrency=2):
+        stuck = app.sleep_for.options(timeout=0.5).enqueue_sync(60)
+        ok = app.add.enqueue_sync(2, 3)
+        with pytest.raises(TaskFailedError) as info:
+            stuck.result_sync(timeout=30)
+        assert "TaskTimeoutError" in (info.value.error or "")
+        assert ok.result_sync(timeout=30) == 5
+        assert app.add.enqueue_sync(5, 5).result_sync(timeout=30) == 10
+
+
+@pytest.mark.anyio
+async def test_async_api_and_start_worker() -> None:
+    async with AsyncOmniQ(task_queue="memory://", worker="async") as oq:
+
+        @oq.task
+        async def mul(x: int, y: int) -> int:
+            return x * y
+
+        async with oq.start_worker():
+            h = await mul.enqueue(6, 7)
+            assert await h.result(timeout=10) == 42
+        w = await oq.start_worker()
+        h = await oq.enqueue(mul, 2, 3)
+        assert await h.result(timeout=10) == 6
+        await w.stop()
+
+
+def test_unknown_worker_type_and_bad_options(oq: OmniQ) -> None:
+    @oq.task
+    def f() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="Did you mean 'thread'"):
+        oq.start_worker_sync(worker="threadz")
+    with pytest.raises(TypeError, match="unknown task option"):
+        f.options(qeue="x")
+    with pytest.raises(ConfigurationError, match="rate_limit"):
+        oq.task(rate_limit="fast")(f)
+
+
+def test_unregistered_task_fails_cleanly_and_worker_goes_on(oq: OmniQ) -> None:
+    @oq.task
+    def ok() -> int:
+        return 1
+
+    with oq.start_worker_sync():
+        bad = oq.enqueue_sync("no_such_module:nothing")
+        with pytest.raises(TaskFailedError, match="cannot be found"):
+            bad.result_sync(timeout=10)
+        assert ok.enqueue_sync().result_sync(timeout=10) == 1
+
+
+def test_callbacks(oq: OmniQ, tmp_path: Path) -> None:
+    got: list[object] = []
+
+    @oq.task
+    def on_ok(value: int) -> None:
+        got.append(("ok", value))
+
+    @oq.task
+    def on_bad(task_id: str, error: str) -> None:
+        got.append(("bad", error))
+
+    @oq.task
+    def work(x: int) -> int:
+        if x < 0:
+            raise ValueError("negative")
+        return x
+
+    with oq.start_worker_sync():
+        work.options(on_success=on_ok).enqueue_sync(5).result_sync(timeout=10)
+        with pytest.raises(TaskFailedError):
+            work.options(on_failure=on_bad).enqueue_sync(-1).result_sync(timeout=10)
+        deadline = time.time() + 10
+        while len(got) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+    assert ("ok", 5) in got and any(k == "bad" and "negative" in str(e) for k, e in got)
+
+
+def test_rate_limit_spaces_runs(oq: OmniQ) -> None:
+    starts: list[float] = []
+
+    @oq.task(rate_limit="20/s")
+    def limited() -> None:
+        starts.append(time.monotonic())
+
+    limited.map_sync([()] * 6)
+    oq.drain_sync(concurrency=4)
+    assert len(starts) == 6
+    assert max(starts) - min(starts) >= 5 * (1 / 20) * 0.8
