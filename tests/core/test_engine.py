@@ -287,3 +287,55 @@ def test_rate_limit_spaces_runs(oq: OmniQ) -> None:
     oq.drain_sync(concurrency=4)
     assert len(starts) == 6
     assert max(starts) - min(starts) >= 5 * (1 / 20) * 0.8
+
+
+def test_gevent_worker_runs_sync_tasks(oq: OmniQ) -> None:
+    pytest.importorskip("gevent", reason="gevent is an optional extra: omniq-core[gevent]")
+    import threading
+
+    threads: set[str] = set()
+
+    @oq.task
+    def where(x: int) -> int:
+        threads.add(threading.current_thread().name)
+        return x + 1
+
+    with oq.start_worker_sync(worker="gevent", concurrency=8):
+        hs = where.map_sync(range(50))
+        assert [h.result_sync(timeout=20) for h in hs] == list(range(1, 51))
+    assert threads == {"omniq-gevent"}
+
+
+def test_three_schedulers_fire_each_due_time_once() -> None:
+    """Three OmniQ instances (three schedulers) over one store: no duplicate fires."""
+    import uuid
+
+    import anyio
+
+    name = f"memory://three-{uuid.uuid4().hex}"
+
+    async def main() -> list[str]:
+        apps = [AsyncOmniQ(task_queue=name, schedule_storage=name) for _ in range(3)]
+        for app in apps:
+            await app.connect()
+        start = time.time()
+        for _ in range(5):
+            await apps[0].schedule("m:f", interval=0.05, start_at=start)
+
+        fired: list[str] = []
+
+        async def run(app: AsyncOmniQ) -> None:
+            while time.time() < start + 1.0:
+                fired.extend(t.id for t in await app.scheduler.tick())
+                await anyio.sleep(0.003)
+
+        async with anyio.create_task_group() as tg:
+            for app in apps:
+                tg.start_soon(run, app)
+        stored = await apps[0].task_queue.count()
+        assert stored == len(fired)
+        return fired
+
+    fired = anyio.run(main)
+    assert len(fired) == len(set(fired)), "a due time was fired by two schedulers"
+    assert len(fired) >= 5 * 10
