@@ -62,6 +62,11 @@ def scheme_of(url: str) -> str:
 def _safe(url: str) -> str:
     from omniq.config import redact_url
 
+    if "://" not in url and "@" in url:
+        # no scheme, so redact_url cannot parse it: hide a "user:password@" part by hand
+        userinfo, _, host = url.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        return f"{user}:***@{host}" if colon else url
     safe: str = redact_url(url)
     return safe
 

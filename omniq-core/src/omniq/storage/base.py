@@ -135,6 +135,11 @@ class BaseTaskQueue(StorageComponent):
     async def complete(self, task: Task) -> bool:
         """Mark a claimed task SUCCESS. False (nothing changed) for a stale claim."""
 
+    async def complete_many(self, tasks: Sequence[Task]) -> builtins.list[bool]:
+        """Complete several claimed tasks (fast backends override this with one round
+        trip). One bool per task, as :meth:`complete` returns."""
+        return [await self.complete(t) for t in tasks]
+
     @abstractmethod
     async def fail(
         self, task: Task, retry_at: float | None = None, *, error: str | None = None
@@ -194,6 +199,11 @@ class BaseResultStorage(StorageComponent):
     @abstractmethod
     async def set(self, result: TaskResult) -> None:
         """Store (or replace) the result of ``result.task_id``."""
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        """Store several results (fast backends override this with one round trip)."""
+        for r in results:
+            await self.set(r)
 
     @abstractmethod
     async def get(self, task_id: str) -> TaskResult | None:

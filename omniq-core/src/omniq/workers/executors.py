@@ -87,14 +87,21 @@ class AsyncExecutor(Executor):
         kwargs: dict[str, Any],
         timeout: float | None,
     ) -> Any:
+        if timeout is None:
+            return await self._call(fn, args, kwargs)
         try:
             with anyio.fail_after(timeout):
-                if inspect.iscoroutinefunction(fn):
-                    return await fn(*args, **kwargs)
-                out = await self._call_sync(fn, args, kwargs)
-                return await out if inspect.isawaitable(out) else out
+                return await self._call(fn, args, kwargs)
         except TimeoutError as e:
             raise _timeout_error(name, timeout) from e
+
+    async def _call(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args, **kwargs)
+        out = await self._call_sync(fn, args, kwargs)
+        return await out if inspect.isawaitable(out) else out
 
     async def stop(self) -> None:
         if self._pool is not None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from omniq.errors import TaskFailedError, TaskTimeoutError
+from omniq.errors import SerializationError, TaskFailedError, TaskTimeoutError
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus, new_id
 from omniq.queue.retry import backoff_delay, should_retry
 from omniq.workers.ratelimit import RateLimiter
@@ -71,6 +71,9 @@ class AsyncWorker:
         self._stopping = anyio.Event()
         self._stopped = anyio.Event()
         self._limiters: dict[str, RateLimiter] = {}
+        # finished tasks waiting to be written in one batch: (task, result)
+        self._done: list[tuple[Task, TaskResult]] = []
+        self._done_ready = anyio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -97,9 +100,11 @@ class AsyncWorker:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._maintenance_loop)
+                tg.start_soon(self._completion_loop)
                 async with anyio.create_task_group() as tasks:
                     await self._claim_loop(tasks)
                     await self._drain(tasks)
+                await self._flush_completions()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -209,7 +214,7 @@ class AsyncWorker:
         await self._finish_success(task, value, started)
 
     async def _finish_success(self, task: Task, value: Any, started: float) -> None:
-        oq = self.oq
+        """Queue the result for the next batch write (see :meth:`_completion_loop`)."""
         result = TaskResult(
             task_id=task.id,
             status=TaskStatus.SUCCESS,
@@ -217,23 +222,54 @@ class AsyncWorker:
             attempt=task.attempt,
             worker_id=self.id,
             started_at=started,
-            expires_at=oq.result_expiry(task),
+            expires_at=self.oq.result_expiry(task),
         )
+        self._done.append((task, result))
+        self._done_ready.set()
+
+    async def _completion_loop(self) -> None:
+        """Write finished tasks in batches: one ``set_many`` and one ``complete_many`` for
+        everything that finished while the previous batch was being written."""
+        while True:
+            await self._done_ready.wait()
+            self._done_ready = anyio.Event()
+            await self._flush_completions()
+
+    async def _flush_completions(self) -> None:
+        while self._done:
+            batch, self._done = self._done, []
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._write_batch(batch)
+                except Exception:
+                    log.exception("could not record %d finished tasks; retrying", len(batch))
+                    self._done[:0] = batch
+                    await anyio.sleep(0.5)
+
+    async def _write_batch(self, batch: list[tuple[Task, TaskResult]]) -> None:
+        oq = self.oq
         try:
-            await oq.result_storage.set(result)
-        except Exception as e:  # e.g. a value that cannot be serialized: the task fails
-            await self._handle_error(task, e, started, retry=False)
-            return
-        if not await oq.task_queue.complete(task):
-            log.info(
-                "task %s finished but its claim was lost; result of attempt %d kept",
-                task.id,
-                task.attempt,
-            )
-            return
-        self.processed += 1
-        oq.events.emit(self._event(EventType.COMPLETE, task))
-        await oq.after_finish(task, succeeded=True, value=value)
+            await oq.result_storage.set_many([r for _, r in batch])
+        except SerializationError:
+            # find the value(s) that cannot be stored: those tasks fail, the rest go on
+            good = []
+            for task, result in batch:
+                try:
+                    await oq.result_storage.set(result)
+                    good.append((task, result))
+                except SerializationError as e:
+                    await self._handle_error(task, e, result.started_at or 0.0, retry=False)
+            batch = good
+        accepted = await oq.task_queue.complete_many([t for t, _ in batch])
+        for (task, result), ok in zip(batch, accepted, strict=True):
+            if not ok:
+                log.info(
+                    "task %s finished but its claim was lost (attempt %d)", task.id, task.attempt
+                )
+                continue
+            self.processed += 1
+            oq.events.emit(self._event(EventType.COMPLETE, task))
+            await oq.after_finish(task, succeeded=True, value=result.result)
 
     async def _handle_error(
         self, task: Task, e: BaseException, started: float, *, retry: bool = True
