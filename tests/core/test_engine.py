@@ -339,3 +339,25 @@ def test_three_schedulers_fire_each_due_time_once() -> None:
     fired = anyio.run(main)
     assert len(fired) == len(set(fired)), "a due time was fired by two schedulers"
     assert len(fired) >= 5 * 10
+
+
+def test_sweep_releases_dependents_stranded_by_a_crash(oq: OmniQ) -> None:
+    """A worker killed between complete() and release_dependents() strands dependents;
+    the periodic sweep releases them (and cancels those of a failed dependency)."""
+
+    @oq.task
+    def f() -> int:
+        return 1
+
+    a, bad = f.enqueue_sync(), f.enqueue_sync()
+    b = f.options(depends_on=[a]).enqueue_sync()
+    c = f.options(depends_on=[bad]).enqueue_sync()
+    q = oq.task_queue
+    ca = q.dequeue_sync(["default"], worker_id="w")
+    cbad = q.dequeue_sync(["default"], worker_id="w")
+    assert q.complete_sync(ca) and q.fail_sync(cbad, None, error="x")  # "crash" here
+    assert b.status_sync() is TaskStatus.WAITING
+    assert oq.sweep_waiting_sync() == 2
+    assert b.status_sync() is TaskStatus.PENDING
+    assert c.status_sync() is TaskStatus.CANCELLED
+    assert oq.sweep_waiting_sync() == 0

@@ -1,1 +1,32 @@
-"""Entry point of the sqlite backend (registers nothing until the backend lands)."""
+"""Entry point of the SQLite backend (``omniq.plugins``: ``sqlite = "omniq_sqlite.plugin"``).
+
+Components are named as ``"module:Class"`` strings, so loading this module imports
+neither aiosqlite nor the components.
+"""
+
+from __future__ import annotations
+
+from omniq.plugins import BackendSpec, hookimpl
+
+#: The embedded default: ``omniq.db`` in OmniQ's data directory, ``BASE_DIR`` (``.omniq``
+#: unless ``OMNIQ_BASE_DIR`` says otherwise), i.e. ``.omniq/omniq.db``.
+DEFAULT_URL = "sqlite:///omniq.db"
+
+
+@hookimpl
+def omniq_backends() -> list[BackendSpec]:
+    """The ``sqlite`` backend (all four components, plus the shared-connection bundle)."""
+    return [
+        BackendSpec(
+            name="sqlite",
+            schemes=("sqlite",),
+            task_queue="omniq_sqlite:AsyncSQLiteQueue",
+            result_storage="omniq_sqlite:AsyncSQLiteResultStorage",
+            event_storage="omniq_sqlite:AsyncSQLiteEventStorage",
+            schedule_storage="omniq_sqlite:AsyncSQLiteScheduleStorage",
+            default_url=DEFAULT_URL,
+            package="omniq-backend-sqlite",
+            description="embedded default: one SQLite file (WAL), safe across worker processes",
+            bundle="omniq_sqlite:SQLiteBackend",
+        )
+    ]

@@ -17,6 +17,7 @@ code 2 (no traceback); argparse usage errors also exit with 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from rich.text import Text
 from omniq import __version__
 from omniq.errors import OmniQError
 
-__all__ = ["COMMANDS", "GROUPS", "Command", "build_parser", "command", "main"]
+__all__ = ["COMMANDS", "COMMAND_MODULES", "GROUPS", "Command", "build_parser", "command", "main"]
 
 Handler = Callable[[argparse.Namespace, Console], int]
 Configure = Callable[[argparse.ArgumentParser], None]
@@ -73,8 +74,27 @@ def command(
     return register
 
 
+#: Modules that register more commands when imported (``omniq.cli_engine``: worker,
+#: scheduler, enqueue, ...), loaded by :func:`build_parser`; a missing one is skipped.
+COMMAND_MODULES: list[str] = ["omniq.cli_engine"]
+
+
+def _load_command_modules() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # the module exists but something it imports is missing
+                _print_error(f"commands of {name} are unavailable: {e}", label="warning")
+        except Exception as e:  # keep `backends` / `config show` usable for diagnosis
+            _print_error(
+                f"commands of {name} are unavailable: {type(e).__name__}: {e}", label="warning"
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every registered command."""
+    _load_command_modules()
     parser = argparse.ArgumentParser(
         prog="omniq",
         description="OmniQ: an async-first task queue with pluggable storage backends.",
@@ -119,9 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _print_error(message: str) -> None:
+def _print_error(message: str, *, label: str = "error") -> None:
     err = Console(stderr=True, soft_wrap=True, highlight=False)
-    line = Text("error: ", style="bold red")
+    line = Text(f"{label}: ", style="bold red")
     line.append(" ".join(message.split()), style="red")
     err.print(line)
 

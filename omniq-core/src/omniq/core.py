@@ -42,6 +42,9 @@ from omniq.tasks import TaskDecorator, TaskFunction, TaskHandle, delay_to_run_at
 from omniq.workers.runner import AsyncWorkerHandle, WorkerHandle, make_worker
 
 log = logging.getLogger("omniq")
+
+#: Seconds between sweeps for WAITING tasks whose dependencies already ended.
+DEPENDENCY_SWEEP_INTERVAL = 10.0
 R = TypeVar("R")
 P = ParamSpec("P")
 
@@ -98,6 +101,7 @@ class AsyncOmniQ:
         self._connected = False
         self._flusher: asyncio.Task[None] | None = None
         self._last_sweep = 0.0
+        self._last_dependency_sweep = time.time()
 
     @classmethod
     def from_config(cls, source: OmniQConfig | dict[str, Any] | str, **overrides: Any) -> Self:
@@ -144,15 +148,26 @@ class AsyncOmniQ:
             if spec.bundle is not None:
                 bundle = bundles.get(key)
                 if bundle is None:
-                    bundle = bundles[key] = load_object(spec.bundle, spec.name).from_url(
-                        url, **cc.options
+                    bundle_cls = load_object(spec.bundle, spec.name)
+                    bundle = bundles[key] = bundle_cls.from_url(
+                        url, **self._backend_options(bundle_cls, cc.options)
                     )
                 built[kind] = getattr(bundle, kind)
             else:
                 cls = spec.component(kind)
                 assert cls is not None
-                built[kind] = cls.from_url(url, **cc.options)
+                built[kind] = cls.from_url(url, **self._backend_options(cls, cc.options))
         return built
+
+    def _backend_options(self, cls: type, options: dict[str, Any]) -> dict[str, Any]:
+        """Options for a backend class, plus ``base_dir`` when its constructor takes one."""
+        try:
+            takes_base_dir = "base_dir" in inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            takes_base_dir = False
+        if takes_base_dir and "base_dir" not in options:
+            return {**options, "base_dir": self.config.base_dir}
+        return options
 
     def _follow_queue(self, kind: str, instances: dict[str, Any]) -> Any:
         """Results/schedules of a queue given as an instance: same backend, in memory."""
@@ -533,7 +548,35 @@ class AsyncOmniQ:
             for task_id in await self.task_queue.cleanup_expired():
                 await self._record_end(task_id, TaskStatus.EXPIRED, "expired before it ran (TTL)")
                 await self._release(task_id, succeeded=False)
+        if now - self._last_dependency_sweep >= DEPENDENCY_SWEEP_INTERVAL:
+            self._last_dependency_sweep = now
+            await self.sweep_waiting()
         await self.events.flush()
+
+    async def sweep_waiting(self, limit: int = 1000) -> int:
+        """Release (or cancel) WAITING tasks whose dependencies have all ended.
+
+        Normally the worker that finishes a dependency releases its dependents at once;
+        this catches the ones stranded by a worker killed between the two steps.
+        Returns how many dependencies were re-released.
+        """
+        queue = self.task_queue
+        released = 0
+        for task in await queue.list(status=TaskStatus.WAITING, limit=limit):
+            deps = [await queue.get(d) for d in task.depends_on]
+            statuses = [d.status if d else None for d in deps]
+            failed = [
+                d.id
+                for d in deps
+                if d is not None and d.status.is_final and d.status is not TaskStatus.SUCCESS
+            ]
+            if failed:
+                await self._release(failed[0], succeeded=False)
+                released += 1
+            elif deps and all(s is TaskStatus.SUCCESS for s in statuses):
+                await self._release(task.depends_on[-1], succeeded=True)
+                released += 1
+        return released
 
     # --- schedules -------------------------------------------------------------------------
 
@@ -788,6 +831,32 @@ class OmniQ:
 
     def enqueue_sync(self, fn: Any, /, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
         return run_sync(self._async.enqueue, fn, *args, **kwargs)
+
+    def enqueue_task_sync(
+        self, tf: TaskFunction[Any, R], args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> TaskHandle[R]:
+        return run_sync(self._async.enqueue_task, tf, args, kwargs)
+
+    def enqueue_many_tasks_sync(
+        self,
+        tf: TaskFunction[Any, R],
+        calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+        *,
+        batch_size: int = 500,
+    ) -> list[TaskHandle[R]]:
+        return run_sync(self._async.enqueue_many_tasks, tf, calls, batch_size=batch_size)
+
+    def enqueue_prepared_sync(self, tasks: list[Task]) -> list[TaskStatus]:
+        return run_sync(self._async.enqueue_prepared, tasks)
+
+    def after_finish_sync(self, task: Task, *, succeeded: bool, value: Any) -> None:
+        run_sync(self._async.after_finish, task, succeeded=succeeded, value=value)
+
+    def sweep_waiting_sync(self, limit: int = 1000) -> int:
+        return run_sync(self._async.sweep_waiting, limit)
+
+    def maintenance_sync(self, *, run_scheduler: bool = True) -> None:
+        run_sync(self._async.maintenance, run_scheduler=run_scheduler)
 
     def get_task_sync(self, task_id: str) -> Task | None:
         return run_sync(self._async.get_task, task_id)

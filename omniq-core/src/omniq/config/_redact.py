@@ -83,11 +83,15 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{netloc}{tail}"
 
 
+_BARE_CREDENTIALS = re.compile(r"(?<![/\w.:-])([\w.%+-]+):([^\s@/:'\"]+)@")
+
+
 def redact_text(text: str) -> str:
     """Redact every URL found in free text (a log message, an error)."""
-    if "://" not in text:
-        return text
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    # credentials typed without a scheme: user:password@host
+    return _BARE_CREDENTIALS.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
 
 
 def redact_value(name: str, value: Any) -> Any:

@@ -62,7 +62,7 @@ class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
         return load_object(self.factory, f"worker type {self.name!r}")
 
 
-def load_object(ref: Any, what: str) -> Any:
+def load_object(ref: Any, what: str = "an OmniQ plugin object") -> Any:
     """Resolve ``"module:attr"`` to the object (other values are returned as they are)."""
     if not isinstance(ref, str):
         return ref

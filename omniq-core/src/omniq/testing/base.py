@@ -27,6 +27,17 @@ from omniq.models import Task
 Factory = Callable[[], Awaitable[Any]]
 
 
+def optional_fixture(request: pytest.FixtureRequest, name: str) -> Any:
+    """The value of fixture ``name`` if the backend's test module defines it, else None.
+
+    Looked up by name so the fixture class may come before or after the suite class.
+    """
+    try:
+        return request.getfixturevalue(name)
+    except pytest.FixtureLookupError:
+        return None
+
+
 def require(component: Any, flag: str) -> None:
     """Skip (visibly, with the reason) when a component declares a capability False."""
     if not getattr(component, flag, False):
@@ -53,21 +64,13 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 
 
 class ConformanceBase:
-    """Fixtures every conformance class shares; optional fixtures default to None."""
+    """Fixtures every conformance class shares."""
 
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture
     def anyio_backend(self) -> str:
         return "asyncio"
-
-    @pytest.fixture
-    def process_spec(self) -> dict[str, Any] | None:
-        return None
-
-    @pytest.fixture
-    def corrupt_task(self) -> Callable[[Any, str], Awaitable[None]] | None:
-        return None
 
     @pytest.fixture(autouse=True)
     def _omniq_secret_key(self, monkeypatch: pytest.MonkeyPatch) -> None:

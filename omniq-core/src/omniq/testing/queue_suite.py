@@ -8,14 +8,20 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from typing import Any
 
 import anyio
 import pytest
 
 from omniq.models import Task, TaskStatus
 from omniq.storage.base import BaseTaskQueue
-from omniq.testing.base import ConformanceBase, Factory, eventually, make_task, require
+from omniq.testing.base import (
+    ConformanceBase,
+    Factory,
+    eventually,
+    make_task,
+    optional_fixture,
+    require,
+)
 
 N_TASKS = 2000
 N_CONSUMERS = 8
@@ -132,8 +138,9 @@ class TaskQueueConformance(ConformanceBase):
         assert await producer.count(status=TaskStatus.SUCCESS) == N_TASKS
 
     async def test_exclusive_claim_across_processes(
-        self, make_task_queue: Factory, process_spec: dict[str, Any] | None
+        self, make_task_queue: Factory, request: pytest.FixtureRequest
     ) -> None:
+        process_spec = optional_fixture(request, "process_spec")
         if not process_spec or "task_queue" not in process_spec:
             pytest.skip("backend gives no process_spec (in-process only)")
         producer: BaseTaskQueue = await make_task_queue()
@@ -399,8 +406,9 @@ class TaskQueueConformance(ConformanceBase):
     # --- bad input -------------------------------------------------------------------
 
     async def test_corrupt_payload_does_not_block_other_tasks(
-        self, task_queue: BaseTaskQueue, corrupt_task: Any
+        self, task_queue: BaseTaskQueue, request: pytest.FixtureRequest
     ) -> None:
+        corrupt_task = optional_fixture(request, "corrupt_task")
         if corrupt_task is None:
             pytest.skip("backend gives no corrupt_task fixture (it stores no payload bytes)")
         tasks = [make_task(i) for i in range(3)]

@@ -1,0 +1,101 @@
+"""SQLiteBackend: the four components over one database and one connection."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+
+from omniq.serialization.manager import SerializationManager
+from omniq.sync import run_sync
+
+from omniq_sqlite._database import Database
+from omniq_sqlite._events import AsyncSQLiteEventStorage
+from omniq_sqlite._queue import AsyncSQLiteQueue
+from omniq_sqlite._results import AsyncSQLiteResultStorage
+from omniq_sqlite._schedules import AsyncSQLiteScheduleStorage
+
+
+class SQLiteBackend:
+    """Task queue, results, events and schedules in one SQLite file, sharing one
+    connection (so ``sqlite://:memory:`` works for all four in one process).
+
+    ``async with SQLiteBackend("sqlite:///app.db") as b: await b.task_queue.enqueue(t)``;
+    ``with`` works too. The components are the ``Async*`` classes; wrap one with its
+    blocking twin (``SQLiteQueue.wrap(b.task_queue)``) for ``*_sync`` calls.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        default_lease: float = 30.0,
+        serializer: SerializationManager | None = None,
+        base_dir: str | None = None,
+        **options: Any,
+    ) -> None:
+        self.database = Database.from_url(url, base_dir=base_dir, **options)
+        shared: dict[str, Any] = {"serializer": serializer, "database": self.database}
+        self.task_queue = AsyncSQLiteQueue(default_lease=default_lease, **shared)
+        self.result_storage = AsyncSQLiteResultStorage(**shared)
+        self.event_storage = AsyncSQLiteEventStorage(**shared)
+        self.schedule_storage = AsyncSQLiteScheduleStorage(**shared)
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **options: Any) -> SQLiteBackend:
+        """Build the bundle from a ``sqlite://`` URL and options (no I/O yet)."""
+        return cls(url, **options)
+
+    @property
+    def url(self) -> str:
+        """The ``sqlite://`` URL of the database."""
+        return self.database.url
+
+    @property
+    def components(
+        self,
+    ) -> tuple[
+        AsyncSQLiteQueue,
+        AsyncSQLiteResultStorage,
+        AsyncSQLiteEventStorage,
+        AsyncSQLiteScheduleStorage,
+    ]:
+        """The four components, in COMPONENTS order."""
+        return (self.task_queue, self.result_storage, self.event_storage, self.schedule_storage)
+
+    async def connect(self) -> None:
+        """Open the shared connection (schema created or migrated)."""
+        for c in self.components:
+            await c.connect()
+
+    async def close(self) -> None:
+        """Close every component and the shared connection."""
+        for c in self.components:
+            await c.close()
+        await self.database.close()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __enter__(self) -> Self:
+        run_sync(self.connect)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        run_sync(self.close)
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.url!r})"

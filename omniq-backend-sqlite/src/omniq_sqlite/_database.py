@@ -1,0 +1,346 @@
+"""One SQLite connection (aiosqlite) with pragmas, migrations, retries and group commit.
+
+Every operation is a plain function ``fn(conn, *args)`` that runs on the connection's own
+thread, so a whole transaction (``BEGIN IMMEDIATE``, a few statements, ``COMMIT``) costs a
+single hop from the event loop. ``SQLITE_BUSY``/``SQLITE_LOCKED`` are retried there with
+jittered backoff (after SQLite's own ``busy_timeout``) for up to ``lock_timeout`` seconds,
+so "database is locked" never reaches the caller while other processes write.
+
+:meth:`Database.run_batched` is group commit: single-row writes (complete, fail,
+heartbeat, a result, an event) submitted while the connection is busy are written
+together in one transaction, so ``synchronous=FULL`` costs one fsync per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
+
+import aiosqlite
+from omniq.errors import BackendError
+from omniq.storage.notify import Notifier
+
+from omniq_sqlite._errors import is_busy, translate
+from omniq_sqlite._migrations import migrate
+from omniq_sqlite._url import Location, SQLiteOptions, build_options, check_location, parse_url
+
+T = TypeVar("T")
+It = TypeVar("It")
+R = TypeVar("R")
+
+log = logging.getLogger("omniq.sqlite")
+
+_NOTIFIERS: dict[tuple[str, str], Notifier] = {}
+_NOTIFIERS_LOCK = threading.Lock()
+
+
+class _Batch(Generic[It, R]):
+    __slots__ = ("fn", "futures", "items")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection, list[It]], Sequence[R | BaseException]], first: It
+    ) -> None:
+        self.fn = fn
+        self.items: list[It] = [first]
+        self.futures: list[asyncio.Future[R]] = []  # of the items after the first
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(value, BaseException):
+        fut.set_exception(value)
+    else:
+        fut.set_result(value)
+
+
+class Database:
+    """One database file (or ``:memory:``) behind one aiosqlite connection.
+
+    Components share a Database through :meth:`acquire`/:meth:`release` (reference
+    counted); the connection closes when the last user releases it.
+    """
+
+    def __init__(self, location: Location, options: SQLiteOptions | None = None) -> None:
+        self.location = location
+        self.options = options or SQLiteOptions()
+        self._conn: Any = None  # aiosqlite.Connection
+        self._raw: sqlite3.Connection | None = None
+        self._users = 0
+        self._open_lock = asyncio.Lock()
+        self._batch_lock = threading.Lock()
+        self._batches: dict[str, _Batch[Any, Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._local_notifiers: dict[str, Notifier] = {}
+        #: Migration versions applied by the last connect (empty when up to date).
+        self.applied_migrations: list[int] = []
+        self.journal_mode: str | None = None
+        self._pid = os.getpid()
+
+    @classmethod
+    def from_url(
+        cls, url: str | None = None, *, base_dir: str | None = None, **options: Any
+    ) -> Database:
+        """Parse ``url`` and options (see :mod:`omniq_sqlite._url`); no I/O yet."""
+        location, query = parse_url(url, base=base_dir)
+        return cls(location, build_options(query, options))
+
+    @property
+    def path(self) -> str:
+        """Absolute path of the database file, or ``:memory:``."""
+        return self.location.path
+
+    @property
+    def url(self) -> str:
+        """The URL the database was opened from."""
+        return self.location.url
+
+    @property
+    def is_open(self) -> bool:
+        """True while the connection is open (in this process)."""
+        self._forget_after_fork()
+        return self._conn is not None
+
+    def _forget_after_fork(self) -> None:
+        # A connection (and its thread) does not survive fork(): a child starts afresh.
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._conn = self._raw = None
+            self._users = 0
+            self._open_lock = asyncio.Lock()
+            self._batch_lock = threading.Lock()
+            self._batches = {}
+            self._tasks = set()
+
+    def __repr__(self) -> str:
+        return f"Database({self.path!r})"
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def acquire(self) -> None:
+        """Open the connection if needed and count one more user."""
+        self._forget_after_fork()
+        async with self._open_lock:
+            if self._conn is None:
+                await self._open()
+            self._users += 1
+
+    async def release(self) -> None:
+        """Count one user less; close the connection after the last one."""
+        async with self._open_lock:
+            self._users = max(0, self._users - 1)
+            if self._users == 0:
+                await self._close()
+
+    async def close(self) -> None:
+        """Close the connection now, whoever still uses it."""
+        async with self._open_lock:
+            self._users = 0
+            await self._close()
+
+    async def _open(self) -> None:
+        check_location(self.location, self.options)
+        conn = aiosqlite.connect(
+            self.path, isolation_level=None, timeout=self.options.busy_timeout
+        )
+        thread = getattr(conn, "_thread", None)
+        if isinstance(thread, threading.Thread):
+            thread.daemon = True  # an unclosed component must not hang interpreter exit
+        try:
+            await conn
+        except sqlite3.Error as e:
+            raise translate(e, self.path) from e
+        self._conn = conn
+        self._raw = conn._conn
+        try:
+            self.applied_migrations = await self.run(self._setup)
+        except BaseException:
+            await self._close()
+            raise
+        if self.applied_migrations:
+            log.info("migrated SQLite database %s to schema %s", self.path, self.applied_migrations)
+
+    def _setup(self, conn: sqlite3.Connection) -> list[int]:
+        conn.execute(f"PRAGMA busy_timeout = {int(self.options.busy_timeout * 1000)}")
+        if not self.location.memory:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            self.journal_mode = str(mode).lower()
+            if self.journal_mode != "wal":
+                log.warning(
+                    "SQLite database %s could not switch to WAL (journal_mode=%s); "
+                    "several processes will block each other more",
+                    self.path,
+                    mode,
+                )
+        conn.execute(f"PRAGMA synchronous = {self.options.synchronous.upper()}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        return migrate(conn, self.path)
+
+    async def _close(self) -> None:
+        conn, self._conn, self._raw = self._conn, None, None
+        if conn is None:
+            return
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await conn.close()
+        except sqlite3.Error as e:  # pragma: no cover - close rarely fails
+            log.warning("closing SQLite database %s failed: %s", self.path, e)
+
+    # --- running work on the connection's thread --------------------------------------
+
+    def _connection(self) -> Any:
+        conn = self._conn
+        if conn is None:
+            raise BackendError(
+                f"SQLite database {self.path} is not connected (the component was closed); "
+                "call connect() or use `async with`"
+            )
+        return conn
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` as one transaction on the connection's thread.
+
+        ``fn`` starts a write transaction with :func:`begin_immediate` when it needs one;
+        whatever transaction is open when it returns is committed, and rolled back when it
+        raises. Busy errors re-run ``fn`` with backoff.
+        """
+        conn = self._connection()
+        try:
+            result: T = await conn._execute(self._transaction, fn, args)
+        except sqlite3.Error as e:
+            raise translate(e, self.path) from e
+        return result
+
+    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        raw = self._raw
+        if raw is None:
+            raise BackendError(f"SQLite database {self.path} was closed")
+        delay = 0.001
+        deadline: float | None = None
+        while True:
+            try:
+                result = fn(raw, *args)
+                if raw.in_transaction:
+                    raw.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError as e:
+                _rollback(raw)
+                if not is_busy(e):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.options.lock_timeout
+                if now >= deadline:
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.1)
+            except BaseException:
+                _rollback(raw)
+                raise
+
+    async def run_batched(
+        self,
+        key: str,
+        fn: Callable[[sqlite3.Connection, list[It]], Sequence[R | BaseException]],
+        item: It,
+    ) -> R:
+        """Group commit: run ``fn(conn, items)`` once for every ``item`` submitted under
+        ``key`` while the connection was busy; ``fn`` returns one result (or exception)
+        per item, in order."""
+        conn = self._connection()
+        with self._batch_lock:
+            batch = self._batches.get(key)
+            if batch is not None:  # join the batch that is waiting for the connection
+                fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+                batch.items.append(item)
+                batch.futures.append(fut)
+            else:
+                self._batches[key] = _Batch(fn, item)
+        if batch is not None:
+            return await fut
+        # the first item's caller drives the flush and gets its own result directly
+        try:
+            value: R | BaseException = await conn._execute(self._flush, key)
+        except ValueError as e:  # aiosqlite: the connection was closed meanwhile
+            with self._batch_lock:
+                orphan = self._batches.pop(key, None)
+            err = BackendError(f"SQLite database {self.path} was closed during a write")
+            for fut in orphan.futures if orphan else []:
+                fut.get_loop().call_soon_threadsafe(_resolve, fut, err)
+            raise err from e
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _flush(self, key: str) -> Any:
+        """Runs on the connection's thread: write the batch collected under ``key``;
+        return the first item's result (or exception), resolve the others' futures."""
+        with self._batch_lock:
+            batch = self._batches.pop(key)
+        results: Sequence[Any]
+        try:
+            results = self._transaction(batch.fn, (batch.items,))
+        except sqlite3.Error as e:
+            results = [_translated(e, self.path) for _ in batch.items]
+        except Exception as e:
+            results = [e] * len(batch.items)
+        for fut, value in zip(batch.futures, results[1:], strict=True):
+            try:
+                fut.get_loop().call_soon_threadsafe(_resolve, fut, value)
+            except RuntimeError:  # pragma: no cover - the caller's loop is gone
+                pass
+        return results[0]
+
+    def submit_nowait(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Fire and forget ``fn(conn, *args)`` as a transaction (errors are logged)."""
+
+        async def runner() -> None:
+            try:
+                await self.run(fn, *args)
+            except Exception as e:
+                log.warning("background write to SQLite database %s failed: %s", self.path, e)
+
+        if self._conn is not None:
+            self._spawn(runner())
+
+    # --- wake-ups inside this process ---------------------------------------------------
+
+    def notifier(self, kind: str) -> Notifier:
+        """The in-process wake-up signal for ``kind`` ("tasks", "results") of this file."""
+        if self.location.memory:
+            return self._local_notifiers.setdefault(kind, Notifier())
+        with _NOTIFIERS_LOCK:
+            return _NOTIFIERS.setdefault((self.path, kind), Notifier())
+
+
+def _translated(e: sqlite3.Error, path: str) -> BaseException:
+    err = translate(e, path)
+    err.__cause__ = e
+    return err
+
+
+def _rollback(raw: sqlite3.Connection) -> None:
+    if raw.in_transaction:
+        try:
+            raw.execute("ROLLBACK")
+        except sqlite3.Error:  # pragma: no cover - nothing more to undo
+            pass
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """Start a write transaction (takes the write lock now; waits per busy_timeout)."""
+    if not conn.in_transaction:
+        conn.execute("BEGIN IMMEDIATE")

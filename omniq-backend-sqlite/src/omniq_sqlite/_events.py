@@ -1,0 +1,130 @@
+"""AsyncSQLiteEventStorage: lifecycle events as plain columns plus JSON metadata."""
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import msgspec
+from omniq.errors import SerializationError
+from omniq.models import EventType, TaskEvent
+from omniq.storage.base import BaseEventStorage
+
+from omniq_sqlite._component import SQLiteComponent
+from omniq_sqlite._database import begin_immediate
+
+_FIELDS = (
+    "id", "event_type", "task_id", "timestamp", "queue", "func", "worker_id", "schedule_id",
+    "attempt", "message", "metadata",
+)  # fmt: skip
+_INSERT = (
+    f"INSERT INTO events ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})"
+)
+
+Row = tuple[Any, ...]
+
+
+def _row(event: TaskEvent) -> Row:
+    try:
+        metadata = msgspec.json.encode(event.metadata).decode() if event.metadata else None
+    except (TypeError, ValueError) as e:
+        raise SerializationError(
+            f"event metadata must be JSON-compatible (events are never pickled): {e}"
+        ) from e
+    return (
+        event.id, event.event_type.value, event.task_id, event.timestamp, event.queue,
+        event.func, event.worker_id, event.schedule_id, event.attempt, event.message, metadata,
+    )  # fmt: skip
+
+
+def _event(row: Row) -> TaskEvent:
+    (eid, etype, task_id, ts, queue, func, worker_id, schedule_id, attempt, message,
+     metadata) = row  # fmt: skip
+    return TaskEvent(
+        event_type=EventType(etype), id=eid, task_id=task_id, timestamp=ts, queue=queue,
+        func=func, worker_id=worker_id, schedule_id=schedule_id, attempt=attempt,
+        message=message, metadata=msgspec.json.decode(metadata) if metadata else {},
+    )  # fmt: skip
+
+
+def _insert(conn: sqlite3.Connection, rows: list[Row]) -> list[None]:
+    begin_immediate(conn)
+    conn.executemany(_INSERT, rows)
+    return [None] * len(rows)
+
+
+def _insert_many(conn: sqlite3.Connection, rows: list[Row]) -> None:
+    _insert(conn, rows)
+
+
+def _query(conn: sqlite3.Connection, where: str, params: list[Any]) -> builtins.list[TaskEvent]:
+    rows = conn.execute(
+        f"SELECT {', '.join(_FIELDS)} FROM events {where} ORDER BY timestamp, id, seq", params
+    ).fetchall()
+    return [_event(r) for r in rows]
+
+
+def _cleanup(conn: sqlite3.Connection, older_than: float) -> int:
+    return int(conn.execute("DELETE FROM events WHERE timestamp < ?", (older_than,)).rowcount)
+
+
+class AsyncSQLiteEventStorage(SQLiteComponent, BaseEventStorage):
+    """Event log with indexes by task, type and time; never pickled."""
+
+    cross_process: ClassVar[bool] = True
+
+    async def log(self, event: TaskEvent) -> None:
+        """Append one event (group-committed with concurrent writes)."""
+        row = _row(event)
+        db = await self._ensure()
+        await db.run_batched("events", _insert, row)
+
+    async def log_many(self, events: Sequence[TaskEvent]) -> None:
+        """Append several events in one transaction."""
+        rows = [_row(e) for e in events]
+        if rows:
+            await self._run(_insert_many, rows)
+
+    async def query(
+        self,
+        task_id: str | None = None,
+        types: Iterable[EventType] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[TaskEvent]:
+        """Events matching every given filter, oldest first."""
+        conds: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        if task_id is not None:
+            conds.append("task_id = ?")
+            params.append(task_id)
+        if types is not None:
+            wanted = [EventType(t).value for t in types]
+            conds.append(f"event_type IN ({', '.join('?' * len(wanted))})" if wanted else "0")
+            params.extend(wanted)
+        if since is not None:
+            conds.append("timestamp >= ?")
+            params.append(since)
+        if until is not None:
+            conds.append("timestamp <= ?")
+            params.append(until)
+        where = f"WHERE {' AND '.join(conds)}" if conds else ""
+        if limit is not None:
+            where += " ORDER BY timestamp, id, seq LIMIT ?"
+            params.append(max(limit, 0))
+            return await self._run(_query_limited, where, params)
+        return await self._run(_query, where, params)
+
+    async def cleanup(self, older_than: float) -> int:
+        """Delete events with ``timestamp < older_than``; returns how many."""
+        return await self._run(_cleanup, older_than)
+
+
+def _query_limited(
+    conn: sqlite3.Connection, where: str, params: list[Any]
+) -> builtins.list[TaskEvent]:
+    rows = conn.execute(f"SELECT {', '.join(_FIELDS)} FROM events {where}", params).fetchall()
+    return [_event(r) for r in rows]

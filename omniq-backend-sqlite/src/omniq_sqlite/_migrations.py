@@ -1,0 +1,152 @@
+"""The schema as an ordered list of versioned migrations, applied on connect.
+
+``schema_version`` holds one row per applied migration. :func:`migrate` reads the
+version without a write lock (the common case: nothing to do), and otherwise applies the
+missing migrations in one ``BEGIN IMMEDIATE`` transaction, so several processes starting
+at once apply each migration exactly once. New migrations are appended, never edited.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import msgspec
+from omniq.errors import BackendError
+
+
+class Migration(msgspec.Struct, frozen=True):
+    """One schema step: its version number, a description and its statements."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "tasks, task dependencies, results, events and schedules",
+        (
+            """CREATE TABLE tasks (
+                id TEXT PRIMARY KEY,
+                queue TEXT NOT NULL,
+                status TEXT NOT NULL,
+                priority INTEGER NOT NULL DEFAULT 0,
+                due REAL NOT NULL,
+                run_at REAL,
+                expires_at REAL,
+                attempt INTEGER NOT NULL DEFAULT 0,
+                lease_until REAL,
+                worker_id TEXT,
+                error TEXT,
+                unreported INTEGER,
+                created_at REAL NOT NULL,
+                data BLOB NOT NULL
+            )""",
+            # claim order: queue, then priority (high first), then due time, then id
+            "CREATE INDEX tasks_claim ON tasks (queue, status, priority DESC, due, id, run_at)",
+            # one index for: counts by status; lapsed leases (status = 'running' AND
+            # lease_until < now); the TTL sweep (pending/waiting rows have no lease, so
+            # status IN (...) AND lease_until IS NULL AND expires_at <= now is a range)
+            "CREATE INDEX tasks_state ON tasks (status, lease_until, expires_at)",
+            "CREATE INDEX tasks_unreported ON tasks (unreported) WHERE unreported IS NOT NULL",
+            """CREATE TABLE task_deps (
+                depends_on TEXT NOT NULL,
+                task_id TEXT NOT NULL,
+                PRIMARY KEY (depends_on, task_id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX task_deps_task ON task_deps (task_id)",
+            """CREATE TABLE results (
+                task_id TEXT PRIMARY KEY,
+                status TEXT NOT NULL,
+                finished_at REAL,
+                expires_at REAL,
+                data BLOB NOT NULL
+            )""",
+            "CREATE INDEX results_expiry ON results (expires_at) WHERE expires_at IS NOT NULL",
+            """CREATE TABLE events (
+                seq INTEGER PRIMARY KEY,
+                id TEXT NOT NULL,
+                event_type TEXT NOT NULL,
+                task_id TEXT,
+                timestamp REAL NOT NULL,
+                queue TEXT,
+                func TEXT,
+                worker_id TEXT,
+                schedule_id TEXT,
+                attempt INTEGER,
+                message TEXT,
+                metadata TEXT
+            )""",
+            "CREATE INDEX events_task ON events (task_id, timestamp)",
+            "CREATE INDEX events_time ON events (timestamp)",
+            "CREATE INDEX events_type ON events (event_type, timestamp)",
+            """CREATE TABLE schedules (
+                id TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                next_run_at REAL,
+                data BLOB NOT NULL
+            )""",
+            "CREATE INDEX schedules_due ON schedules (state, next_run_at)",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The highest applied migration (0 for a new database)."""
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if row is None:
+        return 0
+    (version,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(version)
+
+
+def _check_not_newer(version: int, path: str) -> None:
+    if version > LATEST_VERSION:
+        raise BackendError(
+            f"SQLite database {path} has schema version {version}, newer than this "
+            f"omniq-backend-sqlite supports ({LATEST_VERSION}). Upgrade omniq-backend-sqlite "
+            "in this environment, or point it at another file."
+        )
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> list[int]:
+    """Apply missing migrations; return the versions applied (empty when up to date).
+
+    Runs on the connection's thread, outside any transaction.
+    """
+    current = schema_version(conn)
+    _check_not_newer(current, path)
+    if current == LATEST_VERSION:
+        return []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        current = schema_version(conn)  # another process may have migrated meanwhile
+        _check_not_newer(current, path)
+        applied: list[int] = []
+        for m in MIGRATIONS:
+            if m.version <= current:
+                continue
+            for statement in m.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                (m.version, m.description, time.time()),
+            )
+            applied.append(m.version)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return applied

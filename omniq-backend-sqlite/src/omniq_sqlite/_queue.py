@@ -1,0 +1,184 @@
+"""AsyncSQLiteQueue: the task queue on one SQLite file, shared by worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from omniq.models import Task, TaskStatus
+from omniq.serialization.manager import SerializationManager
+from omniq.storage.base import BaseTaskQueue, Released
+
+from omniq_sqlite import _task_sql as sql
+from omniq_sqlite._component import SQLiteComponent
+from omniq_sqlite._database import Database
+
+
+class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
+    """Task queue with priorities, delays, TTL, leases and dependencies.
+
+    Claims run in ``BEGIN IMMEDIATE`` with ``UPDATE ... RETURNING`` (one statement per
+    batch); a RUNNING task whose lease lapsed is claimable again with ``attempt + 1``.
+    ``dequeue(wait=...)`` is woken at once by enqueues in this process and polls (with
+    backoff up to ``poll_interval``) for other processes.
+    """
+
+    blocking_dequeue: ClassVar[bool] = False
+    cross_process: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        default_lease: float = 30.0,
+        serializer: SerializationManager | None = None,
+        base_dir: str | None = None,
+        database: Database | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            url, serializer=serializer, base_dir=base_dir, database=database, **options
+        )
+        self.default_lease = default_lease
+
+    def _wake(self) -> None:
+        self._db.notifier("tasks").notify_all()
+
+    # --- enqueue -------------------------------------------------------------------------
+
+    async def enqueue(self, task: Task) -> TaskStatus:
+        """Store a task; idempotent by id (see :meth:`BaseTaskQueue.enqueue`)."""
+        item = (task, sql.encode(self.serializer, task))
+        db = await self._ensure()
+        status = await db.run_batched("enqueue", sql.enqueue_encoded, item)
+        self._wake()
+        return status
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[TaskStatus]:
+        """Store several tasks in one transaction (encoded off the event loop)."""
+        if not tasks:
+            return []
+        statuses = await self._run(sql.enqueue_tasks, self.serializer, builtins.list(tasks))
+        self._wake()
+        return statuses
+
+    # --- claim ---------------------------------------------------------------------------
+
+    async def dequeue_many(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker_id: str,
+        lease: float = 30.0,
+        wait: float = 0.0,
+    ) -> builtins.list[Task]:
+        """Claim up to ``limit`` ready tasks in claim order, waiting up to ``wait`` s."""
+        queues = builtins.list(queues)
+        if limit <= 0 or not queues:
+            return []
+        db = await self._ensure()
+        notifier = db.notifier("tasks")
+        deadline = time.monotonic() + wait
+        delay = 0.002
+        while True:
+            claimed = await self._claim(queues, limit, worker_id, lease)
+            if claimed:
+                return claimed
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            if await notifier.wait(min(delay, remaining)):
+                delay = 0.002
+            else:
+                delay = min(delay * 2, max(db.options.poll_interval, 0.001))
+
+    async def _claim(
+        self, queues: builtins.list[str], limit: int, worker_id: str, lease: float
+    ) -> builtins.list[Task]:
+        db = await self._ensure()
+        job = asyncio.ensure_future(
+            db.run(sql.claim, self.serializer, queues, limit, worker_id, lease)
+        )
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # The claim may still commit on the connection's thread: hand those tasks
+            # back at once instead of leaving them to lease expiry.
+            job.add_done_callback(self._unclaim_lost)
+            raise
+
+    def _unclaim_lost(self, job: asyncio.Future[builtins.list[Task]]) -> None:
+        if job.cancelled() or job.exception() is not None or not job.result():
+            return
+        claims = [(t.id, t.attempt) for t in job.result()]
+        self._db.submit_nowait(sql.unclaim, claims)
+
+    # --- fenced updates (group commit) ----------------------------------------------------
+
+    async def _fenced(self, op: sql.FenceOp) -> bool:
+        db = await self._ensure()
+        return await db.run_batched("fenced", sql.fenced, op)
+
+    async def complete(self, task: Task) -> bool:
+        """Mark a claimed task SUCCESS; False for a stale claim."""
+        return await self._fenced(("complete", task.id, task.attempt))
+
+    async def fail(
+        self, task: Task, retry_at: float | None = None, *, error: str | None = None
+    ) -> bool:
+        """PENDING again at ``retry_at``, or FAILED when None; False for a stale claim."""
+        ok = await self._fenced(("fail", task.id, task.attempt, retry_at, error))
+        if ok and retry_at is not None:
+            self._wake()
+        return ok
+
+    async def heartbeat(self, task: Task, lease: float | None = None) -> bool:
+        """Extend the lease; False when the claim is no longer current."""
+        return await self._fenced(("heartbeat", task.id, task.attempt, lease or self.default_lease))
+
+    # --- reads and maintenance -------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task | None:
+        """The stored task with its effective status, or None."""
+        return await self._run(_get, self.serializer, task_id)
+
+    async def cancel(self, task_id: str, reason: str | None = None) -> bool:
+        """Cancel a pending, waiting or running task; False when unknown or final."""
+        return await self._run(sql.cancel, task_id, reason or "cancelled")
+
+    async def count(self, queue: str | None = None, status: TaskStatus | None = None) -> int:
+        """Number of tasks, optionally of one queue and/or effective status."""
+        return await self._run(sql.count_tasks, queue, status)
+
+    async def list(
+        self,
+        queue: str | None = None,
+        status: TaskStatus | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Task]:
+        """Tasks, oldest first, optionally filtered."""
+        return await self._run(sql.select_tasks, self.serializer, queue, status, limit)
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Delete every task (of one queue, or all); returns how many."""
+        return await self._run(sql.purge, queue)
+
+    async def cleanup_expired(self, now: float | None = None) -> builtins.list[str]:
+        """Mark tasks past their TTL EXPIRED; return them (and those expired at claim)."""
+        return await self._run(sql.expire, now or time.time())
+
+    async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
+        """Make waiting dependents ready, or cancel them (transitively) on failure."""
+        ready, cancelled = await self._run(sql.release, task_id, succeeded)
+        if ready:
+            self._wake()
+        return Released(ready=ready, cancelled=cancelled)
+
+
+def _get(conn: Any, serializer: SerializationManager, task_id: str) -> Task | None:
+    row = conn.execute(f"SELECT {sql.TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return None if row is None else sql.to_task(serializer, row, time.time())

@@ -1,0 +1,132 @@
+"""AsyncSQLiteResultStorage: task results as encoded bytes with an expiry column."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import sqlite3
+import time
+from typing import Any, ClassVar
+
+from omniq.errors import SerializationError
+from omniq.models import TaskResult, TaskStatus
+from omniq.storage.base import BaseResultStorage
+
+from omniq_sqlite._component import SQLiteComponent
+from omniq_sqlite._database import begin_immediate
+
+log = logging.getLogger("omniq.sqlite")
+
+_UPSERT = (
+    "INSERT INTO results (task_id, status, finished_at, expires_at, data) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, "
+    "finished_at = excluded.finished_at, expires_at = excluded.expires_at, data = excluded.data"
+)
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+Encoded = tuple[str, str, float, float | None, bytes]
+
+
+def _store(conn: sqlite3.Connection, rows: list[Encoded]) -> list[None]:
+    begin_immediate(conn)
+    conn.executemany(_UPSERT, rows)
+    return [None] * len(rows)
+
+
+def _get(conn: sqlite3.Connection, task_id: str) -> bytes | None:
+    row = conn.execute(
+        f"SELECT data FROM results WHERE task_id = ? AND {_LIVE}", (task_id, time.time())
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def _list(conn: sqlite3.Connection, status: str | None, limit: int) -> builtins.list[bytes]:
+    params: builtins.list[Any] = [time.time()]
+    cond = _LIVE
+    if status is not None:
+        cond, params = f"status = ? AND {cond}", [status, *params]
+    rows = conn.execute(
+        f"SELECT data FROM results WHERE {cond} ORDER BY rowid LIMIT ?", [*params, limit]
+    )
+    return [bytes(r[0]) for r in rows]
+
+
+def _delete(conn: sqlite3.Connection, task_id: str) -> bool:
+    return conn.execute("DELETE FROM results WHERE task_id = ?", (task_id,)).rowcount == 1
+
+
+def _cleanup(conn: sqlite3.Connection, now: float) -> int:
+    cur = conn.execute(
+        "DELETE FROM results WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+    )
+    return int(cur.rowcount)
+
+
+class AsyncSQLiteResultStorage(SQLiteComponent, BaseResultStorage):
+    """Result storage with TTL; ``wait`` is woken by results set in this process and
+    polls (with backoff) for results set by other processes."""
+
+    blocking_wait: ClassVar[bool] = False
+    cross_process: ClassVar[bool] = True
+
+    def _encode(self, result: TaskResult) -> Encoded:
+        data = self.serializer.encode_result(result)
+        return (result.task_id, result.status.value, result.finished_at, result.expires_at, data)
+
+    def _decode(self, task_id: str | None, data: bytes) -> TaskResult:
+        try:
+            return self.serializer.decode_result(data)
+        except SerializationError as e:
+            which = f"of task {task_id} " if task_id else ""
+            raise SerializationError(f"stored result {which}in {self.path}: {e}") from e
+
+    async def set(self, result: TaskResult) -> None:
+        """Store (or replace) the result of ``result.task_id``."""
+        row = self._encode(result)
+        db = await self._ensure()
+        await db.run_batched("results", _store, row)
+        db.notifier("results").notify_all()
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        """The result, or None when absent or expired."""
+        data = await self._run(_get, task_id)
+        return None if data is None else self._decode(task_id, data)
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskResult | None:
+        """Wait up to ``timeout`` seconds (None: forever) for the result."""
+        db = await self._ensure()
+        notifier = db.notifier("results")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            result = await self.get(task_id)
+            if result is not None:
+                return result
+            remaining = 3600.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if await notifier.wait(min(delay, remaining)):
+                delay = 0.002
+            else:
+                delay = min(delay * 2, max(db.options.poll_interval, 0.001))
+
+    async def delete(self, task_id: str) -> bool:
+        """Delete a result; False when there was none."""
+        return await self._run(_delete, task_id)
+
+    async def list(
+        self, status: TaskStatus | None = None, limit: int = 100
+    ) -> builtins.list[TaskResult]:
+        """Unexpired results in insertion order, optionally of one status."""
+        blobs = await self._run(_list, None if status is None else status.value, limit)
+        out: builtins.list[TaskResult] = []
+        for blob in blobs:
+            try:
+                out.append(self._decode(None, blob))
+            except SerializationError as e:
+                log.warning("skipping an undecodable result: %s", e)
+        return out
+
+    async def cleanup_expired(self, now: float | None = None) -> int:
+        """Delete results past their TTL; returns how many."""
+        return await self._run(_cleanup, now or time.time())

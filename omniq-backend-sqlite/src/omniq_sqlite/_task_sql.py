@@ -1,0 +1,469 @@
+"""Task-queue transactions: plain functions that run on the connection's thread.
+
+A task is stored as its encoded bytes (``data``) plus the columns needed to claim and
+filter it. The columns are the truth for the mutable fields (status, attempt, lease,
+worker, error, run_at); the bytes hold everything else and are never rewritten, so a
+claim, a completion or a heartbeat is one small UPDATE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from omniq.errors import SerializationError
+from omniq.models import Task, TaskStatus
+from omniq.serialization.manager import SerializationManager
+
+from omniq_sqlite._database import begin_immediate
+
+log = logging.getLogger("omniq.sqlite")
+
+EXPIRED_MSG = "expired before it ran (TTL)"
+_LIVE = ("pending", "waiting")
+
+#: Columns read back into a Task, in this order.
+TASK_COLUMNS = (
+    "id, queue, status, priority, created_at, run_at, expires_at, attempt, lease_until, "
+    "worker_id, error, data"
+)
+
+INSERT_SQL = (
+    "INSERT INTO tasks (id, queue, status, priority, due, run_at, expires_at, error, "
+    "created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+
+HAS_READY_SQL = (
+    "SELECT 1 FROM tasks WHERE queue = ? AND status = 'pending' "
+    "AND (run_at IS NULL OR run_at <= ?) LIMIT 1"
+)
+HAS_LAPSED_SQL = "SELECT 1 FROM tasks WHERE status = 'running' AND lease_until < ? LIMIT 1"
+RECOVER_SQL = (
+    "UPDATE tasks SET status = 'pending', lease_until = NULL "
+    "WHERE status = 'running' AND lease_until < ?"
+)
+CLAIM_SQL = """
+UPDATE tasks SET
+    status = CASE WHEN expires_at <= :now THEN 'expired' ELSE 'running' END,
+    attempt = CASE WHEN expires_at <= :now THEN attempt ELSE attempt + 1 END,
+    worker_id = CASE WHEN expires_at <= :now THEN worker_id ELSE :worker END,
+    lease_until = CASE WHEN expires_at <= :now THEN NULL ELSE :lease_until END,
+    error = CASE WHEN expires_at <= :now THEN :expired_msg ELSE error END,
+    unreported = CASE WHEN expires_at <= :now THEN 1 ELSE unreported END
+WHERE rowid IN (
+    SELECT rowid FROM tasks
+    WHERE queue = :queue AND status = 'pending' AND (run_at IS NULL OR run_at <= :now)
+    ORDER BY priority DESC, due, id
+    LIMIT :limit
+)
+RETURNING id, queue, status, priority, created_at, run_at, expires_at, attempt, lease_until,
+    worker_id, error, data, due
+"""
+COMPLETE_SQL = (
+    "UPDATE tasks SET status = 'success', lease_until = NULL, error = NULL "
+    "WHERE id = ? AND status = 'running' AND attempt = ?"
+)
+FAIL_SQL = (
+    "UPDATE tasks SET status = ?, lease_until = NULL, error = ?, "
+    "run_at = coalesce(?, run_at), due = coalesce(?, due) "
+    "WHERE id = ? AND status = 'running' AND attempt = ?"
+)
+HEARTBEAT_SQL = (
+    "UPDATE tasks SET lease_until = ? WHERE id = ? AND status = 'running' AND attempt = ?"
+)
+UNCLAIM_SQL = (
+    "UPDATE tasks SET status = 'pending', lease_until = NULL, attempt = attempt - 1 "
+    "WHERE id = ? AND status = 'running' AND attempt = ?"
+)
+
+Row = tuple[Any, ...]
+#: (id, queue, priority, due, run_at, expires_at, created_at, data)
+Encoded = tuple[str, str, int, float, float | None, float | None, float, bytes]
+
+
+# --- rows <-> tasks ------------------------------------------------------------------------
+
+
+def effective(status: str, expires_at: float | None, now: float) -> TaskStatus:
+    """The status a reader sees: a pending or waiting task past its TTL reads EXPIRED."""
+    if status in _LIVE and expires_at is not None and now >= expires_at:
+        return TaskStatus.EXPIRED
+    return TaskStatus(status)
+
+
+def encode(serializer: SerializationManager, task: Task) -> Encoded:
+    """The stored form of a new task."""
+    due = task.run_at if task.run_at is not None else task.created_at
+    data = serializer.encode_task(task)
+    return (task.id, task.queue, task.priority, due, task.run_at, task.expires_at,
+            task.created_at, data)  # fmt: skip
+
+
+def to_task(serializer: SerializationManager, row: Row, now: float) -> Task:
+    """Rebuild a task from a row in TASK_COLUMNS order (the columns win over the bytes).
+
+    A payload that cannot be decoded yields a placeholder task (``func`` is
+    ``"<undecodable>"``, ``metadata["corrupt"]`` is True) so listing never fails.
+    """
+    (tid, queue, status, priority, created_at, run_at, expires_at, attempt, lease_until,
+     worker_id, error, data) = row[:12]  # fmt: skip
+    st = effective(status, expires_at, now)
+    try:
+        task = serializer.decode_task(data)
+    except SerializationError as e:
+        return Task(
+            func="<undecodable>", id=tid, queue=queue, priority=priority, status=st,
+            created_at=created_at, run_at=run_at, expires_at=expires_at, attempt=attempt,
+            lease_until=lease_until, worker_id=worker_id,
+            error=error or f"stored payload cannot be decoded: {e}", metadata={"corrupt": True},
+        )  # fmt: skip
+    return msgspec.structs.replace(
+        task, id=tid, status=st, attempt=attempt, lease_until=lease_until,
+        worker_id=worker_id, error=error, run_at=run_at,
+    )  # fmt: skip
+
+
+def _ids_param(ids: Sequence[str]) -> str:
+    return json.dumps(list(ids))
+
+
+# --- enqueue -------------------------------------------------------------------------------
+
+
+def _dependency_status(
+    conn: sqlite3.Connection, depends_on: Sequence[str], now: float
+) -> tuple[TaskStatus, str | None]:
+    found = {
+        tid: effective(st, exp, now)
+        for tid, st, exp in conn.execute(
+            "SELECT id, status, expires_at FROM tasks WHERE id IN "
+            "(SELECT value FROM json_each(?))",
+            (_ids_param(depends_on),),
+        )
+    }
+    statuses = [found.get(dep) for dep in depends_on]
+    for dep, st in zip(depends_on, statuses, strict=True):
+        if st in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED):
+            return TaskStatus.CANCELLED, f"dependency {dep} ended {st.value}"
+    if all(st is TaskStatus.SUCCESS for st in statuses):
+        return TaskStatus.PENDING, None
+    return TaskStatus.WAITING, None
+
+
+def enqueue_encoded(
+    conn: sqlite3.Connection, items: list[tuple[Task, Encoded]]
+) -> list[TaskStatus]:
+    """Insert tasks in one transaction; the status of each (existing ids unchanged).
+
+    Tasks with dependencies are checked inside the same write transaction, so a
+    dependency that completes concurrently cannot leave a task WAITING forever.
+    """
+    now = time.time()
+    begin_immediate(conn)
+    known: dict[str, TaskStatus] = {
+        tid: effective(st, exp, now)
+        for tid, st, exp in conn.execute(
+            "SELECT id, status, expires_at FROM tasks WHERE id IN "
+            "(SELECT value FROM json_each(?))",
+            (_ids_param([t.id for t, _ in items]),),
+        )
+    }
+    statuses: list[TaskStatus] = []
+    plain: list[tuple[Any, ...]] = []
+    for task, (tid, queue, prio, due, run_at, exp, created, data) in items:
+        if tid in known:
+            statuses.append(known[tid])
+            continue
+        if not task.depends_on:
+            plain.append((tid, queue, "pending", prio, due, run_at, exp, None, created, data))
+            known[tid] = effective("pending", exp, now)
+            statuses.append(TaskStatus.PENDING)
+            continue
+        if plain:  # earlier tasks of the batch must be visible to this dependency check
+            conn.executemany(INSERT_SQL, plain)
+            plain = []
+        status, reason = _dependency_status(conn, task.depends_on, now)
+        conn.execute(
+            INSERT_SQL, (tid, queue, status.value, prio, due, run_at, exp, reason, created, data)
+        )
+        if status is TaskStatus.WAITING:
+            conn.executemany(
+                "INSERT OR IGNORE INTO task_deps (depends_on, task_id) VALUES (?, ?)",
+                [(dep, tid) for dep in task.depends_on],
+            )
+        known[tid] = effective(status.value, exp, now)
+        statuses.append(status)
+    if plain:
+        conn.executemany(INSERT_SQL, plain)
+    return statuses
+
+
+def enqueue_tasks(
+    conn: sqlite3.Connection, serializer: SerializationManager, tasks: Sequence[Task]
+) -> list[TaskStatus]:
+    """Encode (off the event loop) and insert ``tasks`` in one transaction."""
+    return enqueue_encoded(conn, [(t, encode(serializer, t)) for t in tasks])
+
+
+# --- claim ---------------------------------------------------------------------------------
+
+
+def _has_work(conn: sqlite3.Connection, queues: Sequence[str], now: float) -> bool:
+    if conn.execute(HAS_LAPSED_SQL, (now,)).fetchone() is not None:
+        return True
+    return any(conn.execute(HAS_READY_SQL, (q, now)).fetchone() is not None for q in queues)
+
+
+def claim(
+    conn: sqlite3.Connection,
+    serializer: SerializationManager,
+    queues: Sequence[str],
+    limit: int,
+    worker_id: str,
+    lease: float,
+) -> list[Task]:
+    """Claim up to ``limit`` ready tasks: queue order, then priority, then due time.
+
+    A read-only probe comes first, so idle pollers never take the write lock. Tasks
+    found past their TTL are marked EXPIRED (reported by ``cleanup_expired``); a task
+    whose payload cannot be decoded is marked FAILED and the claim goes on.
+    """
+    now = time.time()
+    if not _has_work(conn, queues, now):
+        return []
+    begin_immediate(conn)
+    conn.execute(RECOVER_SQL, (now,))
+    claimed: list[Task] = []
+    params: dict[str, Any] = {
+        "now": now, "worker": worker_id, "lease_until": now + lease, "expired_msg": EXPIRED_MSG,
+    }  # fmt: skip
+    for queue in queues:
+        while len(claimed) < limit:
+            want = limit - len(claimed)
+            params["queue"], params["limit"] = queue, want
+            rows = conn.execute(CLAIM_SQL, params).fetchall()
+            rows.sort(key=lambda r: (-r[3], r[12], r[0]))
+            for row in rows:
+                if row[2] != "running":
+                    continue  # expired at claim time
+                try:
+                    task = serializer.decode_task(row[11])
+                except SerializationError as e:
+                    _fail_corrupt(conn, row[0], str(e), now)
+                    continue
+                claimed.append(
+                    msgspec.structs.replace(
+                        task, id=row[0], status=TaskStatus.RUNNING, attempt=row[7],
+                        lease_until=row[8], worker_id=row[9], error=row[10], run_at=row[5],
+                    )
+                )
+            if len(rows) < want:
+                break  # this queue has nothing more
+        if len(claimed) >= limit:
+            break
+    return claimed
+
+
+def _fail_corrupt(conn: sqlite3.Connection, task_id: str, reason: str, now: float) -> None:
+    message = f"stored payload of task {task_id} cannot be decoded: {reason}"
+    log.error("SQLite queue: %s; marked the task FAILED", message)
+    conn.execute(
+        "UPDATE tasks SET status = 'failed', lease_until = NULL, error = ? WHERE id = ?",
+        (message, task_id),
+    )
+    release(conn, task_id, False, now)
+
+
+def unclaim(conn: sqlite3.Connection, claims: list[tuple[str, int]]) -> None:
+    """Hand back claims that never reached a caller (it was cancelled meanwhile)."""
+    begin_immediate(conn)
+    conn.executemany(UNCLAIM_SQL, claims)
+
+
+# --- fenced updates (group-committed) ------------------------------------------------------
+
+#: ("complete", id, attempt) | ("fail", id, attempt, retry_at, error) |
+#: ("heartbeat", id, attempt, lease_seconds)
+FenceOp = tuple[Any, ...]
+
+
+def fenced(conn: sqlite3.Connection, ops: list[FenceOp]) -> list[bool]:
+    """Apply complete/fail/heartbeat operations; True where the claim was current."""
+    begin_immediate(conn)
+    now = time.time()
+    out: list[bool] = []
+    for op in ops:
+        kind, tid, attempt = op[0], op[1], op[2]
+        if kind == "complete":
+            cur = conn.execute(COMPLETE_SQL, (tid, attempt))
+        elif kind == "fail":
+            retry_at, error = op[3], op[4]
+            status = "failed" if retry_at is None else "pending"
+            cur = conn.execute(FAIL_SQL, (status, error, retry_at, retry_at, tid, attempt))
+        else:
+            cur = conn.execute(HEARTBEAT_SQL, (now + op[3], tid, attempt))
+        out.append(cur.rowcount == 1)
+    return out
+
+
+# --- dependencies --------------------------------------------------------------------------
+
+
+def _waiting_on(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus:
+    """PENDING when every dependency succeeded, CANCELLED when one ended otherwise."""
+    statuses = [
+        None if st is None else effective(st, exp, now)
+        for st, exp in conn.execute(
+            "SELECT t.status, t.expires_at FROM task_deps d "
+            "LEFT JOIN tasks t ON t.id = d.depends_on WHERE d.task_id = ?",
+            (task_id,),
+        )
+    ]
+    if any(st in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED) for st in statuses):
+        return TaskStatus.CANCELLED
+    if all(st is TaskStatus.SUCCESS for st in statuses):
+        return TaskStatus.PENDING
+    return TaskStatus.WAITING
+
+
+def release(
+    conn: sqlite3.Connection, task_id: str, succeeded: bool, now: float | None = None
+) -> tuple[list[str], list[str]]:
+    """Release or (transitively) cancel the waiting dependents of ``task_id``."""
+    begin_immediate(conn)
+    now = time.time() if now is None else now
+    ready: list[str] = []
+    cancelled: list[str] = []
+    todo = [(task_id, succeeded)]
+    while todo:
+        tid, ok = todo.pop()
+        dependents = sorted(
+            r[0]
+            for r in conn.execute(
+                "SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.task_id "
+                "WHERE d.depends_on = ? AND t.status = 'waiting'",
+                (tid,),
+            )
+        )
+        for dep_id in dependents:
+            release_it = ok
+            if ok:
+                status = _waiting_on(conn, dep_id, now)
+                if status is TaskStatus.WAITING:
+                    continue  # still waiting on another dependency
+                release_it = status is TaskStatus.PENDING
+            if release_it:
+                conn.execute("UPDATE tasks SET status = 'pending' WHERE id = ?", (dep_id,))
+                ready.append(dep_id)
+            else:
+                conn.execute(
+                    "UPDATE tasks SET status = 'cancelled', error = ? WHERE id = ?",
+                    (f"dependency {tid} did not succeed", dep_id),
+                )
+                cancelled.append(dep_id)
+                todo.append((dep_id, False))
+            conn.execute("DELETE FROM task_deps WHERE task_id = ?", (dep_id,))
+    return ready, cancelled
+
+
+# --- reads, cancel, purge, expiry ------------------------------------------------------------
+
+
+def status_filter(status: TaskStatus | None, now: float) -> tuple[str, list[Any]]:
+    """SQL condition selecting tasks whose *effective* status is ``status``."""
+    expired = "(expires_at IS NOT NULL AND expires_at <= ?)"
+    if status is None:
+        return "1", []
+    if status in (TaskStatus.PENDING, TaskStatus.WAITING):
+        return f"status = ? AND NOT {expired}", [status.value, now]
+    if status is TaskStatus.EXPIRED:
+        return f"(status = 'expired' OR (status IN ('pending', 'waiting') AND {expired}))", [now]
+    return "status = ?", [status.value]
+
+
+def select_tasks(
+    conn: sqlite3.Connection,
+    serializer: SerializationManager,
+    queue: str | None,
+    status: TaskStatus | None,
+    limit: int,
+) -> list[Task]:
+    """Tasks in insertion order, filtered by queue and effective status."""
+    now = time.time()
+    cond, params = status_filter(status, now)
+    if queue is not None:
+        cond, params = f"queue = ? AND {cond}", [queue, *params]
+    rows = conn.execute(
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} ORDER BY rowid LIMIT ?",
+        [*params, min(limit, 2**62)],
+    ).fetchall()
+    return [to_task(serializer, row, now) for row in rows]
+
+
+def count_tasks(conn: sqlite3.Connection, queue: str | None, status: TaskStatus | None) -> int:
+    """Number of tasks, filtered by queue and effective status."""
+    cond, params = status_filter(status, time.time())
+    if queue is not None:
+        cond, params = f"queue = ? AND {cond}", [queue, *params]
+    (n,) = conn.execute(f"SELECT count(*) FROM tasks WHERE {cond}", params).fetchone()
+    return int(n)
+
+
+def cancel(conn: sqlite3.Connection, task_id: str, reason: str) -> bool:
+    """Cancel a task that is not (effectively) final."""
+    now = time.time()
+    begin_immediate(conn)
+    cur = conn.execute(
+        "UPDATE tasks SET status = 'cancelled', lease_until = NULL, error = ? "
+        "WHERE id = ? AND (status = 'running' OR (status IN ('pending', 'waiting') "
+        "AND (expires_at IS NULL OR expires_at > ?)))",
+        (reason, task_id, now),
+    )
+    if cur.rowcount != 1:
+        return False
+    conn.execute("DELETE FROM task_deps WHERE task_id = ?", (task_id,))
+    return True
+
+
+def purge(conn: sqlite3.Connection, queue: str | None) -> int:
+    """Delete the tasks of one queue (or all) and their dependency rows."""
+    begin_immediate(conn)
+    if queue is None:
+        n = conn.execute("DELETE FROM tasks").rowcount
+        conn.execute("DELETE FROM task_deps")
+    else:
+        n = conn.execute("DELETE FROM tasks WHERE queue = ?", (queue,)).rowcount
+        conn.execute("DELETE FROM task_deps WHERE task_id NOT IN (SELECT id FROM tasks)")
+    return int(n)
+
+
+def expire(conn: sqlite3.Connection, now: float) -> list[str]:
+    """Mark pending/waiting tasks past their TTL EXPIRED; return them and the tasks found
+    expired at claim time since the last call."""
+    begin_immediate(conn)
+    seen = [
+        r[0]
+        for r in conn.execute(
+            "UPDATE tasks SET unreported = NULL WHERE unreported IS NOT NULL RETURNING id"
+        )
+    ]
+    new = [
+        r[0]
+        for r in conn.execute(
+            "UPDATE tasks SET status = 'expired', error = ? "
+            "WHERE status IN ('pending', 'waiting') AND lease_until IS NULL "
+            "AND expires_at <= ? RETURNING id",
+            (EXPIRED_MSG, now),
+        )
+    ]
+    if new:
+        conn.execute(
+            "DELETE FROM task_deps WHERE task_id IN (SELECT value FROM json_each(?))",
+            (_ids_param(new),),
+        )
+    return sorted(seen) + sorted(new)
