@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from omniq.storage.memory import (
     AsyncMemoryEventStorage,
     AsyncMemoryQueue,

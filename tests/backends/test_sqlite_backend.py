@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
+
 from omniq.errors import BackendError, ConfigurationError, SerializationError
 from omniq.models import EventType, Schedule, Task, TaskEvent, TaskResult, TaskStatus
 from omniq.sync import public_coroutine_methods

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from omniq.models import Schedule, Task, TaskStatus
 from omniq_sqlite import AsyncSQLiteQueue, AsyncSQLiteScheduleStorage
 

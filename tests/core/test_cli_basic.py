@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+
 from omniq import cli
 from omniq.errors import ConfigurationError
 from omniq.plugins import reset_plugin_manager
-from rich.console import Console
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cr3t-Pa55word"

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import omniq.config as config_pkg
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+
+import omniq.config as config_pkg
 from omniq.config import (
     ComponentConfig,
     OmniQConfig,

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from omniq import (
     AsyncOmniQ,
     EventType,
@@ -361,3 +362,54 @@ def test_sweep_releases_dependents_stranded_by_a_crash(oq: OmniQ) -> None:
     assert b.status_sync() is TaskStatus.PENDING
     assert c.status_sync() is TaskStatus.CANCELLED
     assert oq.sweep_waiting_sync() == 0
+
+
+def test_every_lifecycle_hook_reaches_a_plugin() -> None:
+    from omniq.plugins import PluginManager, hookimpl
+
+    seen: list[str] = []
+
+    class Observer:
+        @hookimpl
+        def omniq_before_enqueue(self, task: object) -> None:
+            task.metadata["traced"] = "yes"  # type: ignore[attr-defined]
+            seen.append("before_enqueue")
+
+        @hookimpl
+        def omniq_task_started(self, task: object) -> None:
+            seen.append("started")
+
+        @hookimpl
+        async def omniq_task_finished(self, task: object, result: object, error: object) -> None:
+            seen.append(f"finished:{result}")
+
+        @hookimpl
+        def omniq_worker_startup(self, worker: object) -> None:
+            seen.append("startup")
+
+        @hookimpl
+        def omniq_worker_shutdown(self, worker: object) -> None:
+            seen.append("shutdown")
+
+        @hookimpl
+        def omniq_on_event(self, event: object) -> None:
+            seen.append(f"event:{event.event_type.value}")  # type: ignore[attr-defined]
+
+    pm = PluginManager()
+    pm.load_plugins({"OMNIQ_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    pm.register(Observer())
+    q = OmniQ(task_queue="memory://", plugins=pm)
+
+    @q.task
+    def seven() -> int:
+        return 7
+
+    with q:
+        h = seven.enqueue_sync()
+        q.drain_sync()
+        assert h.result_sync(timeout=5) == 7
+        task = q.get_task_sync(h.id)
+        assert task is not None and task.metadata["traced"] == "yes"
+    for name in ("before_enqueue", "started", "finished:7", "startup", "shutdown",
+                 "event:enqueued", "event:executing", "event:complete"):
+        assert name in seen, (name, seen)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from omniq.errors import ConfigurationError
 from omniq.models import (
     EventType,

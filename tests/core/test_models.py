@@ -12,6 +12,7 @@ import pytest
 from croniter import croniter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from omniq.models import CatchUp, Schedule, ScheduleState, Task, TaskStatus, new_id
 from omniq.models.ids import id_timestamp
 from omniq.models.schedule import MAX_CATCH_UP_RUNS, MISFIRE_GRACE

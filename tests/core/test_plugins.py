@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from omniq.errors import BackendError, BackendNotFoundError, ConfigurationError
 from omniq.models import EventType, Task, TaskEvent
 from omniq.plugins import (

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from omniq.errors import SerializationError, SignatureError
 from omniq.models import CatchUp, Schedule, ScheduleState, Task, TaskResult, TaskStatus
 from omniq.serialization import (
@@ -475,3 +476,36 @@ def test_no_key_is_needed_for_msgspec_models() -> None:
     sm = SerializationManager(None)
     t = Task(func="m:f", args=(1, "x"), kwargs={"d": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)})
     assert sm.decode_task(sm.encode_task(t)).kwargs == t.kwargs
+
+
+def test_plugin_serializer_is_used_by_the_default_manager() -> None:
+    import json
+
+    from omniq.plugins import get_plugin_manager, hookimpl
+    from omniq.serialization import manager as mgr
+
+    class JsonSerializer:
+        name = "json"
+
+        def dumps(self, value: object) -> bytes:
+            return json.dumps(value).encode()
+
+        def loads(self, data: bytes) -> object:
+            return json.loads(data)
+
+    class Plugin:
+        @hookimpl
+        def omniq_serializers(self) -> list[object]:
+            return [JsonSerializer()]
+
+    pm = get_plugin_manager()
+    plugin = Plugin()
+    pm.register(plugin)
+    try:
+        mgr.set_default_manager(None)
+        m = mgr.default_manager()
+        data = m.dumps({"a": [1, 2]}, format="json")
+        assert m.format_of(data) == "json" and m.loads(data) == {"a": [1, 2]}
+    finally:
+        pm.unregister(plugin)
+        mgr.set_default_manager(None)

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+
 from omniq import sync
 from omniq.errors import SyncCallError
 from omniq.models import Task, TaskStatus

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from omniq.plugins import COMPONENTS, get_plugin_manager
 from omniq.storage import memory
 

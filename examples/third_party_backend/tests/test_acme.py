@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from omniq.storage.memory import reset_memory_stores
 from omniq.testing import (
     EventStorageConformance,

@@ -7,7 +7,6 @@ from typing import Any, Self
 
 from omniq.serialization.manager import SerializationManager
 from omniq.sync import run_sync
-
 from omniq_sqlite._database import Database
 from omniq_sqlite._events import AsyncSQLiteEventStorage
 from omniq_sqlite._queue import AsyncSQLiteQueue

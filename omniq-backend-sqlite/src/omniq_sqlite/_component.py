@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from omniq.serialization.manager import SerializationManager, default_manager
-
 from omniq_sqlite._database import Database
 
 if TYPE_CHECKING:

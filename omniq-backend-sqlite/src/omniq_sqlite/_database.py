@@ -24,9 +24,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
 import aiosqlite
+
 from omniq.errors import BackendError
 from omniq.storage.notify import Notifier
-
 from omniq_sqlite._errors import is_busy, translate
 from omniq_sqlite._migrations import migrate
 from omniq_sqlite._url import Location, SQLiteOptions, build_options, check_location, parse_url

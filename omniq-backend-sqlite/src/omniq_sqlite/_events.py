@@ -8,10 +8,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import msgspec
+
 from omniq.errors import SerializationError
 from omniq.models import EventType, TaskEvent
 from omniq.storage.base import BaseEventStorage
-
 from omniq_sqlite._component import SQLiteComponent
 from omniq_sqlite._database import begin_immediate
 

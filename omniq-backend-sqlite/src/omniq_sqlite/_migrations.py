@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 import msgspec
+
 from omniq.errors import BackendError
 
 

@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 from omniq.models import Task, TaskStatus
 from omniq.serialization.manager import SerializationManager
 from omniq.storage.base import BaseTaskQueue, Released
-
 from omniq_sqlite import _task_sql as sql
 from omniq_sqlite._component import SQLiteComponent
 from omniq_sqlite._database import Database

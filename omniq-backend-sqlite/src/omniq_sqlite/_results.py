@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 from omniq.errors import SerializationError
 from omniq.models import TaskResult, TaskStatus
 from omniq.storage.base import BaseResultStorage
-
 from omniq_sqlite._component import SQLiteComponent
 from omniq_sqlite._database import begin_immediate
 

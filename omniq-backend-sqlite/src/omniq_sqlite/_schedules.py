@@ -11,7 +11,6 @@ from omniq.errors import SerializationError
 from omniq.models import Schedule, ScheduleState
 from omniq.serialization.manager import SerializationManager
 from omniq.storage.base import BaseScheduleStorage
-
 from omniq_sqlite._component import SQLiteComponent
 from omniq_sqlite._database import begin_immediate
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from omniq.sync import SyncWrapper
-
 from omniq_sqlite._events import AsyncSQLiteEventStorage
 from omniq_sqlite._queue import AsyncSQLiteQueue
 from omniq_sqlite._results import AsyncSQLiteResultStorage

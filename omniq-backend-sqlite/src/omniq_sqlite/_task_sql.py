@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+
 from omniq.errors import SerializationError
 from omniq.models import Task, TaskStatus
 from omniq.serialization.manager import SerializationManager
-
 from omniq_sqlite._database import begin_immediate
 
 log = logging.getLogger("omniq.sqlite")

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import msgspec
+
 from omniq.errors import ConfigurationError
 
 MEMORY = ":memory:"

@@ -190,6 +190,14 @@ _default: SerializationManager | None = None
 _default_key: tuple[str | None, str | None] | None = None
 
 
+def plugin_serializers() -> list[Serializer]:
+    """Serializers offered by plugins through the ``omniq_serializers`` hook."""
+    from omniq.plugins import get_plugin_manager
+
+    found: list[Serializer] = get_plugin_manager().serializers()
+    return found
+
+
 def default_manager() -> SerializationManager:
     """The process-wide manager keyed by ``OMNIQ_SECRET_KEY`` / ``OMNIQ_OLD_SECRET_KEYS``.
 
@@ -199,7 +207,7 @@ def default_manager() -> SerializationManager:
     key = (os.environ.get("OMNIQ_SECRET_KEY"), os.environ.get("OMNIQ_OLD_SECRET_KEYS"))
     if _default is None or key != _default_key:
         old = [k.strip() for k in (key[1] or "").split(",") if k.strip()]
-        _default = SerializationManager(key[0] or None, old)
+        _default = SerializationManager(key[0] or None, old, plugin_serializers())
         _default_key = key
     return _default
 
