@@ -13,6 +13,7 @@ cancelled), so a stale worker never overwrites a newer attempt.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import time
@@ -137,8 +138,9 @@ class BaseTaskQueue(StorageComponent):
 
     async def complete_many(self, tasks: Sequence[Task]) -> builtins.list[bool]:
         """Complete several claimed tasks (fast backends override this with one round
-        trip). One bool per task, as :meth:`complete` returns."""
-        return [await self.complete(t) for t in tasks]
+        trip). One bool per task, as :meth:`complete` returns. This default issues the
+        calls concurrently, so backends that group concurrent writes commit once."""
+        return list(await asyncio.gather(*(self.complete(t) for t in tasks)))
 
     @abstractmethod
     async def fail(
@@ -201,9 +203,9 @@ class BaseResultStorage(StorageComponent):
         """Store (or replace) the result of ``result.task_id``."""
 
     async def set_many(self, results: Sequence[TaskResult]) -> None:
-        """Store several results (fast backends override this with one round trip)."""
-        for r in results:
-            await self.set(r)
+        """Store several results (fast backends override this with one round trip).
+        This default issues the calls concurrently (see :meth:`BaseTaskQueue.complete_many`)."""
+        await asyncio.gather(*(self.set(r) for r in results))
 
     @abstractmethod
     async def get(self, task_id: str) -> TaskResult | None:

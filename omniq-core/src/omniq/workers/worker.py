@@ -74,6 +74,7 @@ class AsyncWorker:
         # finished tasks waiting to be written in one batch: (task, result)
         self._done: list[tuple[Task, TaskResult]] = []
         self._done_ready = anyio.Event()
+        self._slot_freed = anyio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -131,11 +132,19 @@ class AsyncWorker:
 
     async def _claim_loop(self, tasks: anyio.abc.TaskGroup) -> None:
         queue = self.oq.task_queue
+        # claim in batches: with tasks still running, wait briefly for a quarter of the
+        # slots to free up rather than paying one round trip per finished task
+        batch_min = max(1, self.concurrency // 4)
         while not self.stopping:
             free = self._slots.value
             if free == 0:
                 await self._wait_for_slot()
                 continue
+            if free < batch_min and self._running:
+                with anyio.move_on_after(0.005):
+                    while self._slots.value < batch_min and self._running:
+                        await self._wait_for_slot_change()
+                free = self._slots.value
             wait = 0.0 if self.burst else self.poll_interval
             with anyio.move_on_after(wait + 5.0):
                 claimed = await queue.dequeue_many(
@@ -150,6 +159,10 @@ class AsyncWorker:
             for task in claimed:
                 await self._slots.acquire()
                 tasks.start_soon(self._run_task, task)
+
+    async def _wait_for_slot_change(self) -> None:
+        self._slot_freed = anyio.Event()
+        await self._slot_freed.wait()
 
     async def _wait_for_slot(self) -> None:
         await self._slots.acquire()
@@ -180,6 +193,7 @@ class AsyncWorker:
         finally:
             self._running.pop(task.id, None)
             self._slots.release()
+            self._slot_freed.set()
 
     async def _execute(self, task: Task) -> None:
         oq = self.oq
@@ -233,6 +247,7 @@ class AsyncWorker:
         while True:
             await self._done_ready.wait()
             self._done_ready = anyio.Event()
+            await anyio.sleep(0)  # let tasks finishing in the same loop turn join the batch
             await self._flush_completions()
 
     async def _flush_completions(self) -> None:
