@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,34 +19,20 @@ from omniq.testing import (
     ResultStorageConformance,
     ScheduleStorageConformance,
     TaskQueueConformance,
+    component_factory,
 )
 
 
-def _factory(cls: type[Any]) -> Any:
+class MemoryFixtures:
     @pytest.fixture
-    async def make(self: Any) -> AsyncIterator[Any]:
-        url = f"memory://test-{uuid.uuid4().hex}"
-        made: list[Any] = []
-
-        async def build() -> Any:
-            component = cls(url)
-            await component.connect()
-            made.append(component)
-            return component
-
-        yield build
-        for component in made:
-            await component.close()
+    def backend_url(self) -> Iterator[str]:
+        yield f"memory://test-{uuid.uuid4().hex}"
         reset_memory_stores()
 
-    return make
-
-
-class MemoryFixtures:
-    make_task_queue = _factory(AsyncMemoryQueue)
-    make_result_storage = _factory(AsyncMemoryResultStorage)
-    make_event_storage = _factory(AsyncMemoryEventStorage)
-    make_schedule_storage = _factory(AsyncMemoryScheduleStorage)
+    make_task_queue = component_factory(AsyncMemoryQueue)
+    make_result_storage = component_factory(AsyncMemoryResultStorage)
+    make_event_storage = component_factory(AsyncMemoryEventStorage)
+    make_schedule_storage = component_factory(AsyncMemoryScheduleStorage)
 
 
 class TestMemoryQueue(TaskQueueConformance, MemoryFixtures):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,6 +13,7 @@ from omniq.testing import (
     ResultStorageConformance,
     ScheduleStorageConformance,
     TaskQueueConformance,
+    component_factory,
 )
 from omniq_acme import (
     AcmeQueue,
@@ -24,33 +24,16 @@ from omniq_acme import (
 )
 
 
-def _factory(cls: type[Any]) -> Any:
-    """A fixture making connected components over one fresh acme:// namespace per test."""
-
+class AcmeFixtures:
     @pytest.fixture
-    async def make(self: Any) -> AsyncIterator[Any]:
-        url = f"acme://test-{uuid.uuid4().hex}"
-        made: list[Any] = []
-
-        async def build() -> Any:
-            component = cls.from_url(url)
-            await component.connect()
-            made.append(component)
-            return component
-
-        yield build
-        for component in made:
-            await component.close()
+    def backend_url(self) -> Iterator[str]:
+        yield f"acme://test-{uuid.uuid4().hex}"
         reset_memory_stores()
 
-    return make
-
-
-class AcmeFixtures:
-    make_task_queue = _factory(AsyncAcmeQueue)
-    make_result_storage = _factory(AsyncAcmeResultStorage)
-    make_event_storage = _factory(AsyncAcmeEventStorage)
-    make_schedule_storage = _factory(AsyncAcmeScheduleStorage)
+    make_task_queue = component_factory(AsyncAcmeQueue)
+    make_result_storage = component_factory(AsyncAcmeResultStorage)
+    make_event_storage = component_factory(AsyncAcmeEventStorage)
+    make_schedule_storage = component_factory(AsyncAcmeScheduleStorage)
 
 
 class TestAcmeQueue(TaskQueueConformance, AcmeFixtures):

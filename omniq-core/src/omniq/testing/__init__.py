@@ -25,7 +25,14 @@ The tests run on anyio's pytest plugin (shipped with anyio). The fixture contrac
 ``blocking_dequeue``, ...) gate tests with a visible skip reason, never silently.
 """
 
-from omniq.testing.base import ConformanceBase, eventually, make_task, require
+from omniq.testing.base import (
+    ConformanceBase,
+    component_factory,
+    eventually,
+    make_task,
+    optional_fixture,
+    require,
+)
 from omniq.testing.events_suite import EventStorageConformance
 from omniq.testing.queue_suite import TaskQueueConformance
 from omniq.testing.results_suite import ResultStorageConformance
@@ -37,7 +44,9 @@ __all__ = [
     "ResultStorageConformance",
     "ScheduleStorageConformance",
     "TaskQueueConformance",
+    "component_factory",
     "eventually",
     "make_task",
+    "optional_fixture",
     "require",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -36,6 +36,41 @@ def optional_fixture(request: pytest.FixtureRequest, name: str) -> Any:
         return request.getfixturevalue(name)
     except pytest.FixtureLookupError:
         return None
+
+
+def component_factory(cls: type[Any] | str, **options: Any) -> Any:
+    """A ready-made ``make_*`` fixture: builds ``cls.from_url(backend_url, **options)``.
+
+    The backend's fixture class defines a ``backend_url`` fixture naming a fresh,
+    per-test namespace (and removing it at teardown)::
+
+        class AcmeFixtures:
+            @pytest.fixture
+            def backend_url(self):
+                yield f"acme://test-{uuid.uuid4().hex}"
+
+            make_task_queue = component_factory(AsyncAcmeQueue)
+    """
+
+    @pytest.fixture
+    async def make(self: Any, request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
+        from omniq.plugins.specs import load_object
+
+        component_cls = load_object(cls, "conformance fixture")
+        url = request.getfixturevalue("backend_url")
+        made: list[Any] = []
+
+        async def build() -> Any:
+            component = component_cls.from_url(url, **options)
+            await component.connect()
+            made.append(component)
+            return component
+
+        yield build
+        for component in made:
+            await component.close()
+
+    return make
 
 
 def require(component: Any, flag: str) -> None:
