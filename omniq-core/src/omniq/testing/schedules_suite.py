@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 import time
 from collections import Counter
 
@@ -10,7 +14,7 @@ import pytest
 
 from omniq.models import CatchUp, Schedule, ScheduleState
 from omniq.storage.base import BaseScheduleStorage
-from omniq.testing.base import ConformanceBase, Factory
+from omniq.testing.base import ConformanceBase, Factory, optional_fixture
 
 
 class ScheduleStorageConformance(ConformanceBase):
@@ -109,3 +113,54 @@ class ScheduleStorageConformance(ConformanceBase):
         per_schedule = Counter(sid for sid, _ in fired)
         assert set(per_schedule) == {s.id for s in schedules}
         assert all(n >= 5 for n in per_schedule.values()), per_schedule
+
+    async def test_three_scheduler_processes_fire_each_due_time_once(
+        self, make_schedule_storage: Factory, request: pytest.FixtureRequest
+    ) -> None:
+        spec = (optional_fixture(request, "process_spec") or {}).get("schedule_storage")
+        if not spec:
+            pytest.skip("backend gives no process_spec['schedule_storage'] (in-process only)")
+        store: BaseScheduleStorage = await make_schedule_storage()
+        start = time.time() + 1.0  # leave the processes time to start
+        for _ in range(5):
+            await store.save(Schedule(func="m:f", interval=0.1, start_at=start))
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _SCHEDULER_SCRIPT, json.dumps(spec), str(start + 2.0)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        fired: list[str] = []
+        for p in procs:
+            out, err = await anyio.to_thread.run_sync(p.communicate)
+            assert p.returncode == 0, f"scheduler process failed:\n{err}"
+            fired.extend(out.split())
+        dupes = [k for k, n in Counter(fired).items() if n > 1]
+        assert not dupes, f"{len(dupes)} due times fired in two processes"
+        assert len(fired) >= 5 * 10
+
+
+_SCHEDULER_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    from omniq.plugins.specs import load_object
+
+    async def main():
+        spec, stop_at = json.loads(sys.argv[1]), float(sys.argv[2])
+        store = load_object(spec["class"]).from_url(spec["url"], **spec.get("options", {}))
+        await store.connect()
+        fired = []
+        while time.time() < stop_at:
+            now = time.time()
+            for s in await store.claim_due(now):
+                fired.extend(f"{s.id}@{f}" for f in s.fires(now))
+            await asyncio.sleep(0.005)
+        await store.close()
+        print("\\n".join(fired))
+
+    asyncio.run(main())
+    """
+)
