@@ -140,3 +140,19 @@ def test_sigkill_recovery_reruns_only_tasks_in_flight(backend_url: str, tmp_path
         assert set(runs) == {str(i) for i in range(n)}
         reruns = sum(c - 1 for c in runs.values())
         assert reruns <= in_flight, f"{reruns} re-runs but only {in_flight} tasks were in flight"
+
+
+def test_drain_runs_a_dependency_chain_to_the_end(backend_url: str) -> None:
+    """drain() must not return while finished tasks still release their dependents."""
+    oq = OmniQ(task_queue=backend_url, worker="async")
+
+    @oq.task
+    def step(n: int) -> int:
+        return n
+
+    with oq:
+        handles = [step.enqueue_sync(0)]
+        for i in range(1, 6):
+            handles.append(step.options(depends_on=[handles[-1]]).enqueue_sync(i))
+        oq.drain_sync()
+        assert [h.status_sync() for h in handles] == [TaskStatus.SUCCESS] * 6

@@ -43,6 +43,9 @@ from omniq.workers.runner import AsyncWorkerHandle, WorkerHandle, make_worker
 
 log = logging.getLogger("omniq")
 
+#: Seconds between TTL sweeps (expired tasks are never claimed in between; the sweep
+#: records them as EXPIRED and cancels their dependents).
+TTL_SWEEP_INTERVAL = 5.0
 #: Seconds between sweeps for WAITING tasks whose dependencies already ended.
 DEPENDENCY_SWEEP_INTERVAL = 10.0
 R = TypeVar("R")
@@ -543,7 +546,7 @@ class AsyncOmniQ:
         if run_scheduler:
             await self.scheduler.tick()
         now = time.time()
-        if now - self._last_sweep >= 1.0:
+        if now - self._last_sweep >= TTL_SWEEP_INTERVAL:
             self._last_sweep = now
             for task_id in await self.task_queue.cleanup_expired():
                 await self._record_end(task_id, TaskStatus.EXPIRED, "expired before it ran (TTL)")

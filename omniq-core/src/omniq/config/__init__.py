@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from . import settings
+from ._redact import redact_text
 from .loader import env_config, load_config, yaml_config
 from .logging import LoggingConfig, RedactingFilter, setup_logging
 from .model import ComponentConfig, OmniQConfig, redact_url
@@ -18,6 +19,7 @@ __all__ = [
     "RedactingFilter",
     "env_config",
     "load_config",
+    "redact_text",
     "redact_url",
     "settings",
     "setup_logging",

@@ -74,6 +74,7 @@ class AsyncWorker:
         # finished tasks waiting to be written in one batch: (task, result)
         self._done: list[tuple[Task, TaskResult]] = []
         self._done_ready = anyio.Event()
+        self._writing = 0
         self._slot_freed = anyio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -170,8 +171,8 @@ class AsyncWorker:
 
     async def _idle(self) -> bool:
         """Burst mode: True when nothing runs here and nothing is pending or running."""
-        if self._running:
-            return False
+        if self._running or self._done or self._writing:
+            return False  # finished tasks not yet recorded may still release dependents
         q = self.oq.task_queue
         for name in self.queues:
             if await q.count(name, TaskStatus.PENDING) or await q.count(name, TaskStatus.RUNNING):
@@ -253,6 +254,7 @@ class AsyncWorker:
     async def _flush_completions(self) -> None:
         while self._done:
             batch, self._done = self._done, []
+            self._writing += 1
             with anyio.CancelScope(shield=True):
                 try:
                     await self._write_batch(batch)
@@ -260,6 +262,8 @@ class AsyncWorker:
                     log.exception("could not record %d finished tasks; retrying", len(batch))
                     self._done[:0] = batch
                     await anyio.sleep(0.5)
+                finally:
+                    self._writing -= 1
 
     async def _write_batch(self, batch: list[tuple[Task, TaskResult]]) -> None:
         oq = self.oq

@@ -1,0 +1,444 @@
+"""Claiming: per-(queue, priority) durable pull consumers, fetched high to low.
+
+Each queue/priority pair has its own subject ``{tasks}.{queue}.p{priority}`` and durable
+pull consumer ``{queue_group}_{queue}_p{priority}`` on the WorkQueue stream (2.9 allows
+several consumers only with non-overlapping filters, and has no ``filter_subjects``).
+A dequeue first sends one ``no_wait`` pull per pair, queues in the order given and
+priorities high to low, until it has ``limit`` tasks; only when nothing is ready does it
+long-poll every pair at once. A fetched message is only a ticket: the KV record decides
+(:func:`omniq_nats._records.decide`) and a revision-checked write makes the claim, so two
+workers can never both win. The message stays unacknowledged while the task runs, its
+redelivery timer being the lease: ``in_progress()`` renews it when the lease equals the
+consumer's ``ack_wait``, ``NAK`` with a delay sets it to any other lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import nats.js.errors
+from nats.js import api
+
+from omniq.errors import OmniQError, SerializationError
+from omniq.models import Task, TaskStatus
+from omniq_nats._config import decode_token, encode_token
+from omniq_nats._fetch import ConsumerMissingError, fetcher
+from omniq_nats._kv import Bucket
+from omniq_nats._records import (
+    Action,
+    Decision,
+    Record,
+    decide,
+    decode_record,
+    decode_ticket,
+    encode_record,
+    level_of,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+    from omniq.serialization import SerializationManager
+    from omniq_nats._config import NATSSettings
+    from omniq_nats._connection import Connection
+
+__all__ = ["ClaimMixin", "Held", "QueueState"]
+
+
+@dataclass
+class Held:
+    """A claim made through this connection: its message (the lease timer) and the
+    record as written, so complete/heartbeat can skip a read."""
+
+    reply: str
+    attempt: int
+    revision: int
+    record: Record
+    lease: float
+
+
+@dataclass
+class QueueState:
+    """Per-connection state of one queue component."""
+
+    conn: Connection
+    bucket: Bucket
+    levels: dict[str, set[int]] = field(default_factory=dict)
+    ensured: set[tuple[str, int]] = field(default_factory=set)
+    levels_checked: float = 0.0
+    levels_event: asyncio.Event = field(default_factory=asyncio.Event)
+    held: dict[str, Held] = field(default_factory=dict)
+    advisory: Subscription | None = None
+
+
+def task_key(task_id: str) -> str:
+    """KV key of a task record."""
+    return f"t.{encode_token(task_id)}"
+
+
+def ttl_key(task_id: str) -> str:
+    """KV key marking a task with a TTL (the index ``cleanup_expired`` reads)."""
+    return f"x.{encode_token(task_id)}"
+
+
+class ClaimMixin:
+    """Dequeue machinery of :class:`~omniq_nats.AsyncNATSQueue`."""
+
+    settings: NATSSettings
+    default_lease: float
+
+    if TYPE_CHECKING:  # provided by NATSComponent
+
+        @property
+        def serializer(self) -> SerializationManager: ...
+
+    # --- names ---------------------------------------------------------------------
+
+    def _subject(self, queue: str, priority: int) -> str:
+        return f"{self.settings.tasks_subject_prefix}.{encode_token(queue)}.{level_of(priority)}"
+
+    def _consumer(self, queue: str, priority: int) -> str:
+        return f"{self.settings.consumer_prefix}_{encode_token(queue)}_{level_of(priority)}"
+
+    # --- consumers and levels ------------------------------------------------------
+
+    async def _ensure_consumer(self, st: QueueState, queue: str, priority: int) -> None:
+        if (queue, priority) in st.ensured:
+            return
+        s = self.settings
+        name = self._consumer(queue, priority)
+        config = api.ConsumerConfig(
+            name=name,
+            durable_name=name,
+            filter_subject=self._subject(queue, priority),
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=s.ack_wait,
+            max_deliver=-1,  # NAKs (delays, lease checks) would count; we count attempts
+            max_ack_pending=-1,  # delayed tasks wait NAKed, i.e. pending
+            replay_policy=api.ReplayPolicy.INSTANT,
+            max_waiting=4096,
+            num_replicas=s.replicas,
+        )
+        await st.conn.call(
+            f"creating consumer {name}",
+            lambda: st.conn.js.add_consumer(s.tasks_stream_name, config),
+        )
+        st.ensured.add((queue, priority))
+        st.levels.setdefault(queue, set()).add(priority)
+
+    async def _refresh_levels(self, st: QueueState) -> None:
+        """Learn every (queue, priority) consumer of the stream."""
+        s = self.settings
+        st.levels_event.clear()
+        st.levels_checked = time.monotonic()
+        prefix = s.tasks_subject_prefix + "."
+        offset = 0
+        while True:
+            infos = await st.conn.call(
+                "listing consumers",
+                functools.partial(
+                    st.conn.js.consumers_info, s.tasks_stream_name, offset=offset or None
+                ),
+            )
+            for info in infos:
+                subject = info.config.filter_subject or ""
+                if not subject.startswith(prefix) or not info.config.durable_name:
+                    continue
+                parts = subject[len(prefix) :].split(".")
+                if len(parts) != 2 or parts[1][:1] not in ("p", "m"):
+                    continue
+                try:
+                    level = int(parts[1][1:]) * (1 if parts[1][0] == "p" else -1)
+                    queue = decode_token(parts[0])
+                except ValueError:
+                    continue
+                st.levels.setdefault(queue, set()).add(level)
+                st.ensured.add((queue, level))
+            if len(infos) < 256:
+                break
+            offset += len(infos)
+
+    async def _prepare_levels(self, st: QueueState, queues: Sequence[str]) -> None:
+        stale = time.monotonic() - st.levels_checked > self.settings.level_refresh
+        if stale or st.levels_event.is_set():
+            await self._refresh_levels(st)
+        for q in queues:
+            if not st.levels.get(q):
+                await self._ensure_consumer(st, q, 0)
+
+    async def _recreate_if_missing(self, st: QueueState, queue: str, priority: int) -> bool:
+        """After a pull request went unanswered: re-create the consumer if it was deleted
+        behind our back (its messages wait in the stream). True if it was re-created."""
+        if not st.conn.nc.is_connected:
+            return False  # the server is away, not the consumer
+        name = self._consumer(queue, priority)
+        stream = self.settings.tasks_stream_name
+
+        async def exists() -> bool:
+            try:
+                await st.conn.js.consumer_info(stream, name)
+                return True
+            except nats.js.errors.NotFoundError:
+                return False
+
+        if await st.conn.call(f"checking consumer {name}", exists):
+            return False
+        st.ensured.discard((queue, priority))
+        await self._ensure_consumer(st, queue, priority)
+        return True
+
+    async def _start_advisories(self, st: QueueState) -> None:
+        async def cb(_msg: Msg) -> None:
+            st.levels_event.set()
+
+        st.advisory = await st.conn.nc.subscribe(
+            f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.{self.settings.tasks_stream_name}.*", cb=cb
+        )
+
+    # --- claiming ------------------------------------------------------------------
+
+    async def _dequeue(
+        self,
+        st: QueueState,
+        queues: Sequence[str],
+        limit: int,
+        worker_id: str,
+        lease: float,
+        wait: float,
+    ) -> list[Task]:
+        deadline = time.monotonic() + wait
+        while True:
+            await self._prepare_levels(st, queues)
+            out = await self._claim_pass(st, queues, limit, worker_id, lease)
+            if out:
+                return out
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            out = await self._long_poll(st, queues, limit, worker_id, lease, remaining)
+            if out:
+                if len(out) < limit:
+                    out += await self._claim_pass(st, queues, limit - len(out), worker_id, lease)
+                return out
+
+    async def _claim_pass(
+        self, st: QueueState, queues: Sequence[str], limit: int, worker_id: str, lease: float
+    ) -> list[Task]:
+        out: list[Task] = []
+        f = fetcher(st.conn)
+        stream = self.settings.tasks_stream_name
+        for q in queues:
+            for level in sorted(st.levels.get(q, ()), reverse=True):
+                consumer = self._consumer(q, level)
+                for _ in range(50):  # bounded: non-claimable messages are NAKed away
+                    need = limit - len(out)
+                    if need <= 0:
+                        return out
+                    try:
+                        msgs = await st.conn.call(
+                            "fetching tasks",
+                            functools.partial(f.fetch, stream, consumer, need, 0.0),
+                        )
+                    except ConsumerMissingError:
+                        if await self._recreate_if_missing(st, q, level):
+                            continue
+                        break
+                    if not msgs:
+                        break
+                    out += await self._process(st, msgs, worker_id, lease)
+                    if len(msgs) < need:
+                        break
+        return out
+
+    async def _long_poll(
+        self,
+        st: QueueState,
+        queues: Sequence[str],
+        limit: int,
+        worker_id: str,
+        lease: float,
+        remaining: float,
+    ) -> list[Task]:
+        pairs = [(q, lvl) for q in queues for lvl in sorted(st.levels.get(q, ()), reverse=True)]
+        window = remaining if len(pairs) == 1 else min(remaining, 1.0)
+        window = min(window, max(self.settings.level_refresh, 0.05))
+        f = fetcher(st.conn)
+        stream = self.settings.tasks_stream_name
+        polls = [
+            asyncio.ensure_future(f.fetch(stream, self._consumer(q, lvl), 1, window))
+            for q, lvl in pairs
+        ]
+        changed = asyncio.ensure_future(st.levels_event.wait())
+        try:
+            await asyncio.wait([*polls, changed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for p in [*polls, changed]:
+                if not p.done():
+                    p.cancel()
+            await asyncio.gather(*polls, changed, return_exceptions=True)
+        msgs: list[Msg] = []
+        for (q, lvl), p in zip(pairs, polls, strict=True):
+            if p.cancelled():
+                continue
+            if isinstance(p.exception(), ConsumerMissingError):
+                await self._recreate_if_missing(st, q, lvl)
+            elif p.exception() is None:
+                msgs.extend(p.result())
+        out: list[Task] = []
+        for i, msg in enumerate(msgs):
+            if len(out) >= limit:
+                for extra in msgs[i:]:
+                    await st.conn.nc.publish(extra.reply, b"-NAK")
+                break
+            out += await self._process(st, [msg], worker_id, lease)
+        return out
+
+    async def _process(
+        self, st: QueueState, msgs: list[Msg], worker_id: str, lease: float
+    ) -> list[Task]:
+        """Turn fetched tickets into claims (in message order).
+
+        A ticket published with its record's revision and bytes is tried first as it is
+        (a compare-and-set against that revision, no read); a stale one (redelivery, the
+        task changed since) and a bare ticket are decided on the record read from KV.
+        """
+        ids: dict[int, str] = {}
+        known: dict[int, tuple[int, bytes]] = {}
+        for i, m in enumerate(msgs):
+            try:
+                tid, rev, data = decode_ticket(m.data)
+            except SerializationError:
+                await self._settle(st, m, Decision(Action.DROP))
+                continue
+            ids[i] = tid
+            if rev and data:
+                known[i] = (rev, data)
+        todo = sorted(ids)
+        claimed: dict[int, Task] = {}
+        for _ in range(6):  # re-decide after CAS conflicts
+            if not todo:
+                break
+            current: dict[int, tuple[int, bytes | None]] = {}
+            unknown = [i for i in todo if i not in known]
+            if unknown:
+                entries = await st.bucket.get_many([task_key(ids[i]) for i in unknown])
+                for i, e in zip(unknown, entries, strict=True):
+                    current[i] = (e.revision, e.value) if e is not None else (0, None)
+            for i in todo:
+                if i in known:
+                    current[i] = known.pop(i)
+            now = time.time()
+            writes: list[tuple[int, Decision, bytes, int, Task | None]] = []
+            for i in todo:
+                last, stored = current[i]
+                d, task = self._decide_one(stored, msgs[i], now, worker_id, lease)
+                if d.record is None:
+                    await self._settle(st, msgs[i], d)
+                    continue
+                writes.append((i, d, encode_record(d.record), last, task))
+            revs = await st.bucket.cas_many(
+                [(task_key(ids[i]), new, last) for i, _, new, last, _ in writes]
+            )
+            todo = []
+            for (i, d, _new, _last, task), new_rev in zip(writes, revs, strict=True):
+                if new_rev is None:
+                    todo.append(i)  # stale ticket or lost a race: read and look again
+                    continue
+                assert d.record is not None
+                if d.action is Action.CLAIM and task is not None:
+                    held = Held(msgs[i].reply, d.record.attempt, new_rev, d.record, lease)
+                    st.held[task.id] = held
+                    if abs(lease - self.settings.ack_wait) > 1e-3:
+                        await self._reset_timer(st, held.reply, lease)
+                    claimed[i] = task
+                else:
+                    if d.dead_letter:
+                        await self._dead_letter(st, ids[i], d.record)
+                    await self._settle(st, msgs[i], Decision(Action.DROP))
+        for i in todo:  # still conflicting after retries: let another worker have it
+            await st.conn.nc.publish(msgs[i].reply, b"-NAK")
+        return [claimed[i] for i in sorted(claimed)]
+
+    def _decide_one(
+        self, data: bytes | None, msg: Msg, now: float, worker_id: str, lease: float
+    ) -> tuple[Decision, Task | None]:
+        if data is None:
+            return Decision(Action.DROP), None
+        try:
+            rec = decode_record(data)
+        except SerializationError as e:
+            queue = msg.subject[len(self.settings.tasks_subject_prefix) + 1 :].split(".")[0]
+            failed = Record(
+                status=TaskStatus.FAILED,
+                queue=decode_token(queue),
+                priority=0,
+                created_at=now,
+                body=b"",
+                error=str(e),
+            )
+            return Decision(Action.WRITE_DROP, failed), None
+        try:
+            delivered = msg.metadata.num_delivered
+        except Exception:
+            delivered = 1
+        d = decide(
+            rec,
+            now,
+            worker_id=worker_id,
+            lease=lease,
+            max_deliver=self.settings.max_deliver,
+            num_delivered=delivered,
+        )
+        if d.action is not Action.CLAIM:
+            return d, None
+        assert d.record is not None
+        try:
+            body = self.serializer.decode_task(rec.body)
+        except SerializationError as e:
+            failed = rec.but(status=TaskStatus.FAILED, error=str(e), lease_until=None)
+            return Decision(Action.WRITE_DROP, failed), None
+        r = d.record
+        task = body.copy(
+            status=TaskStatus.RUNNING,
+            attempt=r.attempt,
+            worker_id=r.worker_id,
+            lease_until=r.lease_until,
+            run_at=r.run_at,
+            error=r.error,
+        )
+        return d, task
+
+    async def _settle(self, st: QueueState, msg: Msg, d: Decision) -> None:
+        """Ack (drop) or NAK (later) a message that did not become a claim."""
+        if d.action is Action.LATER:
+            await self._reset_timer(st, msg.reply, max(d.delay, 0.001))
+        else:
+            await st.conn.nc.publish(msg.reply, b"+ACK")
+
+    async def _reset_timer(self, st: QueueState, reply: str, seconds: float) -> None:
+        """Make the server redeliver the message ``seconds`` from now (the lease timer)."""
+        if abs(seconds - self.settings.ack_wait) <= 1e-3:
+            await st.conn.nc.publish(reply, b"+WPI")
+        else:
+            await st.conn.nc.publish(reply, b'-NAK {"delay": %d}' % int(seconds * 1e9))
+
+    async def _dead_letter(self, st: QueueState, task_id: str, rec: Record) -> None:
+        subject = f"{self.settings.dead_letter_prefix}.{encode_token(rec.queue)}"
+        headers = {
+            "Nats-Msg-Id": f"dead:{task_id}:{rec.attempt}",
+            "Omniq-Task-Id": task_id,
+            "Omniq-Reason": rec.error or "dead-lettered",
+        }
+        with contextlib.suppress(OmniQError):
+            await st.conn.call(
+                "dead-lettering a task",
+                lambda: st.conn.js.publish(subject, encode_record(rec), headers=headers),
+            )

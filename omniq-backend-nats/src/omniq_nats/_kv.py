@@ -1,0 +1,375 @@
+"""A thin key-value layer over a JetStream stream, written for nats-server 2.9.
+
+nats.py's ``KeyValue`` covers the basics; this adds what the backend needs and keeps to
+2.9 features: direct gets, compare-and-set by revision that recognises its own write
+after a retried request, pipelined writes (:mod:`omniq_nats._publish`), purges that leave no
+tombstone, and scans (subject listing plus pipelined direct gets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import nats.js.errors
+from nats.js import api
+
+from omniq_nats._fetch import fetcher
+from omniq_nats._publish import api_error, publisher
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from omniq_nats._connection import Connection
+
+__all__ = ["Bucket", "Entry", "ensure_stream", "scan_stream"]
+
+#: JetStream "wrong last sequence" error codes (CAS conflicts).
+WRONG_LAST = (10071, 10164)
+KV_OP = "KV-Operation"
+
+
+class Entry(msgspec.Struct):
+    """One key: its revision (stream sequence) and value; ``value`` None = deleted marker."""
+
+    key: str
+    revision: int
+    value: bytes | None
+
+
+async def ensure_stream(conn: Connection, config: api.StreamConfig) -> api.StreamInfo:
+    """Create the stream unless it exists (an existing stream is used as it is)."""
+    name = config.name
+    assert name is not None
+
+    async def run() -> api.StreamInfo:
+        try:
+            return await conn.js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            pass
+        try:
+            return await conn.js.add_stream(config)
+        except nats.js.errors.BadRequestError as e:
+            if e.err_code == 10058:  # created concurrently with another configuration
+                return await conn.js.stream_info(name)
+            raise
+
+    return await conn.call(f"creating stream {name}", run)
+
+
+async def scan_stream(
+    conn: Connection,
+    stream: str,
+    subject: str,
+    *,
+    batch: int = 1000,
+) -> list[Msg]:
+    """Every message of ``stream`` matching ``subject``, in stream order, through one
+    ephemeral pull consumer (``DeliverAll``, no acks); reads what was there when the
+    consumer was created."""
+    name = "scan" + uuid.uuid4().hex[:16]
+    config: dict[str, Any] = {
+        "name": name,
+        "deliver_policy": "all",
+        "ack_policy": "none",
+        "filter_subject": subject,
+        "inactive_threshold": 60_000_000_000,
+        "mem_storage": True,
+        "num_replicas": 1,
+        "max_ack_pending": -1,
+    }
+
+    async def create() -> dict[str, Any]:
+        # 2.9 creates ephemeral consumers on CONSUMER.CREATE.<stream> (no name in subject)
+        msg = await conn.nc.request(
+            f"$JS.API.CONSUMER.CREATE.{stream}",
+            json.dumps({"stream_name": stream, "config": config}).encode(),
+            timeout=conn.settings.request_timeout,
+        )
+        resp: dict[str, Any] = json.loads(msg.data)
+        if "error" in resp:
+            raise nats.js.errors.APIError.from_error(resp["error"])
+        return resp
+
+    info = await conn.call(f"scanning {stream}", create)
+    consumer = str(info["name"])
+    pending = int(info.get("num_pending", 0))
+    out: list[Msg] = []
+    try:
+        f = fetcher(conn)
+        while pending > 0:
+            got = await conn.call(
+                f"scanning {stream}",
+                functools.partial(f.fetch, stream, consumer, min(pending, batch), 0.0),
+            )
+            if not got:
+                break
+            out.extend(got)
+            pending = min(pending - len(got), got[-1].metadata.num_pending)
+    finally:
+        # fire and forget: no reply subject, the server just deletes it
+        try:
+            await conn.nc.publish(f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}", b"")
+        except Exception:  # pragma: no cover - inactive_threshold removes it anyway
+            pass
+    return out
+
+
+class Bucket:
+    """One KV bucket (stream ``KV_<name>``, subjects ``$KV.<name>.<key>``)."""
+
+    def __init__(self, conn: Connection, name: str) -> None:
+        self.conn = conn
+        self.name = name
+        self.stream = f"KV_{name}"
+        self.pre = f"$KV.{name}."
+
+    @classmethod
+    async def ensure(
+        cls,
+        conn: Connection,
+        name: str,
+        *,
+        ttl: float | None = None,
+        history: int = 1,
+        announce: str | None = None,
+    ) -> Bucket:
+        """Open the bucket, creating it (with 2.9-compatible settings) when missing.
+
+        ``announce``: a subject prefix every write is republished to, headers only
+        (``{announce}.{key}``), so others can subscribe to changes without a consumer.
+        """
+        s = conn.settings
+        await ensure_stream(
+            conn,
+            api.StreamConfig(
+                name=f"KV_{name}",
+                subjects=[f"$KV.{name}.>"],
+                retention=api.RetentionPolicy.LIMITS,
+                max_msgs_per_subject=history,
+                max_age=ttl or None,
+                duplicate_window=min(s.duplicate_window, ttl) if ttl else s.duplicate_window,
+                storage=api.StorageType.MEMORY if s.storage == "memory" else api.StorageType.FILE,
+                num_replicas=s.replicas,
+                allow_rollup_hdrs=True,
+                allow_direct=True,
+                deny_delete=True,
+                discard=api.DiscardPolicy.NEW,
+                max_msg_size=-1,
+                republish=(
+                    api.RePublish(src=f"$KV.{name}.>", dest=f"{announce}.>", headers_only=True)
+                    if announce
+                    else None
+                ),
+            ),
+        )
+        return cls(conn, name)
+
+    # --- reads ---------------------------------------------------------------------
+
+    async def get(self, key: str) -> Entry | None:
+        """The key's latest entry (a deleted key gives an entry with ``value=None``)."""
+        subject = self.pre + key
+
+        async def run() -> Entry | None:
+            msg = await self.conn.nc.request(
+                f"$JS.API.DIRECT.GET.{self.stream}.{subject}",
+                b"",
+                timeout=self.conn.settings.request_timeout,
+            )
+            headers = msg.headers or {}
+            if not msg.data and headers.get("Status"):
+                if headers.get("Status") == "404":
+                    return None
+                raise nats.js.errors.APIError.from_msg(msg)
+            revision = int(headers.get("Nats-Sequence", 0))
+            deleted = headers.get(KV_OP) in ("DEL", "PURGE")
+            return Entry(key, revision, None if deleted else bytes(msg.data))
+
+        return await self.conn.call(f"reading {self.name}/{key}", run)
+
+    async def get_many(self, keys: Sequence[str]) -> list[Entry | None]:
+        """Several keys, concurrently."""
+        return list(await asyncio.gather(*(self.get(k) for k in keys)))
+
+    async def keys(self, pattern: str = ">") -> list[str]:
+        """Keys with a message matching ``pattern`` (subject wildcards; deleted keys whose
+        marker remains included), from the stream's subject listing."""
+        found: list[str] = []
+        offset = 0
+        subject = f"$JS.API.STREAM.INFO.{self.stream}"
+        while True:
+            body = json.dumps({"subjects_filter": self.pre + pattern, "offset": offset}).encode()
+
+            async def run(b: bytes = body) -> dict[str, Any]:
+                msg = await self.conn.nc.request(
+                    subject, b, timeout=self.conn.settings.request_timeout
+                )
+                resp: dict[str, Any] = json.loads(msg.data)
+                if "error" in resp:
+                    raise api_error(resp["error"])
+                return resp
+
+            resp = await self.conn.call(f"listing keys of {self.name}", run)
+            subjects = (resp.get("state") or {}).get("subjects") or {}
+            found.extend(s[len(self.pre) :] for s in subjects)
+            offset += len(subjects)
+            if not subjects or offset >= int(resp.get("total", 0)):
+                return found
+
+    async def scan(self, pattern: str = ">") -> list[Entry]:
+        """Every live key matching ``pattern`` with its value, oldest write first.
+
+        Lists the keys, then reads them with pipelined direct gets (nats-server 2.9's
+        ``DeliverLastPerSubject`` consumers repeat and skip entries while keys change).
+        """
+        keys = await self.keys(pattern)
+        out: list[Entry] = []
+        for i in range(0, len(keys), 1000):
+            for e in await self.get_many(keys[i : i + 1000]):
+                if e is not None and e.value is not None:
+                    out.append(e)
+        out.sort(key=lambda e: e.revision)
+        return out
+
+    # --- writes --------------------------------------------------------------------
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Write unconditionally; returns the new revision."""
+        ack = await self.conn.call(
+            f"writing {self.name}/{key}", lambda: self.conn.js.publish(self.pre + key, value)
+        )
+        return int(ack.seq)
+
+    async def cas(self, key: str, value: bytes, last: int, *, retried: bool = False) -> int | None:
+        """Write only if the key's revision is still ``last`` (0: the key must not exist).
+
+        Returns the new revision, or None on a conflict. After a retried request, a
+        conflict whose stored value equals ``value`` is our own earlier write: success.
+        """
+        tries = 1 if retried else 0
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(last)}
+
+        async def run() -> int | None:
+            nonlocal tries
+            tries += 1
+            try:
+                ack = await self.conn.js.publish(self.pre + key, value, headers=dict(headers))
+                return int(ack.seq)
+            except nats.js.errors.APIError as e:
+                if e.err_code in WRONG_LAST:
+                    return None
+                raise
+
+        rev = await self.conn.call(f"updating {self.name}/{key}", run)
+        if rev is None and tries > 1:
+            current = await self.get(key)
+            if current is not None and current.value == value:
+                return current.revision
+        return rev
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        """Write only if the key does not exist (or was deleted); None if it exists."""
+        rev = await self.cas(key, value, 0)
+        if rev is not None:
+            return rev
+        return await self._recreate(key, value)
+
+    async def _recreate(self, key: str, value: bytes) -> int | None:
+        current = await self.get(key)
+        if current is not None and current.value is None:  # a delete marker: re-create
+            return await self.cas(key, value, current.revision)
+        return None
+
+    async def cas_many(self, items: Sequence[tuple[str, bytes, int]]) -> list[int | None]:
+        """Pipelined :meth:`cas` of many keys (one round trip for the lot); an item whose
+        pipelined write failed otherwise is settled alone, retry-safe."""
+        if not items:
+            return []
+        results = await publisher(self.conn).publish_many(
+            [
+                (self.pre + key, value, {"Nats-Expected-Last-Subject-Sequence": str(last)})
+                for key, value, last in items
+            ]
+        )
+        out: list[int | None] = []
+        for (key, value, last), r in zip(items, results, strict=True):
+            if isinstance(r, nats.js.errors.APIError) and r.err_code in WRONG_LAST:
+                out.append(None)
+            elif isinstance(r, BaseException):
+                out.append(await self.cas(key, value, last, retried=True))
+            else:
+                out.append(int(r["seq"]))
+        return out
+
+    async def create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | None]:
+        """Pipelined :meth:`create`."""
+        revs = await self.cas_many([(k, v, 0) for k, v in items])
+        for i, rev in enumerate(revs):
+            if rev is None:
+                revs[i] = await self._recreate(*items[i])
+        return revs
+
+    async def delete(self, key: str) -> None:
+        """Delete a key with a marker (watchers see it)."""
+        await self.conn.call(
+            f"deleting {self.name}/{key}",
+            lambda: self.conn.js.publish(self.pre + key, b"", headers={KV_OP: "DEL"}),
+        )
+
+    async def purge_key(self, key: str) -> None:
+        """Remove a key and its history without leaving a marker."""
+        await self.purge_subjects(self.pre + key)
+
+    async def purge_keys(self, keys: Sequence[str]) -> None:
+        """Purge several keys with pipelined requests (no markers left)."""
+        if not keys:
+            return
+        api_subject = f"$JS.API.STREAM.PURGE.{self.stream}"
+        results = await publisher(self.conn).publish_many(
+            [(api_subject, json.dumps({"filter": self.pre + k}).encode(), None) for k in keys]
+        )
+        for key, r in zip(keys, results, strict=True):
+            if isinstance(r, BaseException):
+                await self.purge_key(key)
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Pipelined unconditional writes."""
+        if not items:
+            return
+        results = await publisher(self.conn).publish_many(
+            [(self.pre + k, v, None) for k, v in items]
+        )
+        for (key, value), r in zip(items, results, strict=True):
+            if isinstance(r, BaseException):
+                await self.put(key, value)
+
+    async def purge_subjects(self, subject: str) -> None:
+        """Remove every message on ``subject`` (wildcards allowed)."""
+        await self.conn.call(
+            f"purging {self.name}",
+            lambda: self.conn.js.purge_stream(self.stream, subject=subject),
+        )
+
+    async def purge_all(self) -> None:
+        """Empty the bucket."""
+        await self.conn.call(f"purging {self.name}", lambda: self.conn.js.purge_stream(self.stream))
+
+
+async def publish_many(
+    conn: Connection, items: Sequence[tuple[str, bytes, dict[str, str]]], what: str
+) -> None:
+    """Publish to JetStream pipelined and wait for every ack; failed items are re-sent
+    one by one (safe: callers set ``Nats-Msg-Id`` so the stream drops duplicates)."""
+    results = await publisher(conn).publish_many(items) if items else []
+    for (subject, payload, headers), r in zip(items, results, strict=True):
+        if isinstance(r, BaseException):
+            await conn.call(
+                what,
+                functools.partial(conn.js.publish, subject, payload, headers=dict(headers)),
+            )

@@ -1,0 +1,181 @@
+"""AsyncNATSResultStorage: results in the KV bucket ``omniq_results``.
+
+Every write is also announced (headers only, by the bucket's RePublish) on
+``{results_subject}.{task_id}`` (default ``omniq.results.<id>``) for outside observers.
+
+The bucket's TTL (``result_ttl``, default 7 days; 2.9 has no per-key TTL) bounds how
+long any result is kept; a result's own ``expires_at`` hides it from ``get`` and lets
+``cleanup_expired`` delete it earlier. ``wait`` watches the key (a JetStream ordered
+consumer that delivers the current value first, then updates), so it subscribes before
+it reads and never polls; a slow re-read guards against a watch lost to a server restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import nats.errors
+from nats.js.kv import KeyValue
+
+from omniq.errors import OmniQError, PayloadTooLargeError, SerializationError
+from omniq.models import TaskResult, TaskStatus
+from omniq.storage.base import BaseResultStorage
+from omniq_nats._base import NATSComponent
+from omniq_nats._config import encode_token
+from omniq_nats._connection import Connection, log
+from omniq_nats._kv import Bucket
+from omniq_nats._publish import publisher
+
+__all__ = ["AsyncNATSResultStorage"]
+
+#: Seconds between safety re-reads while a wait() watches its key.
+RECHECK = 5.0
+
+
+class AsyncNATSResultStorage(NATSComponent, BaseResultStorage):
+    """Result storage on a NATS KV bucket with notified waits."""
+
+    blocking_wait: ClassVar[bool] = True
+    cross_process: ClassVar[bool] = True
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._buckets: dict[int, Bucket] = {}
+
+    async def _setup(self, conn: Connection) -> None:
+        s = self.settings
+        self._buckets[id(conn.loop)] = await Bucket.ensure(
+            conn, s.results_bucket_name, ttl=s.result_ttl or None, announce=s.results_subject_prefix
+        )
+
+    async def _teardown(self, conn: Connection) -> None:
+        self._buckets.pop(id(conn.loop), None)
+
+    async def _bucket(self) -> Bucket:
+        conn = await self._conn()
+        return self._buckets[id(conn.loop)]
+
+    async def set(self, result: TaskResult) -> None:
+        """Store (or replace) a result."""
+        bucket = await self._bucket()
+        await bucket.put(encode_token(result.task_id), self._encode(bucket, result))
+
+    def _encode(self, bucket: Bucket, result: TaskResult) -> bytes:
+        data = self.serializer.encode_result(result)
+        if len(data) > bucket.conn.max_payload - 512:
+            raise PayloadTooLargeError(
+                f"result of task {result.task_id} encodes to {len(data)} bytes, over the NATS "
+                f"server's max_payload of {bucket.conn.max_payload} bytes: raise max_payload in "
+                "the nats-server config or return a reference to the data instead"
+            )
+        return data
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        """Store several results in one pipelined round trip."""
+        bucket = await self._bucket()
+        items = [(encode_token(r.task_id), self._encode(bucket, r)) for r in results]
+        acks = await publisher(bucket.conn).publish_many(
+            [(bucket.pre + key, data, None) for key, data in items]
+        )
+        for (key, data), ack in zip(items, acks, strict=True):
+            if isinstance(ack, BaseException):
+                await bucket.put(key, data)
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        """The result, or None when absent or expired."""
+        bucket = await self._bucket()
+        entry = await bucket.get(encode_token(task_id))
+        if entry is None or entry.value is None:
+            return None
+        result = self.serializer.decode_result(entry.value)
+        return None if result.is_expired() else result
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskResult | None:
+        """Wait for the result through a KV watch; None on timeout."""
+        bucket = await self._bucket()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        kv = KeyValue(
+            name=bucket.name, stream=bucket.stream, pre=bucket.pre, js=bucket.conn.js, direct=True
+        )
+        key = encode_token(task_id)
+        try:
+            watcher: Any = await bucket.conn.call(
+                f"watching {bucket.name}/{key}", lambda: kv.watch(key, inactive_threshold=30.0)
+            )
+        except OmniQError:
+            log.debug("KV watch unavailable, waiting by polling", exc_info=True)
+            return await super().wait(task_id, timeout)
+        try:
+            while True:
+                remaining = RECHECK if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                try:
+                    entry = await watcher.updates(timeout=min(remaining, RECHECK))
+                except (TimeoutError, nats.errors.TimeoutError):
+                    entry = None
+                    # a watch can be lost to a server restart: re-read now and then
+                    result = await self.get(task_id)
+                    if result is not None:
+                        return result
+                    continue
+                if entry is None or entry.value is None or entry.operation is not None:
+                    continue  # "no value yet" marker, or a delete
+                result = self.serializer.decode_result(entry.value)
+                if not result.is_expired():
+                    return result
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def delete(self, task_id: str) -> bool:
+        """Delete a result; False when there was none."""
+        bucket = await self._bucket()
+        key = encode_token(task_id)
+        entry = await bucket.get(key)
+        if entry is None or entry.value is None:
+            return False
+        await bucket.delete(key)
+        return True
+
+    async def _all(self) -> builtins.list[tuple[str, TaskResult]]:
+        bucket = await self._bucket()
+        out = []
+        for e in await bucket.scan(">"):
+            if not e.value:
+                continue
+            try:
+                out.append((e.key, self.serializer.decode_result(e.value)))
+            except SerializationError as err:
+                log.warning("skipping undecodable result %s in %s: %s", e.key, bucket.name, err)
+        return out
+
+    async def list(
+        self, status: TaskStatus | None = None, limit: int = 100
+    ) -> builtins.list[TaskResult]:
+        """Results, optionally of one status (expired ones hidden)."""
+        now = time.time()
+        rs = [r for _, r in await self._all() if not r.is_expired(now)]
+        return [r for r in rs if status is None or r.status is status][:limit]
+
+    async def cleanup_expired(self, now: float | None = None) -> int:
+        """Delete results past their ``expires_at``; returns how many."""
+        bucket = await self._bucket()
+        now = now or time.time()
+        gone = [key for key, r in await self._all() if r.is_expired(now)]
+        for i in range(0, len(gone), 256):
+            await asyncio.gather(*(bucket.purge_key(k) for k in gone[i : i + 256]))
+        return len(gone)
+
+    async def drop(self) -> None:
+        """Delete the results bucket."""
+        bucket = await self._bucket()
+        with contextlib.suppress(OmniQError):
+            await bucket.conn.call(
+                f"deleting {bucket.stream}", lambda: bucket.conn.js.delete_stream(bucket.stream)
+            )
