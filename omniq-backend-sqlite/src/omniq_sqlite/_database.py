@@ -147,9 +147,7 @@ class Database:
 
     async def _open(self) -> None:
         check_location(self.location, self.options)
-        conn = aiosqlite.connect(
-            self.path, isolation_level=None, timeout=self.options.busy_timeout
-        )
+        conn = aiosqlite.connect(self.path, isolation_level=None, timeout=self.options.busy_timeout)
         thread = getattr(conn, "_thread", None)
         if isinstance(thread, threading.Thread):
             thread.daemon = True  # an unclosed component must not hang interpreter exit

@@ -19,9 +19,7 @@ _FIELDS = (
     "id", "event_type", "task_id", "timestamp", "queue", "func", "worker_id", "schedule_id",
     "attempt", "message", "metadata",
 )  # fmt: skip
-_INSERT = (
-    f"INSERT INTO events ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})"
-)
+_INSERT = f"INSERT INTO events ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})"
 
 Row = tuple[Any, ...]
 

@@ -172,7 +172,11 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
 
     async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
         """Make waiting dependents ready, or cancel them (transitively) on failure."""
-        ready, cancelled = await self._run(sql.release, task_id, succeeded)
+        return await self.release_dependents_many([task_id], succeeded)
+
+    async def release_dependents_many(self, task_ids: Sequence[str], succeeded: bool) -> Released:
+        """:meth:`release_dependents` for several tasks in one transaction."""
+        ready, cancelled = await self._run(sql.release_many, list(task_ids), succeeded)
         if ready:
             self._wake()
         return Released(ready=ready, cancelled=cancelled)

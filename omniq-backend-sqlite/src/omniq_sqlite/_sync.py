@@ -19,9 +19,7 @@ class SQLiteResultStorage(
     """Blocking twin of :class:`AsyncSQLiteResultStorage`."""
 
 
-class SQLiteEventStorage(
-    SyncWrapper[AsyncSQLiteEventStorage], async_class=AsyncSQLiteEventStorage
-):
+class SQLiteEventStorage(SyncWrapper[AsyncSQLiteEventStorage], async_class=AsyncSQLiteEventStorage):
     """Blocking twin of :class:`AsyncSQLiteEventStorage`."""
 
 

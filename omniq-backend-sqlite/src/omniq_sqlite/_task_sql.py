@@ -141,8 +141,7 @@ def _dependency_status(
     found = {
         tid: effective(st, exp, now)
         for tid, st, exp in conn.execute(
-            "SELECT id, status, expires_at FROM tasks WHERE id IN "
-            "(SELECT value FROM json_each(?))",
+            "SELECT id, status, expires_at FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
             (_ids_param(depends_on),),
         )
     }
@@ -168,8 +167,7 @@ def enqueue_encoded(
     known: dict[str, TaskStatus] = {
         tid: effective(st, exp, now)
         for tid, st, exp in conn.execute(
-            "SELECT id, status, expires_at FROM tasks WHERE id IN "
-            "(SELECT value FROM json_each(?))",
+            "SELECT id, status, expires_at FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
             (_ids_param([t.id for t, _ in items]),),
         )
     }
@@ -258,8 +256,14 @@ def claim(
                     continue
                 claimed.append(
                     msgspec.structs.replace(
-                        task, id=row[0], status=TaskStatus.RUNNING, attempt=row[7],
-                        lease_until=row[8], worker_id=row[9], error=row[10], run_at=row[5],
+                        task,
+                        id=row[0],
+                        status=TaskStatus.RUNNING,
+                        attempt=row[7],
+                        lease_until=row[8],
+                        worker_id=row[9],
+                        error=row[10],
+                        run_at=row[5],
                     )
                 )
             if len(rows) < want:
@@ -335,11 +339,26 @@ def release(
     conn: sqlite3.Connection, task_id: str, succeeded: bool, now: float | None = None
 ) -> tuple[list[str], list[str]]:
     """Release or (transitively) cancel the waiting dependents of ``task_id``."""
+    return release_many(conn, [task_id], succeeded, now)
+
+
+def release_many(
+    conn: sqlite3.Connection, task_ids: list[str], succeeded: bool, now: float | None = None
+) -> tuple[list[str], list[str]]:
+    """Release or (transitively) cancel the waiting dependents of several tasks.
+
+    A read-only probe first: most finished tasks have no dependents, and then no write
+    lock is taken at all.
+    """
+    marks = ",".join("?" * len(task_ids))
+    probe = f"SELECT 1 FROM task_deps WHERE depends_on IN ({marks}) LIMIT 1"
+    if not task_ids or conn.execute(probe, task_ids).fetchone() is None:
+        return [], []
     begin_immediate(conn)
     now = time.time() if now is None else now
     ready: list[str] = []
     cancelled: list[str] = []
-    todo = [(task_id, succeeded)]
+    todo = [(tid, succeeded) for tid in reversed(task_ids)]
     while todo:
         tid, ok = todo.pop()
         dependents = sorted(

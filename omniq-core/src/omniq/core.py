@@ -526,20 +526,33 @@ class AsyncOmniQ:
 
     async def after_finish(self, task: Task, *, succeeded: bool, value: Any) -> None:
         """Release or cancel dependents and enqueue callbacks (called by workers)."""
-        await self._release(task.id, succeeded=succeeded)
-        callback = task.on_success if succeeded else task.on_failure
-        if callback:
-            args = (value,) if succeeded else (task.id, value)
-            await self.enqueue_prepared(
-                [
+        await self.after_finish_many([(task, value)], succeeded=succeeded)
+
+    async def after_finish_many(
+        self, finished: Sequence[tuple[Task, Any]], *, succeeded: bool
+    ) -> None:
+        """:meth:`after_finish` for a batch: one dependents release for all of them."""
+        if not finished:
+            return
+        ids = [t.id for t, _ in finished]
+        released = await self.task_queue.release_dependents_many(ids, succeeded)
+        for dep in released.cancelled:
+            await self._record_end(dep, TaskStatus.CANCELLED, "a dependency did not succeed")
+        callbacks = []
+        for task, value in finished:
+            callback = task.on_success if succeeded else task.on_failure
+            if callback:
+                args = (value,) if succeeded else (task.id, value)
+                callbacks.append(
                     Task(
                         func=callback,
                         args=args,
                         queue=task.queue,
                         metadata={"callback_of": task.id},
                     )
-                ]
-            )
+                )
+        if callbacks:
+            await self.enqueue_prepared(callbacks)
 
     async def maintenance(self, *, run_scheduler: bool = True) -> None:
         """One round of background duties: scheduler tick, TTL sweep, event flush."""
@@ -857,6 +870,11 @@ class OmniQ:
 
     def sweep_waiting_sync(self, limit: int = 1000) -> int:
         return run_sync(self._async.sweep_waiting, limit)
+
+    def after_finish_many_sync(
+        self, finished: Sequence[tuple[Task, Any]], *, succeeded: bool
+    ) -> None:
+        run_sync(self._async.after_finish_many, finished, succeeded=succeeded)
 
     def maintenance_sync(self, *, run_scheduler: bool = True) -> None:
         run_sync(self._async.maintenance, run_scheduler=run_scheduler)

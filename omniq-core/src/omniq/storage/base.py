@@ -190,6 +190,17 @@ class BaseTaskQueue(StorageComponent):
         """After ``task_id`` ended: make waiting dependents ready when all their
         dependencies succeeded, or cancel them (transitively) when it did not."""
 
+    async def release_dependents_many(self, task_ids: Sequence[str], succeeded: bool) -> Released:
+        """:meth:`release_dependents` for several finished tasks (workers call this once
+        per batch; fast backends override it with one round trip)."""
+        ready: builtins.list[str] = []
+        cancelled: builtins.list[str] = []
+        for task_id in task_ids:
+            r = await self.release_dependents(task_id, succeeded)
+            ready.extend(r.ready)
+            cancelled.extend(r.cancelled)
+        return Released(ready=ready, cancelled=cancelled)
+
 
 class BaseResultStorage(StorageComponent):
     """Stores task results, optionally with a TTL (``TaskResult.expires_at``)."""

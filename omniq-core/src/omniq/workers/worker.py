@@ -280,6 +280,7 @@ class AsyncWorker:
                     await self._handle_error(task, e, result.started_at or 0.0, retry=False)
             batch = good
         accepted = await oq.task_queue.complete_many([t for t, _ in batch])
+        finished: list[tuple[Task, Any]] = []
         for (task, result), ok in zip(batch, accepted, strict=True):
             if not ok:
                 log.info(
@@ -288,7 +289,8 @@ class AsyncWorker:
                 continue
             self.processed += 1
             oq.events.emit(self._event(EventType.COMPLETE, task))
-            await oq.after_finish(task, succeeded=True, value=result.result)
+            finished.append((task, result.result))
+        await oq.after_finish_many(finished, succeeded=True)
 
     async def _handle_error(
         self, task: Task, e: BaseException, started: float, *, retry: bool = True
