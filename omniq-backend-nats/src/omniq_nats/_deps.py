@@ -141,6 +141,27 @@ class DependencyMixin:
                 return True
         return False  # pragma: no cover
 
+    async def release_dependents_many(
+        self, task_ids: Sequence[str], succeeded: bool
+    ) -> Released:
+        """:meth:`release_dependents` for a batch: one listing of the dependency index
+        (usually empty) instead of one per finished task."""
+        if not task_ids:
+            return Released()
+        st = await self._state()
+        index = await st.bucket.keys("d.>")
+        if not index:
+            return Released()
+        with_dependents = {decode_token(k.split(".", 2)[1]) for k in index if k.count(".") >= 2}
+        ready: builtins.list[str] = []
+        cancelled: builtins.list[str] = []
+        for task_id in task_ids:
+            if task_id in with_dependents:
+                released = await self.release_dependents(task_id, succeeded)
+                ready.extend(released.ready)
+                cancelled.extend(released.cancelled)
+        return Released(ready=ready, cancelled=cancelled)
+
     async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
         """Make waiting dependents of ``task_id`` ready, or cancel them (transitively)."""
         st = await self._state()
