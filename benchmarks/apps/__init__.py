@@ -1,0 +1,1 @@
+"""Importable apps (task definitions) that the benchmark's worker processes load."""

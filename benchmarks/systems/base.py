@@ -1,0 +1,131 @@
+"""The small interface every benchmarked system implements.
+
+A system owns its names (key prefix, stream, schema, file) and cleans them up. The
+harness drives it from the benchmark process; its workers are real subprocesses started
+from :meth:`System.worker_cmd` (each library's own worker command, or a tiny ``python -m``
+entry for raw loops), killed by PID at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SCRATCH = Path(os.environ.get("BENCH_SCRATCH", "/tmp/omniq-bench"))
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
+PG_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+#: Tasks in flight per worker process, for every system that has such a knob.
+CONCURRENCY = 10
+
+
+def version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+class Unavailable(Exception):
+    """The system cannot run here; the message says why (it goes in the report row)."""
+
+
+class System:
+    """One row of the report: a library (or raw loop) on one server."""
+
+    name: ClassVar[str] = ""
+    server: ClassVar[str] = ""  # memory | sqlite | nats | redis | postgres
+    kind: ClassVar[str] = "peer"  # omniq | peer | raw
+    dist: ClassVar[str] = ""  # distribution whose version is reported
+    #: True when enqueue_bulk uses the library's bulk API; bulk_note says which.
+    bulk: ClassVar[bool] = False
+    bulk_note: ClassVar[str] = "one call per task"
+    #: How the worker is started and configured (shown in the report).
+    worker_note: ClassVar[str] = ""
+    #: What remaining() counts (shown in the report's method section).
+    progress_note: ClassVar[str] = ""
+    #: In-process backend: the workload runs inside one subprocess (OmniQ on memory).
+    inproc: ClassVar[bool] = False
+    #: Systems that cannot run several worker processes on one store.
+    multi_process: ClassVar[bool] = True
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on this system's own loop (connections persist across calls)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def close_loop(self) -> None:
+        if self._loop is not None:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+            self._loop = None
+
+    def env(self) -> dict[str, str]:
+        """Environment of the worker subprocesses (the prefix and server URLs)."""
+        env = dict(os.environ)
+        env.update(
+            BENCH_PREFIX=self.prefix,
+            BENCH_REDIS_URL=REDIS_URL,
+            BENCH_NATS_URL=NATS_URL,
+            BENCH_PG_DSN=PG_DSN,
+            BENCH_SCRATCH=str(SCRATCH),
+            PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        )
+        return env
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.server})"
+
+    def versions(self) -> dict[str, str]:
+        return {self.dist: version(self.dist)} if self.dist else {}
+
+    # --- the interface -------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise Unavailable when the system cannot run (missing package, no server)."""
+
+    def setup(self) -> None:
+        """Create / empty this system's storage."""
+
+    def teardown(self) -> None:
+        """Delete everything this system created."""
+
+    def enqueue_bulk(self, n: int) -> None:
+        """Enqueue ``n`` no-op tasks (the harness times this call)."""
+        raise NotImplementedError
+
+    def remaining(self) -> int:
+        """Tasks enqueued and not yet finished (polled while workers drain)."""
+        raise NotImplementedError
+
+    def worker_cmd(self) -> list[str]:
+        """argv of one worker process."""
+        raise NotImplementedError
+
+    def latency(self, n: int, warmup: int) -> list[float]:
+        """With one warm worker running: ``warmup`` untimed then ``n`` timed round trips
+        (enqueue one task, wait for its result); seconds per round trip."""
+        raise NotImplementedError
+
+    def run_inproc(self, workload: str, n: int) -> list[str]:
+        """argv of a subprocess running a whole workload in-process (inproc systems)."""
+        raise NotImplementedError

@@ -1,0 +1,280 @@
+"""OmniQ on memory (in-process), SQLite and NATS, driven through its public API.
+
+Enqueue: ``noop.map(...)`` (bulk: one round trip per batch of 500). Worker:
+``omniq worker --app benchmarks.apps.omniq_app:oq --queues bench --concurrency 10``
+(async executor, the default). Latency: ``await (await noop.enqueue()).result()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any, ClassVar
+
+from benchmarks.systems.base import CONCURRENCY, NATS_URL, SCRATCH, System, Unavailable
+
+QUEUE = "bench"
+
+
+def _import_app(url: str, options: dict[str, Any]) -> Any:
+    os.environ["BENCH_OMNIQ_URL"] = url
+    os.environ["BENCH_OMNIQ_OPTIONS"] = json.dumps(options)
+    import importlib
+
+    import benchmarks.apps.omniq_app as app
+
+    return importlib.reload(app)
+
+
+class OmniQSystem(System):
+    kind = "omniq"
+    dist = "omniq-core"
+    bulk = True
+    bulk_note = "`noop.map()` (batches of 500)"
+    worker_note = (
+        f"`python -m benchmarks.apps.omniq_worker`: `start_worker(concurrency={CONCURRENCY})`, "
+        "async executor (what `omniq worker` runs)"
+    )
+    progress_note = "`task_queue.count(bench, PENDING) + count(bench, RUNNING)`"
+    backend_dist: ClassVar[str] = ""
+
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    def versions(self) -> dict[str, str]:
+        from benchmarks.systems.base import version
+
+        out = {"omniq-core": version("omniq-core")}
+        if self.backend_dist:
+            out[self.backend_dist] = version(self.backend_dist)
+        return out
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env["BENCH_OMNIQ_URL"] = self.url()
+        env["BENCH_OMNIQ_OPTIONS"] = json.dumps(self.options())
+        return env
+
+    @property
+    def app(self) -> Any:
+        if not hasattr(self, "_app"):
+            self._app = _import_app(self.url(), self.options())
+        return self._app
+
+    @property
+    def aoq(self) -> Any:
+        return self.app.oq.async_
+
+    def setup(self) -> None:
+        async def go() -> None:
+            await self.aoq.connect()
+            await self.aoq.task_queue.purge(None)
+
+        self.arun(go())
+
+    def teardown(self) -> None:
+        async def go() -> None:
+            await self.aoq.task_queue.purge(None)
+            await self.aoq.close()
+
+        self.arun(go())
+
+    def enqueue_bulk(self, n: int) -> None:
+        self.arun(self.app.noop.map([()] * n))
+
+    def remaining(self) -> int:
+        from omniq import TaskStatus
+
+        async def go() -> int:
+            q = self.aoq.task_queue
+            return int(
+                await q.count(QUEUE, TaskStatus.PENDING) + await q.count(QUEUE, TaskStatus.RUNNING)
+            )
+
+        return self.arun(go())
+
+    def worker_cmd(self) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.apps.omniq_worker"]
+
+    def latency(self, n: int, warmup: int) -> list[float]:
+        async def go() -> list[float]:
+            noop = self.app.noop
+            h = await noop.enqueue()
+            await h.result(timeout=60)  # the worker is up
+            for _ in range(warmup):
+                await (await noop.enqueue()).result(timeout=30)
+            out = []
+            for _ in range(n):
+                t = time.perf_counter()
+                h = await noop.enqueue()
+                await h.result(timeout=30)
+                out.append(time.perf_counter() - t)
+            return out
+
+        return self.arun(go())
+
+
+class OmniQSQLite(OmniQSystem):
+    name = "OmniQ"
+    server = "sqlite"
+    backend_dist = "omniq-backend-sqlite"
+
+    def check(self) -> None:
+        try:
+            import omniq_sqlite  # noqa: F401
+        except ImportError as e:
+            raise Unavailable(f"omniq-backend-sqlite does not import: {e}") from e
+
+    def path(self) -> str:
+        return str(SCRATCH / f"{self.prefix}.db")
+
+    def url(self) -> str:
+        return f"sqlite:///{self.path()}"
+
+    def setup(self) -> None:
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        super().setup()
+
+    def teardown(self) -> None:
+        super().teardown()
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path() + suffix):
+                os.remove(self.path() + suffix)
+
+
+class OmniQNATS(OmniQSystem):
+    name = "OmniQ"
+    server = "nats"
+    backend_dist = "omniq-backend-nats"
+
+    def check(self) -> None:
+        try:
+            import omniq_nats
+
+            omniq_nats.AsyncNATSQueue  # noqa: B018
+        except (ImportError, AttributeError) as e:
+            raise Unavailable(f"omniq-backend-nats is not usable yet: {e!r}") from e
+
+    def url(self) -> str:
+        return NATS_URL
+
+    def options(self) -> dict[str, Any]:
+        from benchmarks.systems import nats_names
+
+        return nats_names.omniq_options(self.prefix)
+
+    progress_note = (
+        "messages in the tasks stream (WorkQueue retention: a task's message is acked when "
+        "it completes); `count()` scans the KV bucket, too heavy to poll"
+    )
+
+    def remaining(self) -> int:
+        from benchmarks.systems import nats_names
+
+        async def go() -> int:
+            if not hasattr(self, "_nc"):
+                import nats
+
+                self._nc = await nats.connect(NATS_URL)
+            info = await self._nc.jetstream().stream_info(
+                f"{nats_names.safe(self.prefix)}_OMNIQ_TASKS"
+            )
+            return int(info.state.messages)
+
+        return int(self.arun(go()))
+
+    def teardown(self) -> None:
+        super().teardown()
+        from benchmarks.systems import nats_names
+
+        if hasattr(self, "_nc"):
+            self.arun(self._nc.close())
+            del self._nc
+        self.arun(nats_names.delete_prefixed(self.prefix))
+
+
+class OmniQMemory(OmniQSystem):
+    """In-process backend: producer, worker and the sampler share one process."""
+
+    name = "OmniQ"
+    server = "memory"
+    inproc = True
+    multi_process = False
+    progress_note = "same count, polled from the same process"
+
+    def url(self) -> str:
+        return "memory://bench"
+
+    def run_inproc(self, workload: str, n: int) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.systems.omniq", "inproc", workload, str(n)]
+
+
+# --- the in-process run (OmniQ on memory) ----------------------------------------------------
+
+
+async def _inproc(workload: str, n: int) -> dict[str, Any]:
+    from benchmarks.harness import drain_rates
+    from omniq import TaskStatus
+
+    app = _import_app("memory://bench", {})
+    aoq = app.oq.async_
+    q = aoq.task_queue
+    poll = 0.01 if workload == "w1" else 0.1
+
+    async def left() -> int:
+        pending = await q.count(QUEUE, TaskStatus.PENDING)
+        return int(pending + await q.count(QUEUE, TaskStatus.RUNNING))
+
+    async def drain() -> dict[str, Any]:
+        t = time.perf_counter()
+        await app.noop.map([()] * n)
+        enqueue_s = time.perf_counter() - t
+        samples = []
+        async with aoq.start_worker([QUEUE], concurrency=CONCURRENCY):
+            while True:
+                remaining = await left()
+                samples.append((time.perf_counter(), remaining))
+                if remaining == 0:
+                    break
+                await asyncio.sleep(poll)
+        rates = drain_rates(samples, n)
+        return {"enqueue_s": enqueue_s, "enqueue_rate": n / enqueue_s, "finished": True, **rates}
+
+    async with aoq:
+        if workload == "w1":
+            return {"n": n, "p1": await drain(), "p2": {"skipped": "in-process backend"}}
+        if workload == "w3":
+            return {"n": n, **await drain()}
+        # w2: latency with the worker running in this process
+        from benchmarks.harness import percentile
+
+        async with aoq.start_worker([QUEUE], concurrency=CONCURRENCY):
+            for _ in range(20):
+                await (await app.noop.enqueue()).result(timeout=30)
+            ms = []
+            for _ in range(n):
+                t = time.perf_counter()
+                await (await app.noop.enqueue()).result(timeout=30)
+                ms.append((time.perf_counter() - t) * 1000)
+        ms.sort()
+        return {
+            "n": n,
+            "p50": percentile(ms, 50),
+            "p95": percentile(ms, 95),
+            "p99": percentile(ms, 99),
+            "mean": sum(ms) / len(ms),
+        }
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["inproc"]:
+    from benchmarks.harness import inproc_main
+
+    inproc_main(lambda w, n: asyncio.run(_inproc(w, n)))
+
+__all__ = ["OmniQMemory", "OmniQNATS", "OmniQSQLite"]
