@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, Self
 
-from omniq.sync import run_sync
+from omniq.storage.base import BackendBundle
 from omniq_nats._events import AsyncNATSEventStorage
 from omniq_nats._queue import AsyncNATSQueue
 from omniq_nats._results import AsyncNATSResultStorage
@@ -16,7 +15,7 @@ from omniq_nats._sync import NATSEventStorage, NATSQueue, NATSResultStorage, NAT
 __all__ = ["NATSBackend", "create_nats_backend"]
 
 
-class NATSBackend:
+class NATSBackend(BackendBundle):
     """Task queue, results, events and schedules on one NATS server set.
 
     The components share one connection per event loop (the pool). ``async with
@@ -65,30 +64,6 @@ class NATSBackend:
     def async_context(self) -> Self:
         """``async with backend.async_context():`` (same as ``async with backend:``)."""
         return self
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def __enter__(self) -> Self:
-        run_sync(self.connect)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        run_sync(self.close)
 
     def __repr__(self) -> str:
         return f"NATSBackend({self.task_queue.settings!r})"

@@ -141,9 +141,7 @@ class DependencyMixin:
                 return True
         return False  # pragma: no cover
 
-    async def release_dependents_many(
-        self, task_ids: Sequence[str], succeeded: bool
-    ) -> Released:
+    async def release_dependents_many(self, task_ids: Sequence[str], succeeded: bool) -> Released:
         """:meth:`release_dependents` for a batch: one listing of the dependency index
         (usually empty) instead of one per finished task."""
         if not task_ids:

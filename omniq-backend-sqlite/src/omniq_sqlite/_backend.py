@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from omniq.serialization.manager import SerializationManager
-from omniq.sync import run_sync
+from omniq.storage.base import BackendBundle
 from omniq_sqlite._database import Database
 from omniq_sqlite._events import AsyncSQLiteEventStorage
 from omniq_sqlite._queue import AsyncSQLiteQueue
@@ -14,7 +13,7 @@ from omniq_sqlite._results import AsyncSQLiteResultStorage
 from omniq_sqlite._schedules import AsyncSQLiteScheduleStorage
 
 
-class SQLiteBackend:
+class SQLiteBackend(BackendBundle):
     """Task queue, results, events and schedules in one SQLite file, sharing one
     connection (so ``sqlite://:memory:`` works for all four in one process).
 
@@ -71,30 +70,6 @@ class SQLiteBackend:
         for c in self.components:
             await c.close()
         await self.database.close()
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def __enter__(self) -> Self:
-        run_sync(self.connect)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        run_sync(self.close)
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.url!r})"

@@ -78,6 +78,55 @@ class StorageComponent(ABC):
             )
 
 
+class BackendBundle:
+    """Base of a backend's ``{Name}Backend``: the four components over one connection.
+
+    Subclasses set the four component attributes and implement ``connect``/``close``;
+    this gives them ``async with`` and a blocking ``with``.
+    """
+
+    task_queue: Any
+    result_storage: Any
+    event_storage: Any
+    schedule_storage: Any
+
+    async def connect(self) -> None:
+        """Connect every component."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close every component and the shared connection."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __enter__(self) -> Self:
+        from omniq.sync import run_sync
+
+        run_sync(self.connect)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        from omniq.sync import run_sync
+
+        run_sync(self.close)
+
+
 class BaseTaskQueue(StorageComponent):
     """Stores tasks and hands each ready one to exactly one worker at a time."""
 
@@ -324,6 +373,7 @@ class BaseScheduleStorage(StorageComponent):
 
 
 __all__ = [
+    "BackendBundle",
     "BaseEventStorage",
     "BaseResultStorage",
     "BaseScheduleStorage",
