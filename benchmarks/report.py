@@ -367,6 +367,8 @@ def render(data: dict[str, Any], pngs: dict[str, str], stem: str) -> str:
         f"another, against the same servers on 127.0.0.1. Medians of {cfg['runs']} runs "
         f"(W3: {cfg['w3_runs']}); ±x% is half the min-max spread over the median.\n"
     )
+    if cfg.get("note"):
+        L.append(cfg["note"] + "\n")
     L.append("## Machine\n")
     L.append(
         f"- CPU: {meta['cpu']}, {meta['cores']} cores; memory {meta['memory']}; {meta['os']}; "

@@ -206,6 +206,7 @@ class OmniQMemory(OmniQSystem):
     server = "memory"
     inproc = True
     multi_process = False
+    worker_note = f"`start_worker(concurrency={CONCURRENCY})` inside the producer's process"
     progress_note = "the worker's count of recorded completions (`worker.processed`), same process"
 
     def url(self) -> str:

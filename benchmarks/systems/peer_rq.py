@@ -39,6 +39,11 @@ class RQ(RedisSystem):
             self._q = Queue(self.prefix, connection=Redis.from_url(REDIS_URL))
         return self._q
 
+    def teardown(self) -> None:
+        super().teardown()
+        # rq lists every queue it has seen in the global set rq:queues: drop ours
+        self.arun(self.redis.srem("rq:queues", f"rq:queue:{self.prefix}"))
+
     def enqueue_bulk(self, n: int) -> None:
         from rq import Queue
 
