@@ -8,7 +8,7 @@ SQLite needs no server, so nothing here is skipped for a missing service.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from omniq.testing import (
     ResultStorageConformance,
     ScheduleStorageConformance,
     TaskQueueConformance,
+    component_factory,
 )
 from omniq_sqlite import (
     AsyncSQLiteEventStorage,
@@ -48,45 +49,15 @@ class SQLiteFixtures:
     def sqlite_url(self, sqlite_path: Path) -> str:
         return f"sqlite:///{sqlite_path}"  # absolute path: sqlite:////tmp/.../omniq.db
 
-    async def _factory(self, cls: type[Any], url: str, path: Path) -> AsyncIterator[Factory]:
-        made: list[Any] = []
-
-        async def make() -> Any:
-            component = cls.from_url(url)
-            await component.connect()
-            made.append(component)
-            return component
-
-        yield make
-        for component in made:
-            await component.close()
-        _remove_db(path)
-
     @pytest.fixture
-    async def make_task_queue(self, sqlite_url: str, sqlite_path: Path) -> AsyncIterator[Factory]:
-        async for f in self._factory(AsyncSQLiteQueue, sqlite_url, sqlite_path):
-            yield f
+    def backend_url(self, sqlite_url: str, sqlite_path: Path) -> Iterator[str]:
+        yield sqlite_url
+        _remove_db(sqlite_path)
 
-    @pytest.fixture
-    async def make_result_storage(
-        self, sqlite_url: str, sqlite_path: Path
-    ) -> AsyncIterator[Factory]:
-        async for f in self._factory(AsyncSQLiteResultStorage, sqlite_url, sqlite_path):
-            yield f
-
-    @pytest.fixture
-    async def make_event_storage(
-        self, sqlite_url: str, sqlite_path: Path
-    ) -> AsyncIterator[Factory]:
-        async for f in self._factory(AsyncSQLiteEventStorage, sqlite_url, sqlite_path):
-            yield f
-
-    @pytest.fixture
-    async def make_schedule_storage(
-        self, sqlite_url: str, sqlite_path: Path
-    ) -> AsyncIterator[Factory]:
-        async for f in self._factory(AsyncSQLiteScheduleStorage, sqlite_url, sqlite_path):
-            yield f
+    make_task_queue = component_factory(AsyncSQLiteQueue)
+    make_result_storage = component_factory(AsyncSQLiteResultStorage)
+    make_event_storage = component_factory(AsyncSQLiteEventStorage)
+    make_schedule_storage = component_factory(AsyncSQLiteScheduleStorage)
 
     @pytest.fixture
     def process_spec(self, sqlite_url: str) -> dict[str, Any]:
