@@ -19,5 +19,5 @@ oq = OmniQ(task_queue={"url": URL, **OPTIONS} if OPTIONS else URL)
 
 
 @oq.task(queue=QUEUE)
-def noop() -> None:
+async def noop() -> None:
     return None

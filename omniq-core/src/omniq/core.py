@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
+import msgspec
+
 from omniq.config import ComponentConfig, OmniQConfig, load_config
 from omniq.errors import ConfigurationError
 from omniq.events import AsyncEventLogger
@@ -31,6 +33,7 @@ from omniq.models import (
     TaskEvent,
     TaskResult,
     TaskStatus,
+    new_id,
 )
 from omniq.plugins import COMPONENTS, PluginManager, find_backend, get_plugin_manager
 from omniq.plugins.specs import load_object
@@ -394,6 +397,28 @@ class AsyncOmniQ:
             fields["id"] = str(o["task_id"])
         return Task(**fields)
 
+    def build_tasks(
+        self, tf: TaskFunction[Any, Any], calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]
+    ) -> list[Task]:
+        """:meth:`build_task` for many calls: the options are resolved once and each
+        further task is a copy of the first with its own id and arguments."""
+        calls = list(calls)
+        if not calls:
+            return []
+        first = self.build_task(tf, *calls[0])
+        if len(calls) == 1 or tf.defaults.get("task_id"):
+            return [first, *(self.build_task(tf, a, k) for a, k in calls[1:])]
+        replace = msgspec.structs.replace
+        out = [first]
+        for args, kwargs in calls[1:]:
+            t = replace(first, id=new_id(), args=tuple(args), kwargs=dict(kwargs))
+            if t.depends_on:  # mutable fields must not be shared between tasks
+                t.depends_on = list(t.depends_on)
+            if t.metadata:
+                t.metadata = dict(t.metadata)
+            out.append(t)
+        return out
+
     async def enqueue(self, fn: Any, /, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
         """Enqueue ``fn(*args, **kwargs)``: a task function, any callable, or a name."""
         return await self.enqueue_task(self._as_task_function(fn), args, kwargs)
@@ -414,7 +439,7 @@ class AsyncOmniQ:
         batch_size: int = 500,
     ) -> list[TaskHandle[R]]:
         """Enqueue many calls of one task function, one round trip per batch."""
-        tasks = [self.build_task(tf, a, k) for a, k in calls]
+        tasks = self.build_tasks(tf, calls)
         for i in range(0, len(tasks), batch_size):
             await self.enqueue_prepared(tasks[i : i + batch_size])
         return [TaskHandle(self, t.id, tf.result_type) for t in tasks]
@@ -422,25 +447,28 @@ class AsyncOmniQ:
     async def enqueue_prepared(self, tasks: list[Task]) -> list[TaskStatus]:
         """Store ready-made tasks: hooks, cycle check, enqueue, events."""
         await self.connect()
-        for t in tasks:
-            await self._call_hook("omniq_before_enqueue", task=t)
+        if self.plugins.hook.omniq_before_enqueue.get_hookimpls():
+            for t in tasks:
+                await self._call_hook("omniq_before_enqueue", task=t)
         if any(t.depends_on for t in tasks):
             await check_no_cycle(tasks, self.task_queue.get)
         queue = self.task_queue
         statuses: list[TaskStatus] = (
             [await queue.enqueue(tasks[0])] if len(tasks) == 1 else await queue.enqueue_many(tasks)
         )
+        events_on = self.events.enabled
         for t, st in zip(tasks, statuses, strict=True):
-            self.events.emit(
-                TaskEvent(
-                    event_type=EventType.ENQUEUED,
-                    task_id=t.id,
-                    queue=t.queue,
-                    func=t.func,
-                    schedule_id=t.schedule_id,
-                    metadata={"status": st.value},
+            if events_on:
+                self.events.emit(
+                    TaskEvent(
+                        event_type=EventType.ENQUEUED,
+                        task_id=t.id,
+                        queue=t.queue,
+                        func=t.func,
+                        schedule_id=t.schedule_id,
+                        metadata={"status": st.value},
+                    )
                 )
-            )
             if st is TaskStatus.CANCELLED:
                 await self._record_end(t.id, TaskStatus.CANCELLED, "a dependency did not succeed")
         return statuses

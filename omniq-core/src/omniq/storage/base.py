@@ -191,6 +191,16 @@ class BaseTaskQueue(StorageComponent):
         calls concurrently, so backends that group concurrent writes commit once."""
         return list(await asyncio.gather(*(self.complete(t) for t in tasks)))
 
+    async def complete_with_results(
+        self, finished: Sequence[tuple[Task, TaskResult]], results: BaseResultStorage
+    ) -> builtins.list[bool]:
+        """Store the results of finished tasks in ``results``, then complete the tasks
+        (the order matters: a completed task always has its result). One bool per task,
+        as :meth:`complete` returns. Backends whose result storage lives in the same
+        database override this to do both in one transaction."""
+        await results.set_many([r for _, r in finished])
+        return await self.complete_many([t for t, _ in finished])
+
     @abstractmethod
     async def fail(
         self, task: Task, retry_at: float | None = None, *, error: str | None = None

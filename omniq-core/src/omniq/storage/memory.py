@@ -237,11 +237,18 @@ class AsyncMemoryQueue(BaseTaskQueue):
 
     async def complete(self, task: Task) -> bool:
         with self._s.lock:
-            t = self._current(task)
-            if t is None:
-                return False
-            t.status, t.lease_until, t.error = TaskStatus.SUCCESS, None, None
-            return True
+            return self._complete(task)
+
+    async def complete_many(self, tasks: Sequence[Task]) -> builtins.list[bool]:
+        with self._s.lock:
+            return [self._complete(t) for t in tasks]
+
+    def _complete(self, task: Task) -> bool:
+        t = self._current(task)
+        if t is None:
+            return False
+        t.status, t.lease_until, t.error = TaskStatus.SUCCESS, None, None
+        return True
 
     async def fail(
         self, task: Task, retry_at: float | None = None, *, error: str | None = None
@@ -388,8 +395,12 @@ class AsyncMemoryResultStorage(BaseResultStorage):
         return f"AsyncMemoryResultStorage({self.url!r})"
 
     async def set(self, result: TaskResult) -> None:
+        await self.set_many([result])
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
         with self._s.lock:
-            self._s.results[result.task_id] = result
+            for result in results:
+                self._s.results[result.task_id] = result
         self._s.notifier.notify_all()
 
     async def get(self, task_id: str) -> TaskResult | None:

@@ -12,7 +12,7 @@ from collections import Counter
 import anyio
 import pytest
 
-from omniq.models import Task, TaskStatus
+from omniq.models import Task, TaskResult, TaskStatus
 from omniq.storage.base import BaseTaskQueue
 from omniq.testing.base import (
     ConformanceBase,
@@ -89,6 +89,41 @@ class TaskQueueConformance(ConformanceBase):
         assert sa is not None and sa.status is TaskStatus.SUCCESS
         assert sb is not None and sb.status is TaskStatus.FAILED and "boom" in (sb.error or "")
         assert await task_queue.dequeue(["default"], worker_id="w") is None
+
+    @pytest.fixture
+    def _make_result_storage(self, request: pytest.FixtureRequest) -> Factory | None:
+        # looked up in a sync fixture: async tests cannot resolve async fixtures by name
+        return optional_fixture(request, "make_result_storage")  # type: ignore[no-any-return]
+
+    async def test_complete_with_results(
+        self, task_queue: BaseTaskQueue, _make_result_storage: Factory | None
+    ) -> None:
+        make_results = _make_result_storage
+        if make_results is None:
+            pytest.skip("backend gives no make_result_storage fixture")
+        results = await make_results()
+        tasks = [make_task(i) for i in range(5)]
+        await task_queue.enqueue_many(tasks)
+        claimed = await task_queue.dequeue_many(["default"], 5, worker_id="w", lease=30)
+        assert len(claimed) == 5
+        # the last claim goes stale: its lease lapses and another worker claims it again
+        await task_queue.fail(claimed[-1], time.time(), error="lost")
+        again = await task_queue.dequeue(["default"], worker_id="w2", lease=30)
+        assert again is not None and again.id == claimed[-1].id
+        done = [
+            (t, TaskResult(task_id=t.id, status=TaskStatus.SUCCESS, result=i, attempt=t.attempt))
+            for i, t in enumerate(claimed)
+        ]
+        accepted = await task_queue.complete_with_results(done, results)
+        assert accepted == [True, True, True, True, False]
+        for i, t in enumerate(claimed[:4]):
+            stored = await task_queue.get(t.id)
+            assert stored is not None and stored.status is TaskStatus.SUCCESS
+            r = await results.get(t.id)
+            assert r is not None and r.status is TaskStatus.SUCCESS and r.result == i
+        stale = await task_queue.get(again.id)
+        assert stale is not None and stale.status is TaskStatus.RUNNING
+        assert await task_queue.complete_with_results([], results) == []
 
     async def test_fail_with_retry_at_requeues(self, task_queue: BaseTaskQueue) -> None:
         require(task_queue, "supports_delay")

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import traceback
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -67,7 +68,9 @@ class AsyncWorker:
         self.processed = 0
         self.failed = 0
         self._running: dict[str, tuple[Task, anyio.CancelScope]] = {}
-        self._slots = anyio.Semaphore(self.concurrency)
+        # claimed tasks not yet picked up by a runner
+        self._pending: deque[Task] = deque()
+        self._work = anyio.Event()
         self._stopping = anyio.Event()
         self._stopped = anyio.Event()
         self._limiters: dict[str, RateLimiter] = {}
@@ -103,9 +106,12 @@ class AsyncWorker:
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._maintenance_loop)
                 tg.start_soon(self._completion_loop)
-                async with anyio.create_task_group() as tasks:
-                    await self._claim_loop(tasks)
-                    await self._drain(tasks)
+                async with anyio.create_task_group() as runners:
+                    for _ in range(self.concurrency):
+                        runners.start_soon(self._runner)
+                    await self._claim_loop()
+                    await self._drain()
+                    runners.cancel_scope.cancel()
                 await self._flush_completions()
                 tg.cancel_scope.cancel()
         finally:
@@ -116,40 +122,47 @@ class AsyncWorker:
                 self._stopped.set()
                 log.info("worker %s stopped (%d processed)", self.id, self.processed)
 
-    async def _drain(self, tasks: anyio.abc.TaskGroup) -> None:
+    async def _drain(self) -> None:
         """Give running tasks the grace period, then cancel and hand back the rest."""
         with anyio.move_on_after(self.shutdown_grace):
-            while self._running:
+            while self._running or self._pending:
                 await anyio.sleep(0.01)
-        if self._running:
-            log.warning("grace period over: handing back %d running tasks", len(self._running))
-            for task, scope in list(self._running.values()):
-                scope.cancel()
-                # release the claim at once instead of waiting for the lease to lapse
-                with anyio.CancelScope(shield=True):
-                    await self.oq.task_queue.fail(task, time.time(), error="worker stopped")
+        left = [t for t, _ in self._running.values()] + list(self._pending)
+        if not left:
+            return
+        log.warning("grace period over: handing back %d running tasks", len(left))
+        for _, scope in list(self._running.values()):
+            scope.cancel()
+        self._pending.clear()
+        # release the claims at once instead of waiting for the leases to lapse
+        with anyio.CancelScope(shield=True):
+            for task in left:
+                await self.oq.task_queue.fail(task, time.time(), error="worker stopped")
 
     # --- claiming ------------------------------------------------------------------------
 
-    async def _claim_loop(self, tasks: anyio.abc.TaskGroup) -> None:
+    @property
+    def _free(self) -> int:
+        """Slots not taken by a running or claimed-but-not-started task."""
+        return self.concurrency - len(self._running) - len(self._pending)
+
+    async def _claim_loop(self) -> None:
         queue = self.oq.task_queue
         # claim in batches: with tasks still running, wait briefly for a quarter of the
         # slots to free up rather than paying one round trip per finished task
         batch_min = max(1, self.concurrency // 4)
         while not self.stopping:
-            free = self._slots.value
-            if free == 0:
-                await self._wait_for_slot()
+            if self._free <= 0:
+                await self._wait_for_slot_change()
                 continue
-            if free < batch_min and self._running:
+            if self._free < batch_min and self._running:
                 with anyio.move_on_after(0.005):
-                    while self._slots.value < batch_min and self._running:
+                    while self._free < batch_min and self._running:
                         await self._wait_for_slot_change()
-                free = self._slots.value
             wait = 0.0 if self.burst else self.poll_interval
             with anyio.move_on_after(wait + 5.0):
                 claimed = await queue.dequeue_many(
-                    self.queues, free, worker_id=self.id, lease=self.lease, wait=wait
+                    self.queues, self._free, worker_id=self.id, lease=self.lease, wait=wait
                 )
             if not claimed:
                 if self.burst and await self._idle():
@@ -157,21 +170,26 @@ class AsyncWorker:
                 if self.burst:
                     await anyio.sleep(0.05)
                 continue
-            for task in claimed:
-                await self._slots.acquire()
-                tasks.start_soon(self._run_task, task)
+            self._pending.extend(claimed)
+            work, self._work = self._work, anyio.Event()
+            work.set()
 
     async def _wait_for_slot_change(self) -> None:
         self._slot_freed = anyio.Event()
         await self._slot_freed.wait()
 
-    async def _wait_for_slot(self) -> None:
-        await self._slots.acquire()
-        self._slots.release()
+    async def _runner(self) -> None:
+        """One of ``concurrency`` long-lived runners: runs claimed tasks one at a time."""
+        pending = self._pending
+        while True:
+            if not pending:
+                await self._work.wait()
+                continue
+            await self._run_task(pending.popleft())
 
     async def _idle(self) -> bool:
         """Burst mode: True when nothing runs here and nothing is pending or running."""
-        if self._running or self._done or self._writing:
+        if self._running or self._pending or self._done or self._writing:
             return False  # finished tasks not yet recorded may still release dependents
         q = self.oq.task_queue
         for name in self.queues:
@@ -193,7 +211,6 @@ class AsyncWorker:
             log.exception("internal error while handling task %s", task.id)
         finally:
             self._running.pop(task.id, None)
-            self._slots.release()
             self._slot_freed.set()
 
     async def _execute(self, task: Task) -> None:
@@ -215,7 +232,8 @@ class AsyncWorker:
                 limiter = self._limiters[task.func] = RateLimiter(tf.rate_limit)
             await limiter.acquire()
         started = time.time()
-        oq.events.emit(self._event(EventType.EXECUTING, task))
+        if oq.events.enabled:
+            oq.events.emit(self._event(EventType.EXECUTING, task))
         await oq._call_hook("omniq_task_started", task=task)
         try:
             value = await self.executor.run(
@@ -268,7 +286,7 @@ class AsyncWorker:
     async def _write_batch(self, batch: list[tuple[Task, TaskResult]]) -> None:
         oq = self.oq
         try:
-            await oq.result_storage.set_many([r for _, r in batch])
+            accepted = await oq.task_queue.complete_with_results(batch, oq.result_storage)
         except SerializationError:
             # find the value(s) that cannot be stored: those tasks fail, the rest go on
             good = []
@@ -279,8 +297,9 @@ class AsyncWorker:
                 except SerializationError as e:
                     await self._handle_error(task, e, result.started_at or 0.0, retry=False)
             batch = good
-        accepted = await oq.task_queue.complete_many([t for t, _ in batch])
+            accepted = await oq.task_queue.complete_many([t for t, _ in batch])
         finished: list[tuple[Task, Any]] = []
+        events_on = oq.events.enabled
         for (task, result), ok in zip(batch, accepted, strict=True):
             if not ok:
                 log.info(
@@ -288,7 +307,8 @@ class AsyncWorker:
                 )
                 continue
             self.processed += 1
-            oq.events.emit(self._event(EventType.COMPLETE, task))
+            if events_on:
+                oq.events.emit(self._event(EventType.COMPLETE, task))
             finished.append((task, result.result))
         await oq.after_finish_many(finished, succeeded=True)
 
