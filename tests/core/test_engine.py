@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from omniq import (
@@ -224,6 +225,54 @@ async def test_async_api_and_start_worker() -> None:
         h = await oq.enqueue(mul, 2, 3)
         assert await h.result(timeout=10) == 6
         await w.stop()
+
+
+@pytest.mark.anyio
+async def test_worker_runs_up_to_concurrency_tasks_at_once() -> None:
+    async with AsyncOmniQ(task_queue="memory://", worker="async") as oq:
+        running = peak = 0
+
+        @oq.task
+        async def hold() -> None:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await anyio.sleep(0.05)
+            running -= 1
+
+        await hold.map([()] * 40)
+        await oq.drain(concurrency=5)
+        assert peak == 5
+        assert await oq.task_queue.count(status=TaskStatus.SUCCESS) == 40
+
+
+@pytest.mark.anyio
+async def test_stop_after_the_grace_period_hands_running_tasks_back() -> None:
+    async with AsyncOmniQ(task_queue="memory://", worker="async") as oq:
+        started = anyio.Event()
+
+        runs = 0
+
+        @oq.task
+        async def slow() -> str:
+            nonlocal runs
+            runs += 1
+            if runs == 1:
+                started.set()
+                await anyio.sleep(30)
+            return f"run {runs}"
+
+        h = await slow.enqueue()
+        w = await oq.start_worker(concurrency=2, shutdown_grace=0.2)
+        with anyio.fail_after(10):
+            await started.wait()
+            await w.stop()
+        task = await oq.get_task(h.id)
+        # handed back at once (PENDING, claimable again), not left RUNNING until the lease lapses
+        assert task is not None and task.status is TaskStatus.PENDING
+        assert "worker stopped" in (task.error or "")
+        async with oq.start_worker(concurrency=2):
+            assert await h.result(timeout=10) == "run 2"
 
 
 def test_unknown_worker_type_and_bad_options(oq: OmniQ) -> None:
