@@ -10,6 +10,12 @@ long-poll every pair at once. A fetched message is only a ticket: the KV record 
 workers can never both win. The message stays unacknowledged while the task runs, its
 redelivery timer being the lease: ``in_progress()`` renews it when the lease equals the
 consumer's ``ack_wait``, ``NAK`` with a delay sets it to any other lease.
+
+A caller back soon after its previous claim (a worker draining a backlog) gets the next
+batch of tickets of the level that filled its claim fetched in the background, so its
+next claim costs only the round trip of the revision-checked writes. Tickets fetched
+ahead and not claimed within ``AHEAD_MAX_AGE`` (or when the component closes) are NAKed
+back at once.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from nats.js import api
 from omniq.errors import OmniQError, SerializationError
 from omniq.models import Task, TaskStatus
 from omniq_nats._config import decode_token, encode_token
-from omniq_nats._fetch import ConsumerMissingError, fetcher
+from omniq_nats._fetch import ConsumerMissingError, ack_info, fetcher
 from omniq_nats._kv import Bucket
 from omniq_nats._records import (
     Action,
@@ -64,18 +70,48 @@ class Held:
     lease: float
 
 
+#: How many finished tasks' "has dependents" flags are remembered for the release step.
+FINISHED_MEMORY = 4096
+#: Tickets fetched ahead are handed back (NAKed) if not claimed within this many seconds.
+AHEAD_MAX_AGE = 1.0
+
+
+@dataclass
+class Ahead:
+    """Tickets of one consumer fetched ahead of the next claim (see ``_claim_pass``)."""
+
+    since: float  # monotonic time the fetch was sent (their ack timers started later)
+    fetch: asyncio.Future[list[Msg]] | None = None
+    msgs: list[Msg] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+
+
 @dataclass
 class QueueState:
     """Per-connection state of one queue component."""
 
     conn: Connection
     bucket: Bucket
+    #: the small index bucket: ``d.{dependency}.{task}`` and ``x.{task}`` (TTL) keys
+    index: Bucket
     levels: dict[str, set[int]] = field(default_factory=dict)
     ensured: set[tuple[str, int]] = field(default_factory=set)
     levels_checked: float = 0.0
     levels_event: asyncio.Event = field(default_factory=asyncio.Event)
     held: dict[str, Held] = field(default_factory=dict)
     advisory: Subscription | None = None
+    #: task id -> its final record's ``dependents`` flag, for tasks finished here
+    finished: dict[str, bool] = field(default_factory=dict)
+    #: (queue, level) -> tickets fetched ahead; when the previous claim returned
+    ahead: dict[tuple[str, int], Ahead] = field(default_factory=dict)
+    claimed_at: float = 0.0
+    background: set[asyncio.Future[None]] = field(default_factory=set)
+
+    def note_finished(self, task_id: str, rec: Record) -> None:
+        """Remember whether a task finished here has dependents to release (bounded)."""
+        self.finished[task_id] = rec.dependents
+        if len(self.finished) > FINISHED_MEMORY:
+            del self.finished[next(iter(self.finished))]
 
 
 def task_key(task_id: str) -> str:
@@ -214,10 +250,28 @@ class ClaimMixin:
         lease: float,
         wait: float,
     ) -> list[Task]:
+        # a caller back soon after its previous claim is draining a backlog: worth
+        # fetching its next batch while it runs this one
+        busy = time.monotonic() - st.claimed_at < AHEAD_MAX_AGE / 2
+        try:
+            return await self._dequeue_now(st, queues, limit, worker_id, lease, wait, busy)
+        finally:
+            st.claimed_at = time.monotonic()
+
+    async def _dequeue_now(
+        self,
+        st: QueueState,
+        queues: Sequence[str],
+        limit: int,
+        worker_id: str,
+        lease: float,
+        wait: float,
+        busy: bool,
+    ) -> list[Task]:
         deadline = time.monotonic() + wait
         while True:
             await self._prepare_levels(st, queues)
-            out = await self._claim_pass(st, queues, limit, worker_id, lease)
+            out = await self._claim_pass(st, queues, limit, worker_id, lease, busy)
             if out:
                 return out
             remaining = deadline - time.monotonic()
@@ -226,21 +280,40 @@ class ClaimMixin:
             out = await self._long_poll(st, queues, limit, worker_id, lease, remaining)
             if out:
                 if len(out) < limit:
-                    out += await self._claim_pass(st, queues, limit - len(out), worker_id, lease)
+                    more = await self._claim_pass(st, queues, limit - len(out), worker_id, lease)
+                    out += more
                 return out
 
     async def _claim_pass(
-        self, st: QueueState, queues: Sequence[str], limit: int, worker_id: str, lease: float
+        self,
+        st: QueueState,
+        queues: Sequence[str],
+        limit: int,
+        worker_id: str,
+        lease: float,
+        busy: bool = False,
     ) -> list[Task]:
+        """Claim up to ``limit`` tasks: tickets fetched ahead first, then ``no_wait``
+        pulls, queue by queue and level by level. With ``busy``, the level that fills
+        the batch gets its next batch fetched in the background: the caller's next
+        claim then costs one round trip (the claim's write) instead of two."""
         out: list[Task] = []
         f = fetcher(st.conn)
         stream = self.settings.tasks_stream_name
         for q in queues:
             for level in sorted(st.levels.get(q, ()), reverse=True):
                 consumer = self._consumer(q, level)
+                since, ahead = await self._take_ahead(st, (q, level))
+                if ahead:
+                    need = limit - len(out)
+                    if len(ahead) > need:
+                        self._keep_ahead(st, (q, level), ahead[need:], since)
+                    out += await self._process(st, ahead[:need], worker_id, lease)
                 for _ in range(50):  # bounded: non-claimable messages are NAKed away
                     need = limit - len(out)
                     if need <= 0:
+                        if busy:
+                            self._fetch_ahead(st, (q, level), consumer, limit)
                         return out
                     try:
                         msgs = await st.conn.call(
@@ -257,6 +330,95 @@ class ClaimMixin:
                     if len(msgs) < need:
                         break
         return out
+
+    # --- tickets fetched ahead -----------------------------------------------------
+    #
+    # Only tickets are fetched ahead, never claims: the records stay PENDING, so a
+    # crashed worker delays them by ack_wait at most, and the claim decides as always.
+
+    def _fetch_ahead(self, st: QueueState, key: tuple[str, int], consumer: str, n: int) -> None:
+        if key in st.ahead:
+            return
+        fetch = fetcher(st.conn).fetch(self.settings.tasks_stream_name, consumer, n, 0.0)
+        ahead = Ahead(time.monotonic(), asyncio.ensure_future(fetch))
+        ahead.timer = st.conn.loop.call_later(AHEAD_MAX_AGE, self._expire_ahead, st, key, ahead)
+        st.ahead[key] = ahead
+
+    def _keep_ahead(
+        self, st: QueueState, key: tuple[str, int], msgs: list[Msg], since: float
+    ) -> None:
+        """Keep tickets fetched ahead (at ``since``) but not needed now for the next claim."""
+        ahead = Ahead(since, msgs=msgs)
+        if key in st.ahead:  # pragma: no cover - a concurrent claim fetched ahead meanwhile
+            self._release_ahead(st, ahead)
+            return
+        ahead.timer = st.conn.loop.call_later(AHEAD_MAX_AGE, self._expire_ahead, st, key, ahead)
+        st.ahead[key] = ahead
+
+    async def _take_ahead(self, st: QueueState, key: tuple[str, int]) -> tuple[float, list[Msg]]:
+        """The fresh tickets fetched ahead for ``key`` (waiting for the fetch if needed),
+        with the time they were fetched."""
+        ahead = st.ahead.pop(key, None)
+        if ahead is None:
+            return 0.0, []
+        if ahead.timer is not None:
+            ahead.timer.cancel()
+        msgs = ahead.msgs
+        if ahead.fetch is not None:
+            fetch = ahead.fetch
+            try:
+                msgs = await asyncio.shield(fetch)
+            except asyncio.CancelledError:
+                if fetch.cancelled():
+                    return 0.0, []
+                # we were cancelled, not the fetch: hand its tickets back when they come
+                fetch.add_done_callback(lambda _: self._release_ahead(st, ahead))
+                raise
+            except Exception:
+                return 0.0, []  # the pull that follows reports what is wrong
+        if time.monotonic() - ahead.since > AHEAD_MAX_AGE:
+            self._release_ahead(st, Ahead(ahead.since, msgs=msgs))
+            return 0.0, []
+        return ahead.since, msgs
+
+    def _expire_ahead(self, st: QueueState, key: tuple[str, int], ahead: Ahead) -> None:
+        if st.ahead.get(key) is ahead:
+            del st.ahead[key]
+        if ahead.timer is not None:
+            ahead.timer.cancel()
+        if ahead.fetch is not None and not ahead.fetch.done():
+            ahead.fetch.add_done_callback(lambda _: self._release_ahead(st, ahead))
+        else:
+            self._release_ahead(st, ahead)
+
+    def _release_ahead(self, st: QueueState, ahead: Ahead) -> None:
+        """NAK unclaimed tickets so that any worker gets them at once."""
+        msgs = list(ahead.msgs)
+        fetch = ahead.fetch
+        if fetch is not None and fetch.done() and not fetch.cancelled() and not fetch.exception():
+            msgs += fetch.result()
+        ahead.msgs, ahead.fetch = [], None
+        if not msgs or st.conn.nc.is_closed:
+            return
+
+        async def nak() -> None:
+            for m in msgs:
+                with contextlib.suppress(Exception):
+                    await st.conn.nc.publish(m.reply, b"-NAK")
+
+        task = asyncio.ensure_future(nak())
+        st.background.add(task)
+        task.add_done_callback(st.background.discard)
+
+    async def _drop_ahead(self, st: QueueState) -> None:
+        """Hand back every ticket fetched ahead (the component is closing)."""
+        for key, ahead in list(st.ahead.items()):
+            if ahead.fetch is not None and not ahead.fetch.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(ahead.fetch), 1.0)
+            self._expire_ahead(st, key, ahead)
+        if st.background:
+            await asyncio.gather(*st.background, return_exceptions=True)
 
     async def _long_poll(
         self,
@@ -323,6 +485,7 @@ class ClaimMixin:
                 known[i] = (rev, data)
         todo = sorted(ids)
         claimed: dict[int, Task] = {}
+        ser = self.serializer
         for _ in range(6):  # re-decide after CAS conflicts
             if not todo:
                 break
@@ -339,7 +502,7 @@ class ClaimMixin:
             writes: list[tuple[int, Decision, bytes, int, Task | None]] = []
             for i in todo:
                 last, stored = current[i]
-                d, task = self._decide_one(stored, msgs[i], now, worker_id, lease)
+                d, task = self._decide_one(stored, msgs[i], now, worker_id, lease, ser)
                 if d.record is None:
                     await self._settle(st, msgs[i], d)
                     continue
@@ -368,7 +531,13 @@ class ClaimMixin:
         return [claimed[i] for i in sorted(claimed)]
 
     def _decide_one(
-        self, data: bytes | None, msg: Msg, now: float, worker_id: str, lease: float
+        self,
+        data: bytes | None,
+        msg: Msg,
+        now: float,
+        worker_id: str,
+        lease: float,
+        ser: SerializationManager,
     ) -> tuple[Decision, Task | None]:
         if data is None:
             return Decision(Action.DROP), None
@@ -385,10 +554,10 @@ class ClaimMixin:
                 error=str(e),
             )
             return Decision(Action.WRITE_DROP, failed), None
-        try:
-            delivered = msg.metadata.num_delivered
-        except Exception:
-            delivered = 1
+        delivered = 1
+        if rec.status is TaskStatus.WAITING:  # the only case decide() looks at it
+            with contextlib.suppress(Exception):
+                delivered = ack_info(msg)[1]
         d = decide(
             rec,
             now,
@@ -401,7 +570,7 @@ class ClaimMixin:
             return d, None
         assert d.record is not None
         try:
-            body = self.serializer.decode_task(rec.body)
+            body = ser.decode_task(rec.body)
         except SerializationError as e:
             failed = rec.but(status=TaskStatus.FAILED, error=str(e), lease_until=None)
             return Decision(Action.WRITE_DROP, failed), None

@@ -197,6 +197,12 @@ class NATSSettings:
         return self._stream_name(self.tasks_bucket)
 
     @property
+    def index_bucket_name(self) -> str:
+        """The tasks bucket's index (dependents, TTLs): its own stream, so listing it
+        costs the size of the index, not the number of tasks."""
+        return f"{self.tasks_bucket_name}_index"
+
+    @property
     def results_bucket_name(self) -> str:
         return self._stream_name(self.results_bucket)
 

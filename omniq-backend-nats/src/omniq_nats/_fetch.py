@@ -8,6 +8,9 @@ cannot be cancelled cleanly; here every request has its own inbox subscription, 
 * a cancelled long poll unsubscribes its inbox, and the server (2.9 included) skips pull
   requests without interest; a message that still slips into a dying request is NAKed at
   once, so the next request gets it instead of it waiting out ``ack_wait``.
+
+The inbox subscriptions use :class:`~omniq_nats._publish.Direct` delivery (no queue and
+task per subscription).
 """
 
 from __future__ import annotations
@@ -15,18 +18,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
 from omniq.errors import BackendUnavailableError
+from omniq_nats._publish import subscribe_direct
 
 if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
 
     from omniq_nats._connection import Connection
 
-__all__ = ["ConsumerMissingError", "Fetcher", "fetcher", "status_of"]
+__all__ = ["ConsumerMissingError", "Fetcher", "ack_info", "fetcher", "status_of"]
 
 #: Extra seconds a long poll waits past its server-side expiry for the 408 status.
 GRACE = 0.5
@@ -35,6 +40,17 @@ GRACE = 0.5
 class ConsumerMissingError(BackendUnavailableError):
     """The pull request got no answer at all: the consumer may be gone (a request to a
     missing consumer is silently dropped by the server), or the server is unreachable."""
+
+
+def ack_info(msg: Msg) -> tuple[int, int, int]:
+    """(stream sequence, times delivered, messages pending) of a JetStream message, read
+    from its reply subject without building nats-py's ``Metadata`` (slow: it converts
+    the timestamp)."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+        return int(tokens[5]), int(tokens[4]), int(tokens[8])
+    md = msg.metadata  # the longer form with domain and account
+    return md.sequence.stream, md.num_delivered, md.num_pending
 
 
 def status_of(msg: Msg) -> str | None:
@@ -71,12 +87,15 @@ class Fetcher:
         """
         nc = self._conn.nc
         inbox = nc.new_inbox()
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        got: deque[Msg] = deque()
+        waiter: list[asyncio.Future[None]] = []
 
-        async def on_msg(msg: Msg) -> None:
-            queue.put_nowait(msg)
+        def on_msg(msg: Msg) -> None:
+            got.append(msg)
+            if waiter and not waiter[0].done():
+                waiter[0].set_result(None)
 
-        sub: Subscription = await nc.subscribe(inbox, cb=on_msg, pending_msgs_limit=1_000_000)
+        sub: Subscription = await subscribe_direct(self._conn, inbox, on_msg)
         request: dict[str, object] = {"batch": batch}
         if wait > 0:
             request["expires"] = max(int(wait * 1e9), 1_000_000)
@@ -93,16 +112,17 @@ class Fetcher:
             extra = GRACE if wait > 0 else GRACE + self._conn.settings.request_timeout
             deadline = time.monotonic() + wait + extra
             while len(out) < batch:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                if queue.empty():
+                if not got:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    waiter[:] = [asyncio.get_running_loop().create_future()]
                     try:
-                        msg = await asyncio.wait_for(queue.get(), remaining)
+                        await asyncio.wait_for(waiter[0], remaining)
                     except TimeoutError:
                         break
-                else:
-                    msg = queue.get_nowait()
+                    continue
+                msg = got.popleft()
                 answered = True
                 status = status_of(msg)
                 if status is None:
@@ -121,8 +141,8 @@ class Fetcher:
                 await sub.unsubscribe()
             except Exception:  # pragma: no cover - connection closed
                 pass
-            while not queue.empty():
-                await self._orphan(queue.get_nowait())
+            while got:
+                await self._orphan(got.popleft())
         return out
 
 

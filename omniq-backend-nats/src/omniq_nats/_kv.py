@@ -3,23 +3,27 @@
 nats.py's ``KeyValue`` covers the basics; this adds what the backend needs and keeps to
 2.9 features: direct gets, compare-and-set by revision that recognises its own write
 after a retried request, pipelined writes (:mod:`omniq_nats._publish`), purges that leave no
-tombstone, and scans (subject listing plus pipelined direct gets).
+tombstone, key listings, and scans (one ephemeral consumer streaming the values).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import nats.js.errors
 from nats.js import api
 
-from omniq_nats._fetch import fetcher
+from omniq.errors import OmniQError, SerializationError
+from omniq_nats._base import NATSComponent
+from omniq_nats._connection import log
+from omniq_nats._fetch import ack_info, fetcher
 from omniq_nats._publish import api_error, publisher
 
 if TYPE_CHECKING:
@@ -27,8 +31,14 @@ if TYPE_CHECKING:
 
     from omniq_nats._connection import Connection
 
-__all__ = ["Bucket", "Entry", "ensure_stream", "scan_stream"]
+T = TypeVar("T")
 
+__all__ = ["Bucket", "BucketComponent", "Entry", "ensure_stream", "scan_stream"]
+
+#: Expiry of a scan's pull requests (seconds).
+SCAN_WAIT = 0.05
+#: Up to this many keys a scan reads by direct gets, beyond it by streaming the bucket.
+SCAN_BY_GETS = 256
 #: JetStream "wrong last sequence" error codes (CAS conflicts).
 WRONG_LAST = (10071, 10164)
 KV_OP = "KV-Operation"
@@ -71,7 +81,7 @@ async def scan_stream(
 ) -> list[Msg]:
     """Every message of ``stream`` matching ``subject``, in stream order, through one
     ephemeral pull consumer (``DeliverAll``, no acks); reads what was there when the
-    consumer was created."""
+    consumer was created (less what is deleted before it gets there)."""
     name = "scan" + uuid.uuid4().hex[:16]
     config: dict[str, Any] = {
         "name": name,
@@ -103,14 +113,17 @@ async def scan_stream(
     try:
         f = fetcher(conn)
         while pending > 0:
+            # a short expiry, not no_wait: a 2.9 consumer whose count of pending messages
+            # includes ones deleted meanwhile (a KV key rewritten) leaves a no_wait pull
+            # unanswered; a pull for exactly what is pending returns at once otherwise
             got = await conn.call(
                 f"scanning {stream}",
-                functools.partial(f.fetch, stream, consumer, min(pending, batch), 0.0),
+                functools.partial(f.fetch, stream, consumer, min(pending, batch), SCAN_WAIT),
             )
             if not got:
                 break
             out.extend(got)
-            pending = min(pending - len(got), got[-1].metadata.num_pending)
+            pending = min(pending - len(got), ack_info(got[-1])[2])
     finally:
         # fire and forget: no reply subject, the server just deletes it
         try:
@@ -225,15 +238,28 @@ class Bucket:
     async def scan(self, pattern: str = ">") -> list[Entry]:
         """Every live key matching ``pattern`` with its value, oldest write first.
 
-        Lists the keys, then reads them with pipelined direct gets (nats-server 2.9's
-        ``DeliverLastPerSubject`` consumers repeat and skip entries while keys change).
+        Lists the keys, then reads them: a few by pipelined direct gets; many through one
+        ephemeral consumer streaming the bucket (a key has one message, history 1: far
+        cheaper than a request per key), plus direct gets for the listed keys the stream
+        missed because they were rewritten before it got to them. So every key listed
+        and not deleted meanwhile is returned.
         """
         keys = await self.keys(pattern)
-        out: list[Entry] = []
-        for i in range(0, len(keys), 1000):
-            for e in await self.get_many(keys[i : i + 1000]):
-                if e is not None and e.value is not None:
-                    out.append(e)
+        found: dict[str, Entry] = {}
+        if len(keys) > SCAN_BY_GETS:
+            latest: dict[str, Msg] = {}
+            for m in await scan_stream(self.conn, self.stream, self.pre + pattern):
+                latest[m.subject] = m  # stream order: the last one is the key's value
+            for subject, m in latest.items():
+                key = subject[len(self.pre) :]
+                deleted = (m.headers or {}).get(KV_OP) in ("DEL", "PURGE")
+                found[key] = Entry(key, ack_info(m)[0], None if deleted else bytes(m.data))
+        missed = [k for k in keys if k not in found]
+        for i in range(0, len(missed), 1000):
+            for e in await self.get_many(missed[i : i + 1000]):
+                if e is not None:
+                    found[e.key] = e
+        out = [e for e in found.values() if e.value is not None]
         out.sort(key=lambda e: e.revision)
         return out
 
@@ -372,4 +398,55 @@ async def publish_many(
             await conn.call(
                 what,
                 functools.partial(conn.js.publish, subject, payload, headers=dict(headers)),
+            )
+
+
+class BucketComponent(NATSComponent):
+    """A component whose data is one KV bucket (results, schedules): the bucket per
+    connection, a decoding scan, and ``drop``."""
+
+    #: what one value is, for log messages
+    item = "value"
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._buckets: dict[int, Bucket] = {}
+
+    def _bucket_spec(self) -> tuple[str, float | None, str]:
+        """The bucket's name, TTL and announce subject prefix."""
+        raise NotImplementedError
+
+    async def _setup(self, conn: Connection) -> None:
+        name, ttl, announce = self._bucket_spec()
+        self._buckets[id(conn.loop)] = await Bucket.ensure(conn, name, ttl=ttl, announce=announce)
+
+    async def _teardown(self, conn: Connection) -> None:
+        self._buckets.pop(id(conn.loop), None)
+
+    async def _bucket(self) -> Bucket:
+        conn = await self._conn()
+        return self._buckets[id(conn.loop)]
+
+    async def _decoded(self, decode: Callable[[bytes], T]) -> list[tuple[Entry, T]]:
+        """Every value of the bucket decoded, oldest write first; undecodable ones are
+        logged and skipped."""
+        bucket = await self._bucket()
+        out: list[tuple[Entry, T]] = []
+        for e in await bucket.scan(">"):
+            if not e.value:
+                continue
+            try:
+                out.append((e, decode(e.value)))
+            except SerializationError as err:
+                log.warning(
+                    "skipping undecodable %s %s in %s: %s", self.item, e.key, bucket.name, err
+                )
+        return out
+
+    async def drop(self) -> None:
+        """Delete the bucket."""
+        bucket = await self._bucket()
+        with contextlib.suppress(OmniQError):
+            await bucket.conn.call(
+                f"deleting {bucket.stream}", lambda: bucket.conn.js.delete_stream(bucket.stream)
             )

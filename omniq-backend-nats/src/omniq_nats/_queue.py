@@ -6,7 +6,11 @@ Layout (names get ``{name_prefix}_`` / ``{name_prefix}.`` in front when set):
   (one message per task: its id and record, ``Nats-Msg-Id`` = ``{id}:{revision}``) and
   ``omniq.dead.{queue}`` (dead letters, kept until someone consumes them);
 * KV bucket ``omniq_tasks``: ``t.{id}`` the task record (status, attempt = fencing token,
-  lease, run_at, TTL, body), ``d.{dependency}.{id}`` the dependents index.
+  lease, run_at, TTL, ``dependents`` flag, body);
+* KV bucket ``omniq_tasks_index``: ``d.{dependency}.{id}`` the dependents index and
+  ``x.{id}`` the tasks with a TTL. It is a stream of its own because nats-server 2.9
+  lists a stream's subjects (``keys``) by walking all of them: listing the index must
+  cost the size of the index, not the number of tasks.
 
 Delays: a delayed task is published at once; a worker that fetches it early NAKs it with
 ``delay = run_at - now`` (2.9 has no scheduled messages), so it comes back when due.
@@ -85,12 +89,15 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
             ),
         )
         bucket = await Bucket.ensure(conn, s.tasks_bucket_name)
-        st = QueueState(conn=conn, bucket=bucket)
+        index = await Bucket.ensure(conn, s.index_bucket_name)
+        st = QueueState(conn=conn, bucket=bucket, index=index)
         await self._start_advisories(st)
         self._states[id(conn.loop)] = st
 
     async def _teardown(self, conn: Connection) -> None:
         st = self._states.pop(id(conn.loop), None)
+        if st is not None:
+            await self._drop_ahead(st)
         if st is not None and st.advisory is not None:
             try:
                 await st.advisory.unsubscribe()
@@ -133,7 +140,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         statuses: list[TaskStatus | None] = [None] * len(tasks)
         for queue, priority in {(tasks[i].queue, tasks[i].priority) for i in simple}:
             await self._ensure_consumer(st, queue, priority)
-        await st.bucket.put_many(
+        await st.index.put_many(
             [(ttl_key(t.id), b"") for i, t in enumerate(tasks) if t.expires_at and first[t.id] == i]
         )
         records = {
@@ -153,7 +160,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         for i, rev in zip(simple, revs, strict=True):
             if rev is None:
                 statuses[i] = await self._existing(st, tasks[i])
-        for i in dependent:
+        for i in _dependencies_first(tasks, dependent):
             statuses[i] = await self._enqueue_dependent(st, tasks[i], bodies[i])
         out: builtins.list[TaskStatus] = []
         for status, t in zip(statuses, tasks, strict=True):
@@ -264,6 +271,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         )
         if rec is None:
             return False
+        st.note_finished(task.id, rec)
         await self._drop_held(st, task.id)
         return True
 
@@ -288,6 +296,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         for (i, t, held), rev in zip(fast, revs, strict=True):
             if rev is not None:
                 results[i] = True
+                st.note_finished(t.id, held.record)
                 if st.held.get(t.id) is held:
                     del st.held[t.id]
                 await st.conn.nc.publish(held.reply, b"+ACK")
@@ -306,6 +315,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
                 task, {"status": TaskStatus.FAILED, "lease_until": None, "error": error}
             )
             if rec is not None:
+                st.note_finished(task.id, rec)
                 await self._drop_held(st, task.id)
             return rec is not None
         st, rec, rev = await self._transition(
@@ -321,12 +331,16 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         if rec is None:
             return False
         held = st.held.pop(task.id, None)
-        if held is not None:  # our message becomes the retry: NAK it until retry_at
-            await self._reset_timer(st, held.reply, max(retry_at - time.time(), 0.001))
-        else:  # claimed elsewhere: publish a fresh message for this attempt
-            await self._ensure_consumer(st, rec.queue, rec.priority)
-            ticket = (rec.queue, rec.priority, task.id, rev, encode_record(rec))
-            await self._publish(st, [ticket])
+        delay = retry_at - time.time()
+        if held is not None and delay > 0:  # our message becomes the retry: NAK it until then
+            await self._reset_timer(st, held.reply, delay)
+            return True
+        # due now (claimable by the very next fetch, which a NAK, processed by the server
+        # in the background, does not promise) or claimed elsewhere: a fresh message
+        await self._ensure_consumer(st, rec.queue, rec.priority)
+        await self._publish(st, [(rec.queue, rec.priority, task.id, rev, encode_record(rec))])
+        if held is not None:
+            await st.conn.nc.publish(held.reply, b"+ACK")
         return True
 
     async def heartbeat(self, task: Task, lease: float | None = None) -> bool:
@@ -366,7 +380,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         """Task records, oldest first. WAITING ones are found through the dependents
         index instead of a scan of every record."""
         if status is TaskStatus.WAITING:
-            ids = sorted({decode_token(k.split(".")[2]) for k in await st.bucket.keys("d.*.*")})
+            ids = sorted({decode_token(k.split(".")[2]) for k in await st.index.keys("d.*.*")})
             entries = [e for e in await st.bucket.get_many([task_key(i) for i in ids]) if e]
         else:
             entries = await st.bucket.scan("t.*")
@@ -429,13 +443,16 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         """Delete every task (of one queue, or all) with its messages."""
         st = await self._state()
         s = self.settings
+        await self._drop_ahead(st)
         if queue is None:
             count = len(await st.bucket.keys("t.*"))
             await st.conn.call(
                 "purging tasks", lambda: st.conn.js.purge_stream(s.tasks_stream_name)
             )
             await st.bucket.purge_all()
+            await st.index.purge_all()
             st.held.clear()
+            st.finished.clear()
             return count
         ids = [tid for tid, _, r in await self._records(st) if r.queue == queue]
         await st.conn.call(
@@ -444,7 +461,8 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
                 s.tasks_stream_name, subject=f"{s.tasks_subject_prefix}.{encode_token(queue)}.>"
             ),
         )
-        await st.bucket.purge_keys([task_key(t) for t in ids] + [ttl_key(t) for t in ids])
+        await st.bucket.purge_keys([task_key(t) for t in ids])
+        await st.index.purge_keys([ttl_key(t) for t in ids])
         for tid in ids:
             st.held.pop(tid, None)
         return len(ids)
@@ -459,7 +477,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         """
         st = await self._state()
         now = now or time.time()
-        ids = [decode_token(k[2:]) for k in await st.bucket.keys("x.*")]
+        ids = [decode_token(k[2:]) for k in await st.index.keys("x.*")]
         entries = await st.bucket.get_many([task_key(i) for i in ids])
         todo: builtins.list[tuple[str, Entry, Record]] = []
         done: builtins.list[str] = []
@@ -481,16 +499,17 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
             [(task_key(tid), encode_record(r), e.revision) for tid, e, r in todo]
         )
         reported = [tid for (tid, _, _), rev in zip(todo, revs, strict=True) if rev is not None]
-        await st.bucket.purge_keys([ttl_key(t) for t in done + reported])
+        await st.index.purge_keys([ttl_key(t) for t in done + reported])
         return reported
 
     # --- administration ------------------------------------------------------------
 
     async def drop(self) -> None:
-        """Delete this queue's stream and bucket (all tasks, consumers, dead letters)."""
+        """Delete this queue's stream and buckets (all tasks, consumers, dead letters)."""
         st = await self._state()
         s = self.settings
-        for stream in (s.tasks_stream_name, st.bucket.stream):
+        await self._drop_ahead(st)
+        for stream in (s.tasks_stream_name, st.bucket.stream, st.index.stream):
             try:
                 await st.conn.call(
                     f"deleting {stream}", functools.partial(st.conn.js.delete_stream, stream)
@@ -498,5 +517,30 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
             except Exception:
                 pass
         st.held.clear()
+        st.finished.clear()
         st.ensured.clear()
         st.levels.clear()
+
+
+def _dependencies_first(tasks: Sequence[Task], indices: Sequence[int]) -> builtins.list[int]:
+    """``indices`` ordered so that a task comes after those of them it depends on: each
+    then finds its dependencies' records stored and can flag them (see ``_deps``)."""
+    where = {tasks[i].id: i for i in indices}
+    deps = {i: [where[d] for d in tasks[i].depends_on if d in where] for i in indices}
+    order: builtins.list[int] = []
+    seen: set[int] = set()
+    for root in indices:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(deps[root]))]
+        while stack:
+            i, pending = stack[-1]
+            nxt = next((j for j in pending if j not in seen), None)
+            if nxt is None:
+                stack.pop()
+                order.append(i)
+            else:
+                seen.add(nxt)
+                stack.append((nxt, iter(deps[nxt])))
+    return order

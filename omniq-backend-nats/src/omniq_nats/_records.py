@@ -2,8 +2,9 @@
 
 The KV bucket holds one :class:`Record` per task (key ``t.<id>``): the scheduling fields
 as plain msgpack next to the task's serialized bytes (``body``, written once at enqueue
-and never re-encoded). The JetStream work-queue message of a task carries only its id; a
-worker that fetches one asks :func:`decide` what the record says to do with it.
+and never re-encoded). The JetStream work-queue message of a task carries its id (and,
+when published with a record, that record and its revision); a worker that fetches one
+asks :func:`decide` what the record says to do with it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Record(msgspec.Struct, array_like=True, omit_defaults=False):
     lapses: int = 0
     reported: bool = True
     depends_on: list[str] = msgspec.field(default_factory=list)
+    #: Some task was enqueued waiting for this one (set while this one is unfinished),
+    #: so finishing it must release dependents; False lets that step cost nothing.
+    dependents: bool = False
 
     def effective_status(self, now: float | None = None) -> TaskStatus:
         """The status a reader sees: PENDING/WAITING past the TTL read EXPIRED."""

@@ -22,13 +22,13 @@ from typing import Any, ClassVar
 import nats.errors
 from nats.js.kv import KeyValue
 
-from omniq.errors import OmniQError, PayloadTooLargeError, SerializationError
+from omniq.errors import OmniQError, PayloadTooLargeError
 from omniq.models import TaskResult, TaskStatus
+from omniq.serialization import SerializationManager
 from omniq.storage.base import BaseResultStorage
-from omniq_nats._base import NATSComponent
 from omniq_nats._config import encode_token
-from omniq_nats._connection import Connection, log
-from omniq_nats._kv import Bucket
+from omniq_nats._connection import log
+from omniq_nats._kv import Bucket, BucketComponent
 from omniq_nats._publish import publisher
 
 __all__ = ["AsyncNATSResultStorage"]
@@ -37,36 +37,26 @@ __all__ = ["AsyncNATSResultStorage"]
 RECHECK = 5.0
 
 
-class AsyncNATSResultStorage(NATSComponent, BaseResultStorage):
+class AsyncNATSResultStorage(BucketComponent, BaseResultStorage):
     """Result storage on a NATS KV bucket with notified waits."""
 
     blocking_wait: ClassVar[bool] = True
     cross_process: ClassVar[bool] = True
+    item = "result"
 
-    def __init__(self, url: str | None = None, **options: Any) -> None:
-        super().__init__(url, **options)
-        self._buckets: dict[int, Bucket] = {}
-
-    async def _setup(self, conn: Connection) -> None:
+    def _bucket_spec(self) -> tuple[str, float | None, str]:
         s = self.settings
-        self._buckets[id(conn.loop)] = await Bucket.ensure(
-            conn, s.results_bucket_name, ttl=s.result_ttl or None, announce=s.results_subject_prefix
-        )
-
-    async def _teardown(self, conn: Connection) -> None:
-        self._buckets.pop(id(conn.loop), None)
-
-    async def _bucket(self) -> Bucket:
-        conn = await self._conn()
-        return self._buckets[id(conn.loop)]
+        return s.results_bucket_name, s.result_ttl or None, s.results_subject_prefix
 
     async def set(self, result: TaskResult) -> None:
         """Store (or replace) a result."""
         bucket = await self._bucket()
         await bucket.put(encode_token(result.task_id), self._encode(bucket, result))
 
-    def _encode(self, bucket: Bucket, result: TaskResult) -> bytes:
-        data = self.serializer.encode_result(result)
+    def _encode(
+        self, bucket: Bucket, result: TaskResult, ser: SerializationManager | None = None
+    ) -> bytes:
+        data = (ser or self.serializer).encode_result(result)
         if len(data) > bucket.conn.max_payload - 512:
             raise PayloadTooLargeError(
                 f"result of task {result.task_id} encodes to {len(data)} bytes, over the NATS "
@@ -78,7 +68,8 @@ class AsyncNATSResultStorage(NATSComponent, BaseResultStorage):
     async def set_many(self, results: Sequence[TaskResult]) -> None:
         """Store several results in one pipelined round trip."""
         bucket = await self._bucket()
-        items = [(encode_token(r.task_id), self._encode(bucket, r)) for r in results]
+        ser = self.serializer
+        items = [(encode_token(r.task_id), self._encode(bucket, r, ser)) for r in results]
         acks = await publisher(bucket.conn).publish_many(
             [(bucket.pre + key, data, None) for key, data in items]
         )
@@ -144,16 +135,7 @@ class AsyncNATSResultStorage(NATSComponent, BaseResultStorage):
         return True
 
     async def _all(self) -> builtins.list[tuple[str, TaskResult]]:
-        bucket = await self._bucket()
-        out = []
-        for e in await bucket.scan(">"):
-            if not e.value:
-                continue
-            try:
-                out.append((e.key, self.serializer.decode_result(e.value)))
-            except SerializationError as err:
-                log.warning("skipping undecodable result %s in %s: %s", e.key, bucket.name, err)
-        return out
+        return [(e.key, r) for e, r in await self._decoded(self.serializer.decode_result)]
 
     async def list(
         self, status: TaskStatus | None = None, limit: int = 100
@@ -171,11 +153,3 @@ class AsyncNATSResultStorage(NATSComponent, BaseResultStorage):
         for i in range(0, len(gone), 256):
             await asyncio.gather(*(bucket.purge_key(k) for k in gone[i : i + 256]))
         return len(gone)
-
-    async def drop(self) -> None:
-        """Delete the results bucket."""
-        bucket = await self._bucket()
-        with contextlib.suppress(OmniQError):
-            await bucket.conn.call(
-                f"deleting {bucket.stream}", lambda: bucket.conn.js.delete_stream(bucket.stream)
-            )

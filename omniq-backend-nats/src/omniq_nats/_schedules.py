@@ -11,41 +11,25 @@ returned to exactly one of them.
 from __future__ import annotations
 
 import builtins
-import contextlib
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from omniq.errors import OmniQError, SerializationError
 from omniq.models import Schedule, ScheduleState
 from omniq.storage.base import BaseScheduleStorage
-from omniq_nats._base import NATSComponent
 from omniq_nats._config import encode_token
-from omniq_nats._connection import Connection, log
-from omniq_nats._kv import Bucket, Entry
+from omniq_nats._kv import BucketComponent, Entry
 
 __all__ = ["AsyncNATSScheduleStorage"]
 
 
-class AsyncNATSScheduleStorage(NATSComponent, BaseScheduleStorage):
+class AsyncNATSScheduleStorage(BucketComponent, BaseScheduleStorage):
     """Schedule storage on a NATS KV bucket with compare-and-set claims."""
 
     cross_process: ClassVar[bool] = True
+    item = "schedule"
 
-    def __init__(self, url: str | None = None, **options: Any) -> None:
-        super().__init__(url, **options)
-        self._buckets: dict[int, Bucket] = {}
-
-    async def _setup(self, conn: Connection) -> None:
+    def _bucket_spec(self) -> tuple[str, float | None, str]:
         s = self.settings
-        self._buckets[id(conn.loop)] = await Bucket.ensure(
-            conn, s.schedules_bucket_name, announce=s.schedules_subject_prefix
-        )
-
-    async def _teardown(self, conn: Connection) -> None:
-        self._buckets.pop(id(conn.loop), None)
-
-    async def _bucket(self) -> Bucket:
-        conn = await self._conn()
-        return self._buckets[id(conn.loop)]
+        return s.schedules_bucket_name, None, s.schedules_subject_prefix
 
     async def save(self, schedule: Schedule) -> None:
         """Insert or replace a schedule."""
@@ -84,15 +68,7 @@ class AsyncNATSScheduleStorage(NATSComponent, BaseScheduleStorage):
         return True
 
     async def _all(self) -> builtins.list[tuple[Entry, Schedule]]:
-        bucket = await self._bucket()
-        out = []
-        for e in await bucket.scan(">"):
-            if not e.value:
-                continue
-            try:
-                out.append((e, self.serializer.decode_schedule(e.value)))
-            except SerializationError as err:
-                log.warning("skipping undecodable schedule %s: %s", e.key, err)
+        out = await self._decoded(self.serializer.decode_schedule)
         out.sort(key=lambda x: (x[1].created_at, x[1].id))
         return out
 
@@ -111,11 +87,3 @@ class AsyncNATSScheduleStorage(NATSComponent, BaseScheduleStorage):
             [(e.key, self.serializer.encode_schedule(s.advanced(now)), e.revision) for e, s in due]
         )
         return [s for (_, s), rev in zip(due, revs, strict=True) if rev is not None]
-
-    async def drop(self) -> None:
-        """Delete the schedules bucket."""
-        bucket = await self._bucket()
-        with contextlib.suppress(OmniQError):
-            await bucket.conn.call(
-                f"deleting {bucket.stream}", lambda: bucket.conn.js.delete_stream(bucket.stream)
-            )
