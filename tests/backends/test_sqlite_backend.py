@@ -242,7 +242,8 @@ async def test_migrations_applied_once_and_idempotent(tmp_path: Path) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"tasks", "task_deps", "results", "events", "schedules"} <= tables
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-        assert {"tasks_claim", "events_task", "events_time", "schedules_due"} <= indexes
+        assert {"tasks_ready", "tasks_running", "events_task", "schedules_due"} <= indexes
+        assert not {"tasks_claim", "tasks_state"} & indexes  # replaced by migration 2
     conn.close()
 
 
@@ -267,7 +268,9 @@ async def test_pragmas(tmp_path: Path, option: str | None, expected: int) -> Non
         db = q.database
         assert await db.run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
         assert await db.run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == expected
-        assert await db.run(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0]) == 1500
+        # busy_timeout is applied by begin_immediate (finer steps than SQLite's handler)
+        assert await db.run(lambda c: c.lock_wait) == 1.5
+        assert await db.run(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0]) == 0
 
 
 # --- locks: retried, never surfaced -------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Every operation is a plain function ``fn(conn, *args)`` that runs on the connection's own
 thread, so a whole transaction (``BEGIN IMMEDIATE``, a few statements, ``COMMIT``) costs a
-single hop from the event loop. ``SQLITE_BUSY``/``SQLITE_LOCKED`` are retried there with
-jittered backoff (after SQLite's own ``busy_timeout``) for up to ``lock_timeout`` seconds,
-so "database is locked" never reaches the caller while other processes write.
+single hop from the event loop. :func:`begin_immediate` waits ``busy_timeout`` for the
+write lock in fine steps; ``SQLITE_BUSY``/``SQLITE_LOCKED`` are then retried with jittered
+backoff for up to ``lock_timeout`` seconds, so "database is locked" never reaches the
+caller while other processes write. Waiters are woken through :mod:`omniq_sqlite._wake`.
 
 :meth:`Database.run_batched` is group commit: single-row writes (complete, fail,
 heartbeat, a result, an event) submitted while the connection is busy are written
@@ -26,10 +27,10 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from omniq.errors import BackendError
-from omniq.storage.notify import Notifier
 from omniq_sqlite._errors import is_busy, translate
 from omniq_sqlite._migrations import migrate
 from omniq_sqlite._url import Location, SQLiteOptions, build_options, check_location, parse_url
+from omniq_sqlite._wake import Hub, Signal, hub_for
 
 T = TypeVar("T")
 It = TypeVar("It")
@@ -37,8 +38,8 @@ R = TypeVar("R")
 
 log = logging.getLogger("omniq.sqlite")
 
-_NOTIFIERS: dict[tuple[str, str], Notifier] = {}
-_NOTIFIERS_LOCK = threading.Lock()
+#: With the change watcher, how often an idle waiter re-checks anyway (seconds).
+IDLE_RECHECK = 1.0
 
 
 class _Batch(Generic[It, R]):
@@ -78,7 +79,8 @@ class Database:
         self._batch_lock = threading.Lock()
         self._batches: dict[str, _Batch[Any, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._local_notifiers: dict[str, Notifier] = {}
+        self._hub: Hub | None = None
+        self._watching = False
         #: Migration versions applied by the last connect (empty when up to date).
         self.applied_migrations: list[int] = []
         self.journal_mode: str | None = None
@@ -118,6 +120,8 @@ class Database:
             self._batch_lock = threading.Lock()
             self._batches = {}
             self._tasks = set()
+            self._hub = None  # the parent's watcher thread did not survive either
+            self._watching = False
 
     def __repr__(self) -> str:
         return f"Database({self.path!r})"
@@ -147,7 +151,12 @@ class Database:
 
     async def _open(self) -> None:
         check_location(self.location, self.options)
-        conn = aiosqlite.connect(self.path, isolation_level=None, timeout=self.options.busy_timeout)
+        conn = aiosqlite.connect(
+            self.path,
+            isolation_level=None,
+            timeout=self.options.busy_timeout,
+            factory=Connection,
+        )
         thread = getattr(conn, "_thread", None)
         if isinstance(thread, threading.Thread):
             thread.daemon = True  # an unclosed component must not hang interpreter exit
@@ -179,9 +188,18 @@ class Database:
                 )
         conn.execute(f"PRAGMA synchronous = {self.options.synchronous.upper()}")
         conn.execute("PRAGMA temp_store = MEMORY")
-        return migrate(conn, self.path)
+        applied = migrate(conn, self.path)
+        if isinstance(conn, Connection) and self.journal_mode == "wal":
+            # From now on begin_immediate waits for the write lock (finer than SQLite).
+            # Not in rollback-journal mode, where COMMIT itself may wait for readers.
+            conn.lock_wait = self.options.busy_timeout
+            conn.execute("PRAGMA busy_timeout = 0")
+        return applied
 
     async def _close(self) -> None:
+        if self._watching and self._hub is not None:
+            self._watching = False
+            self._hub.release()
         conn, self._conn, self._raw = self._conn, None, None
         if conn is None:
             return
@@ -314,14 +332,60 @@ class Database:
         if self._conn is not None:
             self._spawn(runner())
 
-    # --- wake-ups inside this process ---------------------------------------------------
+    # --- wake-ups ------------------------------------------------------------------------
 
-    def notifier(self, kind: str) -> Notifier:
-        """The in-process wake-up signal for ``kind`` ("tasks", "results") of this file."""
+    @property
+    def hub(self) -> Hub:
+        """Wake-up signals of this file in this process (see :mod:`omniq_sqlite._wake`)."""
+        self._forget_after_fork()
+        if self._hub is None:
+            self._hub = Hub(None) if self.location.memory else hub_for(self.path)
+        return self._hub
+
+    def signal(self, kind: str) -> Signal:
+        """The wake-up signal for ``kind`` ("tasks", "results") of this file."""
+        return self.hub.signal(kind)
+
+    def watch(self) -> bool:
+        """Make commits by other processes wake this process's waiters (starts the
+        file's watcher thread once). True when every change will be signalled: always
+        for ``:memory:`` (private to this process), else while the watcher runs."""
+        hub = self.hub
         if self.location.memory:
-            return self._local_notifiers.setdefault(kind, Notifier())
-        with _NOTIFIERS_LOCK:
-            return _NOTIFIERS.setdefault((self.path, kind), Notifier())
+            return True
+        if self._watching and not hub.watching:  # its thread failed: start another
+            self._watching = False
+            hub.release()
+        if not self._watching and self._conn is not None:
+            self._watching = hub.retain()
+        return self._watching and hub.watching
+
+
+class Poll:
+    """The sleep between two checks of a waiter (``dequeue(wait=)``, ``wait()``).
+
+    With the change watcher running, every commit wakes the waiter at once; it re-checks
+    every ``poll_interval`` only while something may become ready by the clock (a delayed
+    task, a lease that may lapse), else every ``max(poll_interval, 1 s)`` as a safety net.
+    Without the watcher it backs off from 2 ms to ``poll_interval``.
+    """
+
+    __slots__ = ("db", "delay", "limit", "watched")
+
+    def __init__(self, db: Database, waits: bool) -> None:
+        self.db = db
+        self.limit = max(db.options.poll_interval, 0.001)
+        self.watched = waits and db.watch()
+        self.delay = 0.002
+
+    async def wait(self, signal: Signal, seen: int, remaining: float, *, soon: bool = True) -> None:
+        """Sleep until ``signal`` moves past ``seen``, the delay or ``remaining`` ends."""
+        if self.watched and (self.db.location.memory or self.db.hub.watching):
+            idle = self.limit if soon else max(self.limit, IDLE_RECHECK)
+            await signal.wait(seen, min(idle, remaining))
+            return
+        woken = await signal.wait(seen, min(self.delay, remaining))
+        self.delay = 0.002 if woken else min(self.delay * 2, self.limit)
 
 
 def _translated(e: sqlite3.Error, path: str) -> BaseException:
@@ -338,7 +402,46 @@ def _rollback(raw: sqlite3.Connection) -> None:
             pass
 
 
+class Connection(sqlite3.Connection):
+    """A sqlite3 connection that waits for the write lock itself (see :func:`begin_immediate`)."""
+
+    #: Seconds ``begin_immediate`` waits for another connection's write lock.
+    lock_wait: float | None = None
+
+
+#: Sleeps between attempts to take the write lock: from LOCK_STEP_MIN, doubling.
+LOCK_STEP_MIN = 0.00005
+LOCK_STEP_MAX = 0.002
+
+
 def begin_immediate(conn: sqlite3.Connection) -> None:
-    """Start a write transaction (takes the write lock now; waits per busy_timeout)."""
-    if not conn.in_transaction:
+    """Start a write transaction (takes the write lock now).
+
+    While another connection writes, our connections wait here in steps from 50 us to
+    2 ms (their ``busy_timeout`` is 0): SQLite's own busy handler sleeps at least 1 ms,
+    which is longer than most write transactions here take. After ``lock_wait`` seconds
+    the busy error goes to :meth:`Database._transaction`, which retries up to
+    ``lock_timeout``.
+    """
+    if conn.in_transaction:
+        return
+    wait = getattr(conn, "lock_wait", None)
+    if wait is None:  # a plain connection: SQLite's busy_timeout applies
         conn.execute("BEGIN IMMEDIATE")
+        return
+    deadline = 0.0
+    step = LOCK_STEP_MIN
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if not is_busy(e):
+                raise
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + wait
+            elif now >= deadline:
+                raise
+        time.sleep(step)
+        step = min(step * 2, LOCK_STEP_MAX)

@@ -92,6 +92,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX schedules_due ON schedules (state, next_run_at)",
         ),
     ),
+    Migration(
+        2,
+        "partial task indexes: a status change touches only the indexes of its states",
+        (
+            # Indexes holding `status` moved their entry at every claim and completion;
+            # these hold only the rows of the states they serve, so completing a task
+            # touches tasks_running alone and finished tasks leave every index but the
+            # primary key. Claim order: priority (high first), due time, id.
+            "DROP INDEX tasks_claim",
+            "DROP INDEX tasks_state",
+            "CREATE INDEX tasks_ready ON tasks (queue, priority DESC, due, id, run_at, "
+            "expires_at) WHERE status = 'pending'",
+            # lapsed leases (lease_until < now) and running tasks of a queue
+            "CREATE INDEX tasks_running ON tasks (lease_until, queue) WHERE status = 'running'",
+            # tasks waiting on dependencies (core's periodic sweep lists them)
+            "CREATE INDEX tasks_waiting ON tasks (queue) WHERE status = 'waiting'",
+            # the TTL sweep
+            "CREATE INDEX tasks_ttl ON tasks (expires_at) "
+            "WHERE status IN ('pending', 'waiting') AND expires_at IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

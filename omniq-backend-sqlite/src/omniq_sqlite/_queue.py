@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from omniq.models import Task, TaskStatus
+from omniq.models import Task, TaskResult, TaskStatus
 from omniq.serialization.manager import SerializationManager
-from omniq.storage.base import BaseTaskQueue, Released
+from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released
 from omniq_sqlite import _task_sql as sql
 from omniq_sqlite._component import SQLiteComponent
-from omniq_sqlite._database import Database
+from omniq_sqlite._database import Database, Poll
+from omniq_sqlite._results import AsyncSQLiteResultStorage, store_results
 
 
 class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
@@ -21,8 +23,9 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
 
     Claims run in ``BEGIN IMMEDIATE`` with ``UPDATE ... RETURNING`` (one statement per
     batch); a RUNNING task whose lease lapsed is claimable again with ``attempt + 1``.
-    ``dequeue(wait=...)`` is woken at once by enqueues in this process and polls (with
-    backoff up to ``poll_interval``) for other processes.
+    ``dequeue(wait=...)`` is woken at once by enqueues in this process and, through the
+    file's change watcher, by commits of other processes; it re-checks every
+    ``poll_interval`` too (tasks becoming due by the clock, lapsed leases).
     """
 
     blocking_dequeue: ClassVar[bool] = False
@@ -42,9 +45,11 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
             url, serializer=serializer, base_dir=base_dir, database=database, **options
         )
         self.default_lease = default_lease
+        # ids completed by complete_many that had no dependents: their release is a no-op
+        self._leaves: set[str] = set()
 
     def _wake(self) -> None:
-        self._db.notifier("tasks").notify_all()
+        self._db.signal("tasks").notify()
 
     # --- enqueue -------------------------------------------------------------------------
 
@@ -80,24 +85,22 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         if limit <= 0 or not queues:
             return []
         db = await self._ensure()
-        notifier = db.notifier("tasks")
+        signal = db.signal("tasks")
+        poll = Poll(db, wait > 0)
         deadline = time.monotonic() + wait
-        delay = 0.002
         while True:
-            claimed = await self._claim(queues, limit, worker_id, lease)
+            seen = signal.version
+            claimed, timed = await self._claim(queues, limit, worker_id, lease)
             if claimed:
                 return claimed
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            if await notifier.wait(min(delay, remaining)):
-                delay = 0.002
-            else:
-                delay = min(delay * 2, max(db.options.poll_interval, 0.001))
+            await poll.wait(signal, seen, remaining, soon=timed)
 
     async def _claim(
         self, queues: builtins.list[str], limit: int, worker_id: str, lease: float
-    ) -> builtins.list[Task]:
+    ) -> tuple[builtins.list[Task], bool]:
         db = await self._ensure()
         job = asyncio.ensure_future(
             db.run(sql.claim, self.serializer, queues, limit, worker_id, lease)
@@ -110,10 +113,10 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
             job.add_done_callback(self._unclaim_lost)
             raise
 
-    def _unclaim_lost(self, job: asyncio.Future[builtins.list[Task]]) -> None:
-        if job.cancelled() or job.exception() is not None or not job.result():
+    def _unclaim_lost(self, job: asyncio.Future[tuple[builtins.list[Task], bool]]) -> None:
+        if job.cancelled() or job.exception() is not None or not job.result()[0]:
             return
-        claims = [(t.id, t.attempt) for t in job.result()]
+        claims = [(t.id, t.attempt) for t in job.result()[0]]
         self._db.submit_nowait(sql.unclaim, claims)
 
     # --- fenced updates (group commit) ----------------------------------------------------
@@ -125,6 +128,37 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
     async def complete(self, task: Task) -> bool:
         """Mark a claimed task SUCCESS; False for a stale claim."""
         return await self._fenced(("complete", task.id, task.attempt))
+
+    async def complete_many(self, tasks: Sequence[Task]) -> builtins.list[bool]:
+        """Complete several claimed tasks in one transaction (one bool per task)."""
+        if not tasks:
+            return []
+        ok, leaves = await self._run(sql.complete_many, [(t.id, t.attempt) for t in tasks])
+        self._remember_leaves(leaves)
+        return ok
+
+    def _remember_leaves(self, leaves: builtins.list[str]) -> None:
+        if len(self._leaves) > _MAX_LEAVES:  # release_dependents was not called for them
+            self._leaves.clear()
+        self._leaves.update(leaves)
+
+    async def complete_with_results(
+        self, finished: Sequence[tuple[Task, TaskResult]], results: BaseResultStorage
+    ) -> builtins.list[bool]:
+        """Store the results and complete the tasks in one transaction (one fsync) when
+        ``results`` lives in this queue's database file; else as the base class does.
+        Every result is encoded first: a SerializationError leaves nothing written."""
+        db = await self._ensure()
+        if not (isinstance(results, AsyncSQLiteResultStorage) and _same_file(results, db)):
+            return await super().complete_with_results(finished, results)
+        if not finished:
+            return []
+        rows = [results.encode(result) for _, result in finished]
+        claims = [(task.id, task.attempt) for task, _ in finished]
+        ok, leaves = await self._run(_complete_with_results, claims, rows)
+        self._remember_leaves(leaves)
+        db.signal("results").notify()
+        return ok
 
     async def fail(
         self, task: Task, retry_at: float | None = None, *, error: str | None = None
@@ -175,11 +209,35 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         return await self.release_dependents_many([task_id], succeeded)
 
     async def release_dependents_many(self, task_ids: Sequence[str], succeeded: bool) -> Released:
-        """:meth:`release_dependents` for several tasks in one transaction."""
-        ready, cancelled = await self._run(sql.release_many, list(task_ids), succeeded)
+        """:meth:`release_dependents` for several tasks in one transaction; nothing at
+        all when :meth:`complete_many` found that none of them has dependents."""
+        ids = builtins.list(task_ids)
+        leaves = self._leaves
+        if all(tid in leaves for tid in ids):
+            leaves.difference_update(ids)
+            return Released()
+        leaves.difference_update(ids)
+        ready, cancelled = await self._run(sql.release_many, ids, succeeded)
         if ready:
             self._wake()
         return Released(ready=ready, cancelled=cancelled)
+
+
+#: Bound on the ids remembered between complete_many and release_dependents_many.
+_MAX_LEAVES = 100_000
+
+
+def _same_file(results: AsyncSQLiteResultStorage, db: Database) -> bool:
+    if results.database is db:
+        return True
+    return not db.location.memory and results.path == db.path
+
+
+def _complete_with_results(
+    conn: sqlite3.Connection, claims: builtins.list[tuple[str, int]], rows: builtins.list[Any]
+) -> tuple[builtins.list[bool], builtins.list[str]]:
+    store_results(conn, rows)
+    return sql.complete_many(conn, claims)
 
 
 def _get(conn: Any, serializer: SerializationManager, task_id: str) -> Task | None:

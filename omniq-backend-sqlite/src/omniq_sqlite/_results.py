@@ -6,13 +6,14 @@ import builtins
 import logging
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from omniq.errors import SerializationError
 from omniq.models import TaskResult, TaskStatus
 from omniq.storage.base import BaseResultStorage
 from omniq_sqlite._component import SQLiteComponent
-from omniq_sqlite._database import begin_immediate
+from omniq_sqlite._database import Poll, begin_immediate
 
 log = logging.getLogger("omniq.sqlite")
 
@@ -26,7 +27,8 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 Encoded = tuple[str, str, float, float | None, bytes]
 
 
-def _store(conn: sqlite3.Connection, rows: list[Encoded]) -> list[None]:
+def store_results(conn: sqlite3.Connection, rows: list[Encoded]) -> list[None]:
+    """Upsert encoded results (in the current write transaction, or a new one)."""
     begin_immediate(conn)
     conn.executemany(_UPSERT, rows)
     return [None] * len(rows)
@@ -62,13 +64,14 @@ def _cleanup(conn: sqlite3.Connection, now: float) -> int:
 
 
 class AsyncSQLiteResultStorage(SQLiteComponent, BaseResultStorage):
-    """Result storage with TTL; ``wait`` is woken by results set in this process and
-    polls (with backoff) for results set by other processes."""
+    """Result storage with TTL; ``wait`` is woken by results set in this process and,
+    through the file's change watcher, by commits of other processes."""
 
     blocking_wait: ClassVar[bool] = False
     cross_process: ClassVar[bool] = True
 
-    def _encode(self, result: TaskResult) -> Encoded:
+    def encode(self, result: TaskResult) -> Encoded:
+        """The stored row of a result (raises SerializationError)."""
         data = self.serializer.encode_result(result)
         return (result.task_id, result.status.value, result.finished_at, result.expires_at, data)
 
@@ -81,10 +84,20 @@ class AsyncSQLiteResultStorage(SQLiteComponent, BaseResultStorage):
 
     async def set(self, result: TaskResult) -> None:
         """Store (or replace) the result of ``result.task_id``."""
-        row = self._encode(result)
+        row = self.encode(result)
         db = await self._ensure()
-        await db.run_batched("results", _store, row)
-        db.notifier("results").notify_all()
+        await db.run_batched("results", store_results, row)
+        db.signal("results").notify()
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        """Store several results in one transaction. Every result is encoded first, so a
+        SerializationError leaves nothing written."""
+        rows = [self.encode(r) for r in results]
+        if not rows:
+            return
+        db = await self._ensure()
+        await db.run(store_results, rows)
+        db.signal("results").notify()
 
     async def get(self, task_id: str) -> TaskResult | None:
         """The result, or None when absent or expired."""
@@ -94,20 +107,18 @@ class AsyncSQLiteResultStorage(SQLiteComponent, BaseResultStorage):
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskResult | None:
         """Wait up to ``timeout`` seconds (None: forever) for the result."""
         db = await self._ensure()
-        notifier = db.notifier("results")
+        signal = db.signal("results")
+        poll = Poll(db, timeout is None or timeout > 0)
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.002
         while True:
+            seen = signal.version
             result = await self.get(task_id)
             if result is not None:
                 return result
             remaining = 3600.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            if await notifier.wait(min(delay, remaining)):
-                delay = 0.002
-            else:
-                delay = min(delay * 2, max(db.options.poll_interval, 0.001))
+            await poll.wait(signal, seen, remaining, soon=False)
 
     async def delete(self, task_id: str) -> bool:
         """Delete a result; False when there was none."""

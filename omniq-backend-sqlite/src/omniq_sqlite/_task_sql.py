@@ -33,6 +33,11 @@ TASK_COLUMNS = (
     "worker_id, error, data"
 )
 
+#: The fast path of tasks without dependencies: every new task is PENDING.
+INSERT_NEW_SQL = (
+    "INSERT INTO tasks (id, queue, status, priority, due, run_at, expires_at, created_at, "
+    "data) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
 INSERT_SQL = (
     "INSERT INTO tasks (id, queue, status, priority, due, run_at, expires_at, error, "
     "created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
@@ -42,6 +47,9 @@ HAS_READY_SQL = (
     "SELECT 1 FROM tasks WHERE queue = ? AND status = 'pending' "
     "AND (run_at IS NULL OR run_at <= ?) LIMIT 1"
 )
+# two statements: each matches one partial index (an IN over both would scan the table)
+HAS_PENDING_SQL = "SELECT 1 FROM tasks WHERE queue = ? AND status = 'pending' LIMIT 1"
+HAS_RUNNING_SQL = "SELECT 1 FROM tasks WHERE queue = ? AND status = 'running' LIMIT 1"
 HAS_LAPSED_SQL = "SELECT 1 FROM tasks WHERE status = 'running' AND lease_until < ? LIMIT 1"
 RECOVER_SQL = (
     "UPDATE tasks SET status = 'pending', lease_until = NULL "
@@ -68,6 +76,16 @@ COMPLETE_SQL = (
     "UPDATE tasks SET status = 'success', lease_until = NULL, error = NULL "
     "WHERE id = ? AND status = 'running' AND attempt = ?"
 )
+#: complete for a batch of (id, attempt) pairs given as a JSON array: one statement
+COMPLETE_MANY_SQL = """
+UPDATE tasks SET status = 'success', lease_until = NULL, error = NULL
+WHERE rowid IN (
+    SELECT t.rowid FROM json_each(?) AS c
+    JOIN tasks AS t ON t.id = json_extract(c.value, '$[0]')
+    WHERE t.status = 'running' AND t.attempt = json_extract(c.value, '$[1]')
+)
+RETURNING id
+"""
 FAIL_SQL = (
     "UPDATE tasks SET status = ?, lease_until = NULL, error = ?, "
     "run_at = coalesce(?, run_at), due = coalesce(?, due) "
@@ -159,6 +177,37 @@ def enqueue_encoded(
 ) -> list[TaskStatus]:
     """Insert tasks in one transaction; the status of each (existing ids unchanged).
 
+    A batch without dependencies takes :func:`insert_new` (one ``executemany``); the
+    general path handles dependencies and ids that exist already.
+    """
+    if not any(task.depends_on for task, _ in items):
+        statuses = insert_new(conn, [encoded for _, encoded in items])
+        if statuses is not None:
+            return statuses
+    return enqueue_general(conn, items)
+
+
+def insert_new(conn: sqlite3.Connection, rows: list[Encoded]) -> list[TaskStatus] | None:
+    """Insert tasks without dependencies with one ``executemany``: all PENDING.
+
+    When an id exists already (the insert changed fewer rows than given), nothing is
+    written and None is returned: :func:`enqueue_general` then reports that task's
+    stored status, as the contract asks.
+    """
+    begin_immediate(conn)
+    before = conn.total_changes
+    conn.executemany(INSERT_NEW_SQL, rows)
+    if conn.total_changes - before == len(rows):
+        return [TaskStatus.PENDING] * len(rows)
+    conn.execute("ROLLBACK")
+    return None
+
+
+def enqueue_general(
+    conn: sqlite3.Connection, items: list[tuple[Task, Encoded]]
+) -> list[TaskStatus]:
+    """Insert tasks, reporting existing ids' statuses and resolving dependencies.
+
     Tasks with dependencies are checked inside the same write transaction, so a
     dependency that completes concurrently cannot leave a task WAITING forever.
     """
@@ -205,7 +254,17 @@ def enqueue_tasks(
     conn: sqlite3.Connection, serializer: SerializationManager, tasks: Sequence[Task]
 ) -> list[TaskStatus]:
     """Encode (off the event loop) and insert ``tasks`` in one transaction."""
-    return enqueue_encoded(conn, [(t, encode(serializer, t)) for t in tasks])
+    enc = serializer.encode_task
+    rows: list[Encoded] = [
+        (t.id, t.queue, t.priority, t.created_at if t.run_at is None else t.run_at,
+         t.run_at, t.expires_at, t.created_at, enc(t))
+        for t in tasks
+    ]  # fmt: skip
+    if not any(t.depends_on for t in tasks):
+        statuses = insert_new(conn, rows)
+        if statuses is not None:
+            return statuses
+    return enqueue_general(conn, list(zip(tasks, rows, strict=True)))
 
 
 # --- claim ---------------------------------------------------------------------------------
@@ -217,6 +276,16 @@ def _has_work(conn: sqlite3.Connection, queues: Sequence[str], now: float) -> bo
     return any(conn.execute(HAS_READY_SQL, (q, now)).fetchone() is not None for q in queues)
 
 
+def _has_timed(conn: sqlite3.Connection, queues: Sequence[str]) -> bool:
+    """True when a task of ``queues`` may become claimable by the clock alone: a delayed
+    one, or a running one whose lease may lapse."""
+    return any(
+        conn.execute(sql, (q,)).fetchone() is not None
+        for q in queues
+        for sql in (HAS_PENDING_SQL, HAS_RUNNING_SQL)
+    )
+
+
 def claim(
     conn: sqlite3.Connection,
     serializer: SerializationManager,
@@ -224,19 +293,22 @@ def claim(
     limit: int,
     worker_id: str,
     lease: float,
-) -> list[Task]:
+) -> tuple[list[Task], bool]:
     """Claim up to ``limit`` ready tasks: queue order, then priority, then due time.
 
     A read-only probe comes first, so idle pollers never take the write lock. Tasks
     found past their TTL are marked EXPIRED (reported by ``cleanup_expired``); a task
-    whose payload cannot be decoded is marked FAILED and the claim goes on.
+    whose payload cannot be decoded is marked FAILED and the claim goes on. The flag is
+    False when nothing in ``queues`` can become claimable without a commit (so an idle
+    waiter need not re-check soon).
     """
     now = time.time()
     if not _has_work(conn, queues, now):
-        return []
+        return [], _has_timed(conn, queues)
     begin_immediate(conn)
     conn.execute(RECOVER_SQL, (now,))
     claimed: list[Task] = []
+    decode = serializer.decode_task
     params: dict[str, Any] = {
         "now": now, "worker": worker_id, "lease_until": now + lease, "expired_msg": EXPIRED_MSG,
     }  # fmt: skip
@@ -250,27 +322,20 @@ def claim(
                 if row[2] != "running":
                     continue  # expired at claim time
                 try:
-                    task = serializer.decode_task(row[11])
+                    task = decode(row[11])
                 except SerializationError as e:
                     _fail_corrupt(conn, row[0], str(e), now)
                     continue
-                claimed.append(
-                    msgspec.structs.replace(
-                        task,
-                        id=row[0],
-                        status=TaskStatus.RUNNING,
-                        attempt=row[7],
-                        lease_until=row[8],
-                        worker_id=row[9],
-                        error=row[10],
-                        run_at=row[5],
-                    )
-                )
+                # a fresh object: set the columns' fields in place (cheaper than replace)
+                task.id, task.status, task.attempt = row[0], TaskStatus.RUNNING, row[7]
+                task.lease_until, task.worker_id, task.error = row[8], row[9], row[10]
+                task.run_at = row[5]
+                claimed.append(task)
             if len(rows) < want:
                 break  # this queue has nothing more
         if len(claimed) >= limit:
             break
-    return claimed
+    return claimed, True
 
 
 def _fail_corrupt(conn: sqlite3.Connection, task_id: str, reason: str, now: float) -> None:
@@ -294,6 +359,40 @@ def unclaim(conn: sqlite3.Connection, claims: list[tuple[str, int]]) -> None:
 #: ("complete", id, attempt) | ("fail", id, attempt, retry_at, error) |
 #: ("heartbeat", id, attempt, lease_seconds)
 FenceOp = tuple[Any, ...]
+
+
+def complete_many(
+    conn: sqlite3.Connection, claims: list[tuple[str, int]]
+) -> tuple[list[bool], list[str]]:
+    """Mark claimed tasks SUCCESS in one transaction: True where the claim was current.
+
+    Also returns the completed tasks that have no dependents, probed in the same
+    transaction: releasing their dependents has nothing to do, now or later, since a
+    dependent enqueued after this commit checks their (SUCCESS) status itself.
+    """
+    begin_immediate(conn)
+    updated = {r[0] for r in conn.execute(COMPLETE_MANY_SQL, (json.dumps(claims),))}
+    ok: list[bool] = []
+    for tid, _ in claims:
+        ok.append(tid in updated)
+        updated.discard(tid)  # a task given twice is completed once, like complete() twice
+    done = [tid for (tid, _), accepted in zip(claims, ok, strict=True) if accepted]
+    with_dependents = _with_dependents(conn, done)
+    return ok, [tid for tid in done if tid not in with_dependents]
+
+
+def _with_dependents(conn: sqlite3.Connection, task_ids: Sequence[str]) -> set[str]:
+    """The ids among ``task_ids`` that some stored task depends on."""
+    if not task_ids:
+        return set()
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT depends_on FROM task_deps "
+            "WHERE depends_on IN (SELECT value FROM json_each(?))",
+            (_ids_param(task_ids),),
+        )
+    }
 
 
 def fenced(conn: sqlite3.Connection, ops: list[FenceOp]) -> list[bool]:
@@ -350,9 +449,7 @@ def release_many(
     A read-only probe first: most finished tasks have no dependents, and then no write
     lock is taken at all.
     """
-    marks = ",".join("?" * len(task_ids))
-    probe = f"SELECT 1 FROM task_deps WHERE depends_on IN ({marks}) LIMIT 1"
-    if not task_ids or conn.execute(probe, task_ids).fetchone() is None:
+    if not task_ids or not _with_dependents(conn, task_ids):
         return [], []
     begin_immediate(conn)
     now = time.time() if now is None else now
@@ -417,8 +514,11 @@ def select_tasks(
     cond, params = status_filter(status, now)
     if queue is not None:
         cond, params = f"queue = ? AND {cond}", [queue, *params]
+    # Waiting and running tasks are few and have a partial index: read them through it
+    # (+rowid), rather than walking the whole table in rowid order.
+    order = "+rowid" if status in (TaskStatus.WAITING, TaskStatus.RUNNING) else "rowid"
     rows = conn.execute(
-        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} ORDER BY rowid LIMIT ?",
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} ORDER BY {order} LIMIT ?",
         [*params, min(limit, 2**62)],
     ).fetchall()
     return [to_task(serializer, row, now) for row in rows]
