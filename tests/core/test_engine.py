@@ -275,6 +275,65 @@ async def test_stop_after_the_grace_period_hands_running_tasks_back() -> None:
             assert await h.result(timeout=10) == "run 2"
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("prefetch", [0, 2])
+async def test_prefetched_tasks_are_heartbeated_and_handed_back_on_stop(prefetch: int) -> None:
+    async with AsyncOmniQ(task_queue="memory://", worker="async") as oq:
+        started = anyio.Event()
+
+        @oq.task
+        async def slow() -> None:
+            started.set()
+            await anyio.sleep(30)
+
+        handles = await slow.map([()] * 4)
+        w = await oq.start_worker(
+            concurrency=1, prefetch=prefetch, lease=0.6, heartbeat_interval=0.1, shutdown_grace=0
+        )
+        with anyio.fail_after(10):
+            await started.wait()
+        await anyio.sleep(1.0)  # past the lease: only heartbeats keep the claims
+        q = oq.task_queue
+        assert await q.count(status=TaskStatus.RUNNING) == 1 + prefetch
+        for t in await q.list(status=TaskStatus.RUNNING):
+            assert t.lease_until is not None and t.lease_until > time.time()
+        with anyio.fail_after(10):
+            await w.stop()
+        states = [await oq.get_task(h.id) for h in handles]
+        assert [t.status for t in states if t] == [TaskStatus.PENDING] * 4
+        assert all("worker stopped" in (t.error or "") for t in states[1 : 1 + prefetch] if t)
+
+
+@pytest.mark.anyio
+async def test_adaptive_prefetch_holds_nothing_back_for_long_tasks() -> None:
+    async with AsyncOmniQ(task_queue="memory://", worker="async") as oq:
+
+        @oq.task
+        async def long() -> None:
+            await anyio.sleep(0.3)
+
+        @oq.task
+        async def short() -> None:
+            return None
+
+        handles = await long.map([()] * 5)
+        async with oq.start_worker(concurrency=1) as w:
+            assert w.worker.prefetch == 1  # nothing measured yet
+            await handles[0].result(timeout=10)
+            await handles[1].result(timeout=10)
+            # two 0.3 s runs measured: another worker may take the rest
+            assert w.worker.prefetch == 0
+            assert await oq.task_queue.count(status=TaskStatus.RUNNING) == 1
+            for h in handles[2:]:
+                await h.result(timeout=10)
+            await short.map([()] * 200)
+            with anyio.fail_after(20):
+                while await oq.task_queue.count(status=TaskStatus.SUCCESS) < 205:
+                    await anyio.sleep(0.05)
+            # the average follows the short runs: the worker holds up to 10 per slot
+            assert w.worker.prefetch == 10
+
+
 def test_unknown_worker_type_and_bad_options(oq: OmniQ) -> None:
     @oq.task
     def f() -> None: ...

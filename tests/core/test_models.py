@@ -13,7 +13,7 @@ from croniter import croniter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from omniq.models import CatchUp, Schedule, ScheduleState, Task, TaskStatus, new_id
+from omniq.models import CatchUp, Schedule, ScheduleState, Task, TaskStatus, new_id, new_ids
 from omniq.models.ids import id_timestamp
 from omniq.models.schedule import MAX_CATCH_UP_RUNS, MISFIRE_GRACE
 
@@ -54,6 +54,11 @@ class TestTask:
         assert all(len(i) == 26 for i in ids)
         tasks = [Task(func="m:f") for _ in range(100)]
         assert [t.id for t in tasks] == sorted(t.id for t in tasks)
+
+    def test_bulk_ids_interleave_with_single_ids(self) -> None:
+        ids = [new_id(), *new_ids(3000), new_id(), *new_ids(1), *new_ids(0), new_id()]
+        assert len(ids) == 3004 and ids == sorted(ids) and len(set(ids)) == len(ids)
+        assert all(len(i) == 26 for i in ids)
 
     def test_id_encodes_creation_time(self) -> None:
         before = datetime.now(UTC).timestamp()

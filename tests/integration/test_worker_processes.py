@@ -91,10 +91,13 @@ def test_sigterm_drains_running_tasks_and_hands_back_the_rest(
 
     with oq:
         hs = app.sleep_for.map_sync([0.8] * 6)
-        proc = _worker(backend_url, "--concurrency", "2", OMNIQ_SHUTDOWN_GRACE="30")
+        # 2 running + 2 held (prefetched): the held ones are handed back at once on SIGTERM
+        proc = _worker(
+            backend_url, "--concurrency", "2", "--prefetch", "2", OMNIQ_SHUTDOWN_GRACE="30"
+        )
         deadline = time.time() + 60
         while time.time() < deadline:
-            if oq.task_queue.count_sync(status=TaskStatus.RUNNING) >= 1:
+            if oq.task_queue.count_sync(status=TaskStatus.RUNNING) >= 4:
                 break
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
@@ -103,6 +106,8 @@ def test_sigterm_drains_running_tasks_and_hands_back_the_rest(
         statuses = Counter(h.status_sync() for h in hs)
         assert statuses[TaskStatus.RUNNING] == 0, "a running task was abandoned"
         assert statuses[TaskStatus.SUCCESS] >= 1
+        handed_back = [h for h in hs if h.status_sync() is TaskStatus.PENDING]
+        assert any("worker stopped" in (oq.get_task_sync(h.id).error or "") for h in handed_back)
         # nothing lost: a second worker finishes the rest
         proc2 = _worker(backend_url, "--burst", "--concurrency", "6")
         out2, _ = proc2.communicate(timeout=120)

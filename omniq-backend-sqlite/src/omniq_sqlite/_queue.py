@@ -153,7 +153,8 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
             return await super().complete_with_results(finished, results)
         if not finished:
             return []
-        rows = [results.encode(result) for _, result in finished]
+        serializer = results.serializer
+        rows = [results.encode(result, serializer) for _, result in finished]
         claims = [(task.id, task.attempt) for task, _ in finished]
         ok, leaves = await self._run(_complete_with_results, claims, rows)
         self._remember_leaves(leaves)

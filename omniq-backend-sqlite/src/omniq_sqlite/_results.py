@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from omniq.errors import SerializationError
 from omniq.models import TaskResult, TaskStatus
+from omniq.serialization import SerializationManager
 from omniq.storage.base import BaseResultStorage
 from omniq_sqlite._component import SQLiteComponent
 from omniq_sqlite._database import Poll, begin_immediate
@@ -70,9 +71,9 @@ class AsyncSQLiteResultStorage(SQLiteComponent, BaseResultStorage):
     blocking_wait: ClassVar[bool] = False
     cross_process: ClassVar[bool] = True
 
-    def encode(self, result: TaskResult) -> Encoded:
+    def encode(self, result: TaskResult, serializer: SerializationManager | None = None) -> Encoded:
         """The stored row of a result (raises SerializationError)."""
-        data = self.serializer.encode_result(result)
+        data = (serializer or self.serializer).encode_result(result)
         return (result.task_id, result.status.value, result.finished_at, result.expires_at, data)
 
     def _decode(self, task_id: str | None, data: bytes) -> TaskResult:
@@ -92,7 +93,8 @@ class AsyncSQLiteResultStorage(SQLiteComponent, BaseResultStorage):
     async def set_many(self, results: Sequence[TaskResult]) -> None:
         """Store several results in one transaction. Every result is encoded first, so a
         SerializationError leaves nothing written."""
-        rows = [self.encode(r) for r in results]
+        serializer = self.serializer  # looked up once: it reads the environment
+        rows = [self.encode(r, serializer) for r in results]
         if not rows:
             return
         db = await self._ensure()

@@ -54,6 +54,11 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queues", default="default", help="comma-separated, in claim order")
     p.add_argument("--worker", choices=None, help="async, thread, process, gevent")
     p.add_argument("--concurrency", type=int, help="tasks in flight (default: max_workers)")
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        help="claimed tasks held ready beyond the running ones (default: adaptive; 0: none)",
+    )
     p.add_argument("--no-scheduler", action="store_true", help="do not fire schedules here")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
 
@@ -63,8 +68,9 @@ async def _run_worker(args: argparse.Namespace, console: Console) -> int:
 
     oq = load_app(args.app)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    options = {} if args.prefetch is None else {"prefetch": args.prefetch}
     worker = make_worker(
-        oq, queues, args.concurrency, args.worker, args.burst, not args.no_scheduler
+        oq, queues, args.concurrency, args.worker, args.burst, not args.no_scheduler, **options
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

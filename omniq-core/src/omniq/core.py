@@ -33,7 +33,7 @@ from omniq.models import (
     TaskEvent,
     TaskResult,
     TaskStatus,
-    new_id,
+    new_ids,
 )
 from omniq.plugins import COMPONENTS, PluginManager, find_backend, get_plugin_manager
 from omniq.plugins.specs import load_object
@@ -410,8 +410,13 @@ class AsyncOmniQ:
             return [first, *(self.build_task(tf, a, k) for a, k in calls[1:])]
         replace = msgspec.structs.replace
         out = [first]
-        for args, kwargs in calls[1:]:
-            t = replace(first, id=new_id(), args=tuple(args), kwargs=dict(kwargs))
+        for (args, kwargs), task_id in zip(calls[1:], new_ids(len(calls) - 1), strict=True):
+            t = replace(
+                first,
+                id=task_id,
+                args=args if type(args) is tuple else tuple(args),
+                kwargs=dict(kwargs) if kwargs else {},
+            )
             if t.depends_on:  # mutable fields must not be shared between tasks
                 t.depends_on = list(t.depends_on)
             if t.metadata:

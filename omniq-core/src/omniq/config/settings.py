@@ -68,6 +68,11 @@ SECRET_KEY: str | None = None
 # Previous keys still accepted when verifying signatures (key rotation).
 OLD_SECRET_KEYS: list[str] = []
 
+# Claimed tasks a worker holds ready beyond those running (it claims in bigger batches);
+# None: adaptive (about 50 ms of work per slot: none for long tasks, up to 10x the
+# concurrency for very short ones); 0: none. Held tasks are heartbeated and handed back
+# at once on shutdown.
+WORKER_PREFETCH: int | None = None
 # Seconds a claimed task stays leased to a worker before it may be reclaimed.
 LEASE_SECONDS: float = 30.0
 # Seconds between lease heartbeats; None derives it from LEASE_SECONDS.

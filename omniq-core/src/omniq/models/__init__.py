@@ -2,7 +2,7 @@
 
 from omniq.models.enums import CatchUp, EventType, ScheduleState, TaskStatus
 from omniq.models.event import TaskEvent
-from omniq.models.ids import new_id
+from omniq.models.ids import new_id, new_ids
 from omniq.models.result import TaskResult
 from omniq.models.schedule import Schedule
 from omniq.models.task import Task
@@ -17,4 +17,5 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "new_id",
+    "new_ids",
 ]

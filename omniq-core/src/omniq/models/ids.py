@@ -18,18 +18,24 @@ _seq = 0
 
 def new_id() -> str:
     """Return a new time-sortable id (monotonic within the process)."""
+    return new_ids(1)[0]
+
+
+def new_ids(n: int) -> list[str]:
+    """Return ``n`` new time-sortable ids, increasing, under one lock (for bulk enqueue)."""
     global _last_ms, _seq
     ms = time.time_ns() // 1_000_000
     with _lock:
         if ms <= _last_ms:
             ms = _last_ms
-            _seq += 1
+            first = _seq + 1
         else:
             _last_ms = ms
             # random start so ids of different processes in the same ms rarely collide
-            _seq = int.from_bytes(os.urandom(7), "big") >> 4
-        seq = _seq
-    return f"{ms:012x}{seq & 0xFFFFFFFFFFFFFF:014x}"
+            first = int.from_bytes(os.urandom(7), "big") >> 4
+        _seq = first + n - 1
+    prefix = f"{ms:012x}"
+    return [f"{prefix}{seq & 0xFFFFFFFFFFFFFF:014x}" for seq in range(first, first + n)]
 
 
 def id_timestamp(task_id: str) -> float:

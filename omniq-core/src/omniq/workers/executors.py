@@ -63,6 +63,7 @@ class AsyncExecutor(Executor):
     def __init__(self, concurrency: int) -> None:
         super().__init__(concurrency)
         self._pool: ThreadPoolExecutor | None = None
+        self._is_coro: dict[Callable[..., Any], bool] = {}
 
     def _thread_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -98,10 +99,19 @@ class AsyncExecutor(Executor):
     async def _call(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if inspect.iscoroutinefunction(fn):
+        if self._is_coroutine_function(fn):
             return await fn(*args, **kwargs)
         out = await self._call_sync(fn, args, kwargs)
         return await out if inspect.isawaitable(out) else out
+
+    def _is_coroutine_function(self, fn: Callable[..., Any]) -> bool:
+        try:
+            known = self._is_coro.get(fn)
+        except TypeError:  # an unhashable callable object
+            return inspect.iscoroutinefunction(fn)
+        if known is None:
+            known = self._is_coro[fn] = inspect.iscoroutinefunction(fn)
+        return known
 
     async def stop(self) -> None:
         if self._pool is not None:

@@ -62,6 +62,7 @@ def make_worker(
         executor=make_executor(oq, kind, n),
         scheduler=scheduler,
         burst=burst,
+        prefetch=options.pop("prefetch", cfg.worker_prefetch),
         lease=options.pop("lease", cfg.lease_seconds),
         heartbeat_interval=options.pop("heartbeat_interval", cfg.heartbeat_interval),
         shutdown_grace=options.pop("shutdown_grace", cfg.shutdown_grace),

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("omniq.worker")
 
+#: Adaptive prefetch holds about this many seconds of work per running slot ...
+PREFETCH_HORIZON = 0.05
+#: ... and at most this many tasks per running slot.
+PREFETCH_MAX_FACTOR = 10
+
 #: Extra claims allowed after lost leases before a task counts as poison (dead-lettered).
 MAX_LOST_LEASES = 5
 
@@ -44,6 +49,7 @@ class AsyncWorker:
         *,
         queues: list[str] | None = None,
         concurrency: int = 10,
+        prefetch: int | None = None,
         executor: Executor,
         scheduler: bool = True,
         burst: bool = False,
@@ -56,6 +62,8 @@ class AsyncWorker:
         self.oq = oq
         self.queues = queues or ["default"]
         self.concurrency = max(1, concurrency)
+        self._fixed_prefetch = None if prefetch is None else max(0, prefetch)
+        self._avg_run: float | None = None  # moving average of task run time, seconds
         self.executor = executor
         self.run_scheduler = scheduler
         self.burst = burst
@@ -85,6 +93,7 @@ class AsyncWorker:
     def stop(self) -> None:
         """Ask the worker to stop claiming and drain (safe to call more than once)."""
         self._stopping.set()
+        self._slot_freed.set()  # the claim loop may be waiting for a busy slot
 
     @property
     def stopping(self) -> bool:
@@ -123,40 +132,61 @@ class AsyncWorker:
                 log.info("worker %s stopped (%d processed)", self.id, self.processed)
 
     async def _drain(self) -> None:
-        """Give running tasks the grace period, then cancel and hand back the rest."""
-        with anyio.move_on_after(self.shutdown_grace):
-            while self._running or self._pending:
-                await anyio.sleep(0.01)
-        left = [t for t, _ in self._running.values()] + list(self._pending)
-        if not left:
-            return
-        log.warning("grace period over: handing back %d running tasks", len(left))
-        for _, scope in list(self._running.values()):
-            scope.cancel()
+        """Hand back claimed tasks that have not started; give running tasks the grace
+        period, then cancel and hand back the rest."""
+        await self._hand_back(list(self._pending))
         self._pending.clear()
+        with anyio.move_on_after(self.shutdown_grace):
+            while self._running:
+                await anyio.sleep(0.01)
+        if self._running:
+            log.warning("grace period over: handing back %d running tasks", len(self._running))
+            for _, scope in list(self._running.values()):
+                scope.cancel()
+            await self._hand_back([t for t, _ in self._running.values()])
+
+    async def _hand_back(self, tasks: list[Task]) -> None:
         # release the claims at once instead of waiting for the leases to lapse
         with anyio.CancelScope(shield=True):
-            for task in left:
-                await self.oq.task_queue.fail(task, time.time(), error="worker stopped")
+            for task in tasks:
+                try:
+                    await self.oq.task_queue.fail(task, time.time(), error="worker stopped")
+                except Exception:
+                    log.exception("could not hand back task %s; its lease will lapse", task.id)
 
     # --- claiming ------------------------------------------------------------------------
 
     @property
+    def prefetch(self) -> int:
+        """Claimed tasks held ready beyond the running ones, so claims come in bigger,
+        cheaper batches. Fixed when configured; otherwise adaptive: about
+        ``PREFETCH_HORIZON`` seconds of work per slot (none for long tasks, up to
+        ``PREFETCH_MAX_FACTOR`` times the concurrency for very short ones)."""
+        if self._fixed_prefetch is not None:
+            return self._fixed_prefetch
+        if self._avg_run is None:
+            return self.concurrency
+        per_slot = min(PREFETCH_MAX_FACTOR, PREFETCH_HORIZON / max(self._avg_run, 1e-6))
+        return int(self.concurrency * per_slot)
+
+    @property
     def _free(self) -> int:
-        """Slots not taken by a running or claimed-but-not-started task."""
-        return self.concurrency - len(self._running) - len(self._pending)
+        """Room for more claims: running slots plus the prefetch buffer, minus what is
+        running or claimed and not started."""
+        return self.concurrency + self.prefetch - len(self._running) - len(self._pending)
 
     async def _claim_loop(self) -> None:
         queue = self.oq.task_queue
         # claim in batches: with tasks still running, wait briefly for a quarter of the
-        # slots to free up rather than paying one round trip per finished task
-        batch_min = max(1, self.concurrency // 4)
+        # room to free up rather than paying one round trip per finished task
         while not self.stopping:
+            batch_min = max(1, (self.concurrency + self.prefetch) // 4)
             if self._free <= 0:
                 await self._wait_for_slot_change()
                 continue
             if self._free < batch_min and self._running:
-                with anyio.move_on_after(0.005):
+                # runners still have held tasks to start: no hurry
+                with anyio.move_on_after(0.005 if len(self._pending) < self.concurrency else 0.05):
                     while self._free < batch_min and self._running:
                         await self._wait_for_slot_change()
             wait = 0.0 if self.burst else self.poll_interval
@@ -202,9 +232,13 @@ class AsyncWorker:
     async def _run_task(self, task: Task) -> None:
         scope = anyio.CancelScope()
         self._running[task.id] = (task, scope)
+        t0 = time.perf_counter()
         try:
             with scope:
                 await self._execute(task)
+            took = time.perf_counter() - t0
+            avg = self._avg_run
+            self._avg_run = took if avg is None else avg + 0.1 * (took - avg)
             if scope.cancelled_caught:
                 log.info("task %s stopped: cancelled, or its claim was lost", task.id)
         except Exception:
@@ -234,7 +268,9 @@ class AsyncWorker:
         started = time.time()
         if oq.events.enabled:
             oq.events.emit(self._event(EventType.EXECUTING, task))
-        await oq._call_hook("omniq_task_started", task=task)
+        hooks = oq.plugins.hook
+        if hooks.omniq_task_started.get_hookimpls():
+            await oq._call_hook("omniq_task_started", task=task)
         try:
             value = await self.executor.run(
                 task.func, fn, tuple(task.args), dict(task.kwargs), task.timeout
@@ -243,7 +279,8 @@ class AsyncWorker:
             await oq._call_hook("omniq_task_finished", task=task, result=None, error=e)
             await self._handle_error(task, e, started)
             return
-        await oq._call_hook("omniq_task_finished", task=task, result=value, error=None)
+        if hooks.omniq_task_finished.get_hookimpls():
+            await oq._call_hook("omniq_task_finished", task=task, result=value, error=None)
         await self._finish_success(task, value, started)
 
     async def _finish_success(self, task: Task, value: Any, started: float) -> None:
@@ -379,6 +416,14 @@ class AsyncWorker:
                     continue
                 if not alive and task.id in self._running:
                     scope.cancel()  # cancelled by request, or the claim went elsewhere
+            for task in list(self._pending):
+                try:
+                    alive = await queue.heartbeat(task, self.lease)
+                except Exception:
+                    log.exception("heartbeat for task %s failed; retrying", task.id)
+                    continue
+                if not alive and task in self._pending:
+                    self._pending.remove(task)  # cancelled before it started
 
     async def _maintenance_loop(self) -> None:
         while True:
