@@ -2,7 +2,8 @@
 
 Enqueue: ``noop.map(...)`` (bulk: one round trip per batch of 500). Worker:
 ``omniq worker --app benchmarks.apps.omniq_app:oq --queues bench --concurrency 10``
-(async executor, the default). Latency: ``await (await noop.enqueue()).result()``.
+(async executor and adaptive prefetch, the defaults; ``noop`` is an ``async def``, as
+for the other async-first libraries). Latency: ``await (await noop.enqueue()).result()``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class OmniQSystem(System):
     bulk_note = "`noop.map()` (batches of 500)"
     worker_note = (
         f"`python -m benchmarks.apps.omniq_worker`: `start_worker(concurrency={CONCURRENCY})`, "
-        "async executor (what `omniq worker` runs)"
+        "async executor, default (adaptive) prefetch: what `omniq worker` runs; the task is "
+        "an `async def` no-op"
     )
     progress_note = "`task_queue.count(bench, PENDING) + count(bench, RUNNING)`"
     backend_dist: ClassVar[str] = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -332,6 +333,42 @@ async def test_adaptive_prefetch_holds_nothing_back_for_long_tasks() -> None:
                     await anyio.sleep(0.05)
             # the average follows the short runs: the worker holds up to 10 per slot
             assert w.worker.prefetch == 10
+
+
+@pytest.mark.anyio
+async def test_worker_stops_claiming_while_results_cannot_be_written() -> None:
+    from omniq.storage.memory import AsyncMemoryQueue, AsyncMemoryResultStorage
+
+    class StalledResults(AsyncMemoryResultStorage):
+        """Result writes wait until ``go`` is set (a database locked for a while)."""
+
+        go = anyio.Event()
+
+        async def set_many(self, results: Any) -> None:
+            await self.go.wait()
+            await super().set_many(results)
+
+    name = f"memory://stall-{time.time_ns()}"
+    results = StalledResults(name)
+    async with AsyncOmniQ(
+        task_queue=AsyncMemoryQueue(name), result_storage=results, worker="async"
+    ) as oq:
+
+        @oq.task
+        async def quick() -> None:
+            return None
+
+        handles = await quick.map([()] * 200)
+        async with oq.start_worker(concurrency=2, prefetch=3):
+            try:
+                await anyio.sleep(1.0)
+                claimed = 200 - await oq.task_queue.count(status=TaskStatus.PENDING)
+            finally:
+                results.go.set()
+            # room = 2 running + 3 held; at most that many more finished and unrecorded
+            assert 5 <= claimed <= 2 * 5
+            for h in handles:
+                await h.result(timeout=20)
 
 
 def test_unknown_worker_type_and_bad_options(oq: OmniQ) -> None:

@@ -86,6 +86,7 @@ class AsyncWorker:
         self._done: list[tuple[Task, TaskResult]] = []
         self._done_ready = anyio.Event()
         self._writing = 0
+        self._unrecorded = 0  # finished tasks whose results are not written yet
         self._slot_freed = anyio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -173,7 +174,12 @@ class AsyncWorker:
     def _free(self) -> int:
         """Room for more claims: running slots plus the prefetch buffer, minus what is
         running or claimed and not started."""
-        return self.concurrency + self.prefetch - len(self._running) - len(self._pending)
+        room = self.concurrency + self.prefetch
+        # finished tasks whose results are not written yet would run again after a crash:
+        # when writes fall behind by more than ``room`` of them, stop claiming until
+        # they catch up
+        backlog = max(0, self._unrecorded - room)
+        return room - len(self._running) - len(self._pending) - backlog
 
     async def _claim_loop(self) -> None:
         queue = self.oq.task_queue
@@ -295,6 +301,7 @@ class AsyncWorker:
             expires_at=self.oq.result_expiry(task),
         )
         self._done.append((task, result))
+        self._unrecorded += 1
         self._done_ready.set()
 
     async def _completion_loop(self) -> None:
@@ -313,6 +320,8 @@ class AsyncWorker:
             with anyio.CancelScope(shield=True):
                 try:
                     await self._write_batch(batch)
+                    self._unrecorded -= len(batch)
+                    self._slot_freed.set()
                 except Exception:
                     log.exception("could not record %d finished tasks; retrying", len(batch))
                     self._done[:0] = batch
