@@ -7,10 +7,7 @@ OMNIQ_REQUIRE_SERVICES=1).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,22 +18,7 @@ from omniq.testing import (
     ScheduleStorageConformance,
     TaskQueueConformance,
 )
-
-
-def _support() -> Any:
-    name = "omniq_tests_nats_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_nats_support.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-support = _support()
+from tests.backends import test_nats_support as support
 
 
 def _factory(class_name: str) -> Any:

@@ -10,11 +10,8 @@ component closes, go back to the server at once instead of after ``ack_wait``.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,22 +19,8 @@ import pytest
 
 from omniq.models import TaskStatus
 from omniq.testing import make_task
+from tests.backends import test_nats_support as support
 
-
-def _support() -> Any:
-    name = "omniq_tests_nats_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_nats_support.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-support = _support()
 pytestmark = pytest.mark.anyio
 
 

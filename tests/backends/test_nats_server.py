@@ -8,7 +8,6 @@ directory, stopped by PID); the others use the shared server on 127.0.0.1:4222.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 import signal
@@ -31,22 +30,8 @@ from omniq.errors import (
 )
 from omniq.models import TaskResult, TaskStatus
 from omniq.testing import make_task
+from tests.backends import test_nats_support as support
 
-
-def _support() -> Any:
-    name = "omniq_tests_nats_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_nats_support.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-support = _support()
 pytestmark = pytest.mark.anyio
 
 PASSWORD = "pw-Zq81-never-shown"
