@@ -85,7 +85,6 @@ class AsyncWorker:
         # finished tasks waiting to be written in one batch: (task, result)
         self._done: list[tuple[Task, TaskResult]] = []
         self._done_ready = anyio.Event()
-        self._writing = 0
         self._unrecorded = 0  # finished tasks whose results are not written yet
         self._slot_freed = anyio.Event()
 
@@ -135,8 +134,10 @@ class AsyncWorker:
     async def _drain(self) -> None:
         """Hand back claimed tasks that have not started; give running tasks the grace
         period, then cancel and hand back the rest."""
-        await self._hand_back(list(self._pending))
+        # taken out before the first await, so no runner starts one while it is handed back
+        held = list(self._pending)
         self._pending.clear()
+        await self._hand_back(held)
         with anyio.move_on_after(self.shutdown_grace):
             while self._running:
                 await anyio.sleep(0.01)
@@ -225,7 +226,7 @@ class AsyncWorker:
 
     async def _idle(self) -> bool:
         """Burst mode: True when nothing runs here and nothing is pending or running."""
-        if self._running or self._pending or self._done or self._writing:
+        if self._running or self._pending or self._unrecorded:
             return False  # finished tasks not yet recorded may still release dependents
         q = self.oq.task_queue
         for name in self.queues:
@@ -316,7 +317,6 @@ class AsyncWorker:
     async def _flush_completions(self) -> None:
         while self._done:
             batch, self._done = self._done, []
-            self._writing += 1
             with anyio.CancelScope(shield=True):
                 try:
                     await self._write_batch(batch)
@@ -326,8 +326,6 @@ class AsyncWorker:
                     log.exception("could not record %d finished tasks; retrying", len(batch))
                     self._done[:0] = batch
                     await anyio.sleep(0.5)
-                finally:
-                    self._writing -= 1
 
     async def _write_batch(self, batch: list[tuple[Task, TaskResult]]) -> None:
         oq = self.oq
@@ -417,22 +415,23 @@ class AsyncWorker:
         queue = self.oq.task_queue
         while True:
             await anyio.sleep(self.heartbeat_interval)
-            for task, scope in list(self._running.values()):
+            held: list[tuple[Task, anyio.CancelScope | None]] = [
+                *self._running.values(),
+                *((t, None) for t in self._pending),
+            ]
+            for task, scope in held:
                 try:
                     alive = await queue.heartbeat(task, self.lease)
                 except Exception:
                     log.exception("heartbeat for task %s failed; retrying", task.id)
                     continue
-                if not alive and task.id in self._running:
-                    scope.cancel()  # cancelled by request, or the claim went elsewhere
-            for task in list(self._pending):
-                try:
-                    alive = await queue.heartbeat(task, self.lease)
-                except Exception:
-                    log.exception("heartbeat for task %s failed; retrying", task.id)
+                if alive:
                     continue
-                if not alive and task in self._pending:
-                    self._pending.remove(task)  # cancelled before it started
+                # cancelled by request, or the claim went elsewhere
+                if scope is not None and task.id in self._running:
+                    scope.cancel()
+                elif scope is None and task in self._pending:
+                    self._pending.remove(task)
 
     async def _maintenance_loop(self) -> None:
         while True:
