@@ -7,6 +7,7 @@ watcher does nothing while nobody waits" by a signal that must not move meanwhil
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -26,6 +27,7 @@ from omniq.models import Task, TaskResult, TaskStatus
 from omniq.serialization.manager import SerializationManager, default_manager
 from omniq_sqlite import AsyncSQLiteQueue, AsyncSQLiteResultStorage, SQLiteBackend
 from omniq_sqlite import _task_sql as sql
+from omniq_sqlite._database import Database
 from omniq_sqlite._migrations import MIGRATIONS, migrate
 from omniq_sqlite._results import _UPSERT
 from omniq_sqlite._wake import Signal
@@ -78,6 +80,20 @@ def _watcher_threads() -> list[threading.Thread]:
 
 
 # --- wake-ups -------------------------------------------------------------------------------
+
+
+def record_transactions(monkeypatch: pytest.MonkeyPatch, db: Database) -> list[str]:
+    """The names of the functions ``db`` runs from now on (``run`` and ``run_write``)."""
+    calls: list[str] = []
+    for name in ("run", "run_write"):
+        original = getattr(db, name)
+
+        async def counted(fn: Any, *args: Any, _original: Any = original) -> Any:
+            calls.append(fn.__name__)
+            return await _original(fn, *args)
+
+        monkeypatch.setattr(db, name, counted)
+    return calls
 
 
 async def test_dequeue_is_woken_by_another_connection(tmp_path: Path, watch_mode: str) -> None:
@@ -325,14 +341,7 @@ async def test_results_and_completion_in_one_transaction(
             (t, TaskResult(task_id=t.id, status=TaskStatus.SUCCESS, result=i))
             for i, t in enumerate([again[t0.id], t1, again[t2.id]])
         ]
-        calls: list[str] = []
-        run = b.database.run
-
-        async def counted(fn: Any, *args: Any) -> Any:
-            calls.append(fn.__name__)
-            return await run(fn, *args)
-
-        monkeypatch.setattr(b.database, "run", counted)
+        calls = record_transactions(monkeypatch, b.database)
         assert await q.complete_with_results(batch, rs) == [True, False, True]
         assert calls == ["_complete_with_results"]  # one transaction
         monkeypatch.undo()
@@ -365,14 +374,7 @@ async def test_results_of_the_same_file_share_the_transaction(
         assert q.database is not rs.database
         await q.enqueue(task(1))
         (t,) = await q.dequeue_many(["default"], 1, worker_id="w")
-        calls: list[str] = []
-        run = q.database.run
-
-        async def counted(fn: Any, *args: Any) -> Any:
-            calls.append(fn.__name__)
-            return await run(fn, *args)
-
-        monkeypatch.setattr(q.database, "run", counted)
+        calls = record_transactions(monkeypatch, q.database)
         result = TaskResult(task_id=t.id, status=TaskStatus.SUCCESS, result=3)
         assert await q.complete_with_results([(t, result)], rs) == [True]
         assert calls == ["_complete_with_results"]
@@ -391,6 +393,108 @@ async def test_results_elsewhere_take_the_two_calls(tmp_path: Path) -> None:
         assert await q.complete_with_results([(t, result)], rs) == [True]
         got = await rs.get(t.id)
         assert got is not None and got.result == 5
+
+
+# --- group commit across kinds of write ------------------------------------------------------
+
+
+async def _hold_connection(db: Database) -> tuple[threading.Event, Any]:
+    """Occupy ``db``'s thread until the returned event is set (writes queue meanwhile)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(DEADLINE)
+
+    job = asyncio.ensure_future(db.run(hold))
+    while not entered.is_set():
+        await anyio.sleep(0.001)
+    return release, job
+
+
+def _insert_note(conn: sqlite3.Connection, note: str, fail: bool = False) -> str:
+    from omniq_sqlite._database import begin_immediate
+
+    begin_immediate(conn)
+    conn.execute("INSERT INTO notes (note) VALUES (?)", (note,))
+    if fail:
+        raise ValueError(f"{note} failed after writing")
+    return note
+
+
+async def test_writes_waiting_together_share_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with AsyncSQLiteQueue(url_of(tmp_path / "group.db")) as q:
+        db = q.database
+        await db.run(lambda conn: conn.execute("CREATE TABLE notes (note TEXT)"))
+        await q.enqueue(task(1))
+        commits: list[int] = []
+        transaction = db._transaction
+
+        def counted(fn: Any, args: tuple[Any, ...]) -> Any:
+            commits.append(1)
+            return transaction(fn, args)
+
+        monkeypatch.setattr(db, "_transaction", counted)
+        release, holder = await _hold_connection(db)
+        claim = asyncio.ensure_future(q.dequeue_many(["default"], 5, worker_id="w"))
+        notes = [asyncio.ensure_future(db.run_write(_insert_note, f"n{i}")) for i in range(3)]
+        await anyio.sleep(0.05)
+        release.set()
+        await holder
+        (claimed,) = await claim
+        assert [await n for n in notes] == ["n0", "n1", "n2"]
+        assert claimed.status is TaskStatus.RUNNING
+        assert len(commits) == 2  # the holder, then one transaction for the four writes
+        monkeypatch.undo()
+        stored = await q.get(claimed.id)
+        assert stored is not None and stored.status is TaskStatus.RUNNING
+
+
+async def test_a_failing_write_is_undone_alone_in_its_group(tmp_path: Path) -> None:
+    async with AsyncSQLiteQueue(url_of(tmp_path / "isolated.db")) as q:
+        db = q.database
+        await db.run(lambda conn: conn.execute("CREATE TABLE notes (note TEXT)"))
+        await q.enqueue(task(1))
+        release, holder = await _hold_connection(db)
+        good = asyncio.ensure_future(db.run_write(_insert_note, "kept"))
+        bad = asyncio.ensure_future(db.run_write(_insert_note, "undone", True))
+        existing = asyncio.ensure_future(q.enqueue_many([task(2), task(3)]))
+        await anyio.sleep(0.05)
+        release.set()
+        await holder
+        assert await good == "kept"
+        with pytest.raises(ValueError, match="undone failed"):
+            await bad
+        assert await existing == [TaskStatus.PENDING, TaskStatus.PENDING]
+        rows = await db.run(lambda conn: conn.execute("SELECT note FROM notes").fetchall())
+        assert rows == [("kept",)]
+        assert await q.count(status=TaskStatus.PENDING) == 3
+
+
+async def test_bulk_enqueue_of_a_known_id_in_a_group_keeps_the_other_writes(
+    tmp_path: Path,
+) -> None:
+    async with AsyncSQLiteQueue(url_of(tmp_path / "known.db")) as q:
+        db = q.database
+        await db.run(lambda conn: conn.execute("CREATE TABLE notes (note TEXT)"))
+        first = task(1)
+        await q.enqueue(first)
+        (claimed,) = await q.dequeue_many(["default"], 1, worker_id="w")
+        release, holder = await _hold_connection(db)
+        note = asyncio.ensure_future(db.run_write(_insert_note, "before"))
+        # the fast path inserts task(2), sees the conflict and undoes only its own rows
+        again = asyncio.ensure_future(q.enqueue_many([task(2, id="t2"), first]))
+        await anyio.sleep(0.05)
+        release.set()
+        await holder
+        assert await note == "before"
+        assert await again == [TaskStatus.PENDING, TaskStatus.RUNNING]
+        rows = await db.run(lambda conn: conn.execute("SELECT note FROM notes").fetchall())
+        assert rows == [("before",)]
+        assert await q.count(status=TaskStatus.PENDING) == 1
+        assert claimed.id == first.id
 
 
 async def test_release_after_complete_many(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

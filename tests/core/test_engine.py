@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,51 @@ def test_cancel_queued_and_running(oq: OmniQ) -> None:
     # leaving the block drains the worker: the cancelled task was stopped at its next
     # heartbeat instead of sleeping for 30 s
     assert time.time() - t0 < 20
+
+
+def test_runner_goes_on_after_a_cancelled_task(oq: OmniQ) -> None:
+    """A runner's tasks share a cancel scope: after one is stopped (even one that
+    swallows the cancellation), the same runner runs the next tasks normally."""
+
+    @oq.task
+    async def slow(swallow: bool) -> str:
+        import anyio
+
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            if not swallow:
+                raise
+        return "swallowed"
+
+    @oq.task
+    async def quick(i: int) -> int:
+        import anyio
+
+        await anyio.sleep(0.01)  # an await in the scope: raises if it is still cancelled
+        return i
+
+    with oq.start_worker_sync(worker="async", concurrency=1, prefetch=5, lease=0.6):
+        for swallow in (False, True):
+            running = slow.enqueue_sync(swallow)
+            _wait_for(lambda h=running: h.status_sync() is TaskStatus.RUNNING)
+            # held by the same runner's prefetch while the slow task runs
+            handles = quick.map_sync(range(3))
+            _wait_for(lambda hs=handles: all(h.status_sync() is TaskStatus.RUNNING for h in hs))
+            assert running.cancel_sync()
+            with pytest.raises(TaskCancelledError):
+                running.result_sync(timeout=10)
+            assert [h.result_sync(timeout=10) for h in handles] == [0, 1, 2]
+            # none of them was hit by the stale cancellation and re-run after its lease
+            results = [oq.get_result_sync(h.id) for h in handles]
+            assert [r.attempt for r in results if r is not None] == [1, 1, 1]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 def test_interval_schedule_pause_resume(oq: OmniQ) -> None:
@@ -555,6 +601,14 @@ def test_every_lifecycle_hook_reaches_a_plugin() -> None:
         assert h.result_sync(timeout=5) == 7
         task = q.get_task_sync(h.id)
         assert task is not None and task.metadata["traced"] == "yes"
-    for name in ("before_enqueue", "started", "finished:7", "startup", "shutdown",
-                 "event:enqueued", "event:executing", "event:complete"):
+    for name in (
+        "before_enqueue",
+        "started",
+        "finished:7",
+        "startup",
+        "shutdown",
+        "event:enqueued",
+        "event:executing",
+        "event:complete",
+    ):
         assert name in seen, (name, seen)

@@ -77,6 +77,12 @@ class SQLiteComponent:
             await self.connect()
         return await self._db.run(fn, *args)
 
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like ``_run`` for a write that may share its transaction with others waiting
+        (see :meth:`Database.run_write`)."""
+        db = await self._ensure()
+        return await db.run_write(fn, *args)
+
     async def _ensure(self) -> Database:
         if not self._holds_db or not self._db.is_open:
             self._holds_db = False

@@ -7,9 +7,10 @@ write lock in fine steps; ``SQLITE_BUSY``/``SQLITE_LOCKED`` are then retried wit
 backoff for up to ``lock_timeout`` seconds, so "database is locked" never reaches the
 caller while other processes write. Waiters are woken through :mod:`omniq_sqlite._wake`.
 
-:meth:`Database.run_batched` is group commit: single-row writes (complete, fail,
-heartbeat, a result, an event) submitted while the connection is busy are written
-together in one transaction, so ``synchronous=FULL`` costs one fsync per batch.
+:meth:`Database.run_batched` is group commit: writes (a claim, a batch of completions,
+single-row complete/fail/heartbeat, a result, an event) submitted while the connection
+is busy are written together in one transaction, so ``synchronous=FULL`` costs one fsync
+per group rather than per write.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 import aiosqlite
@@ -46,11 +47,51 @@ class _Batch(Generic[It, R]):
     __slots__ = ("fn", "futures", "items")
 
     def __init__(
-        self, fn: Callable[[sqlite3.Connection, list[It]], Sequence[R | BaseException]], first: It
+        self,
+        fn: Callable[[sqlite3.Connection, list[It]], Sequence[R | BaseException]],
+        first: It,
+        future: asyncio.Future[R],
     ) -> None:
         self.fn = fn
         self.items: list[It] = [first]
-        self.futures: list[asyncio.Future[R]] = []  # of the items after the first
+        self.futures: list[asyncio.Future[R]] = [future]
+
+
+class _Single:
+    """A one-item batch function: ``fn(conn, *args)`` for :meth:`Database.run_write`."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+
+    def __call__(self, conn: sqlite3.Connection, items: list[None]) -> list[Any]:
+        return [self.fn(conn, *self.args)]
+
+
+def _write_all(
+    conn: sqlite3.Connection, batches: list[_Batch[Any, Any]], path: str
+) -> list[Sequence[Any]]:
+    """Write several batches in one transaction, each under a savepoint: a batch that
+    raises is rolled back alone and its items get the exception."""
+    begin_immediate(conn)
+    outcome: list[Sequence[Any]] = []
+    for batch in batches:
+        conn.execute("SAVEPOINT batch")
+        try:
+            results = batch.fn(conn, batch.items)
+        except Exception as e:
+            if not conn.in_transaction or (isinstance(e, sqlite3.Error) and is_busy(e)):
+                raise  # the transaction is gone (or must be retried): every batch fails
+            conn.execute("ROLLBACK TO batch")
+            error: BaseException = e
+            if isinstance(e, sqlite3.Error):
+                error = _translated(e, path)
+            results = [error] * len(batch.items)
+        conn.execute("RELEASE batch")
+        outcome.append(results)
+    return outcome
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
@@ -77,7 +118,8 @@ class Database:
         self._users = 0
         self._open_lock = asyncio.Lock()
         self._batch_lock = threading.Lock()
-        self._batches: dict[str, _Batch[Any, Any]] = {}
+        self._batches: dict[Hashable, _Batch[Any, Any]] = {}
+        self._flush_queued = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._hub: Hub | None = None
         self._watching = False
@@ -119,6 +161,7 @@ class Database:
             self._open_lock = asyncio.Lock()
             self._batch_lock = threading.Lock()
             self._batches = {}
+            self._flush_queued = False
             self._tasks = set()
             self._hub = None  # the parent's watcher thread did not survive either
             self._watching = False
@@ -264,61 +307,80 @@ class Database:
 
     async def run_batched(
         self,
-        key: str,
+        key: Hashable,
         fn: Callable[[sqlite3.Connection, list[It]], Sequence[R | BaseException]],
         item: It,
     ) -> R:
         """Group commit: run ``fn(conn, items)`` once for every ``item`` submitted under
         ``key`` while the connection was busy; ``fn`` returns one result (or exception)
-        per item, in order."""
+        per item, in order.
+
+        Every batch waiting when the connection frees up (whatever its key) is written
+        in the same transaction, each under its own savepoint: an error in one batch
+        undoes only that batch's statements.
+        """
         conn = self._connection()
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         with self._batch_lock:
             batch = self._batches.get(key)
-            if batch is not None:  # join the batch that is waiting for the connection
-                fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+            if batch is None:
+                self._batches[key] = _Batch(fn, item, fut)
+            else:
                 batch.items.append(item)
                 batch.futures.append(fut)
-            else:
-                self._batches[key] = _Batch(fn, item)
-        if batch is not None:
-            return await fut
-        # the first item's caller drives the flush and gets its own result directly
-        try:
-            value: R | BaseException = await conn._execute(self._flush, key)
-        except ValueError as e:  # aiosqlite: the connection was closed meanwhile
-            with self._batch_lock:
-                orphan = self._batches.pop(key, None)
-            err = BackendError(f"SQLite database {self.path} was closed during a write")
-            for fut in orphan.futures if orphan else []:
-                fut.get_loop().call_soon_threadsafe(_resolve, fut, err)
-            raise err from e
-        if isinstance(value, BaseException):
-            raise value
-        return value
+            drive = not self._flush_queued
+            self._flush_queued = True
+        if drive:  # nothing queued on the connection's thread yet: queue one flush
+            try:
+                await conn._execute(self._flush)
+            except ValueError as e:  # aiosqlite: the connection was closed meanwhile
+                with self._batch_lock:
+                    orphans = list(self._batches.values())
+                    self._batches.clear()
+                    self._flush_queued = False
+                err = BackendError(f"SQLite database {self.path} was closed during a write")
+                for b in orphans:
+                    for f in b.futures:
+                        _resolve(f, err)
+                raise err from e
+        return await fut
+
+    async def run_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` like :meth:`run`, in the same transaction as the other
+        writes waiting for the connection (see :meth:`run_batched`): a worker's claim and
+        its previous batch's completion then cost one commit (one fsync)."""
+        return await self.run_batched(object(), _Single(fn, args), None)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _flush(self, key: str) -> Any:
-        """Runs on the connection's thread: write the batch collected under ``key``;
-        return the first item's result (or exception), resolve the others' futures."""
+    def _flush(self) -> None:
+        """Runs on the connection's thread: write every batch waiting, in one
+        transaction, and resolve their futures."""
         with self._batch_lock:
-            batch = self._batches.pop(key)
-        results: Sequence[Any]
+            batches = list(self._batches.values())
+            self._batches.clear()
+            self._flush_queued = False
+        if not batches:
+            return
+        outcome: list[Sequence[Any]]
         try:
-            results = self._transaction(batch.fn, (batch.items,))
+            if len(batches) == 1:
+                outcome = [self._transaction(batches[0].fn, (batches[0].items,))]
+            else:
+                outcome = self._transaction(_write_all, (batches, self.path))
         except sqlite3.Error as e:
-            results = [_translated(e, self.path) for _ in batch.items]
+            outcome = [[_translated(e, self.path)] * len(b.items) for b in batches]
         except Exception as e:
-            results = [e] * len(batch.items)
-        for fut, value in zip(batch.futures, results[1:], strict=True):
-            try:
-                fut.get_loop().call_soon_threadsafe(_resolve, fut, value)
-            except RuntimeError:  # pragma: no cover - the caller's loop is gone
-                pass
-        return results[0]
+            outcome = [[e] * len(b.items) for b in batches]
+        for batch, results in zip(batches, outcome, strict=True):
+            for fut, value in zip(batch.futures, results, strict=True):
+                try:
+                    fut.get_loop().call_soon_threadsafe(_resolve, fut, value)
+                except RuntimeError:  # pragma: no cover - the caller's loop is gone
+                    pass
 
     def submit_nowait(self, fn: Callable[..., Any], *args: Any) -> None:
         """Fire and forget ``fn(conn, *args)`` as a transaction (errors are logged)."""

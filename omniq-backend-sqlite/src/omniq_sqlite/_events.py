@@ -83,7 +83,7 @@ class AsyncSQLiteEventStorage(SQLiteComponent, BaseEventStorage):
         """Append several events in one transaction."""
         rows = [_row(e) for e in events]
         if rows:
-            await self._run(_insert_many, rows)
+            await self._write(_insert_many, rows)
 
     async def query(
         self,

@@ -65,7 +65,7 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         """Store several tasks in one transaction (encoded off the event loop)."""
         if not tasks:
             return []
-        statuses = await self._run(sql.enqueue_tasks, self.serializer, builtins.list(tasks))
+        statuses = await self._write(sql.enqueue_tasks, self.serializer, builtins.list(tasks))
         self._wake()
         return statuses
 
@@ -103,7 +103,7 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
     ) -> tuple[builtins.list[Task], bool]:
         db = await self._ensure()
         job = asyncio.ensure_future(
-            db.run(sql.claim, self.serializer, queues, limit, worker_id, lease)
+            db.run_write(sql.claim, self.serializer, queues, limit, worker_id, lease)
         )
         try:
             return await asyncio.shield(job)
@@ -133,7 +133,7 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         """Complete several claimed tasks in one transaction (one bool per task)."""
         if not tasks:
             return []
-        ok, leaves = await self._run(sql.complete_many, [(t.id, t.attempt) for t in tasks])
+        ok, leaves = await self._write(sql.complete_many, [(t.id, t.attempt) for t in tasks])
         self._remember_leaves(leaves)
         return ok
 
@@ -156,7 +156,7 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         serializer = results.serializer
         rows = [results.encode(result, serializer) for _, result in finished]
         claims = [(task.id, task.attempt) for task, _ in finished]
-        ok, leaves = await self._run(_complete_with_results, claims, rows)
+        ok, leaves = await self._write(_complete_with_results, claims, rows)
         self._remember_leaves(leaves)
         db.signal("results").notify()
         return ok
@@ -218,7 +218,7 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
             leaves.difference_update(ids)
             return Released()
         leaves.difference_update(ids)
-        ready, cancelled = await self._run(sql.release_many, ids, succeeded)
+        ready, cancelled = await self._write(sql.release_many, ids, succeeded)
         if ready:
             self._wake()
         return Released(ready=ready, cancelled=cancelled)

@@ -98,7 +98,7 @@ class AsyncSQLiteResultStorage(SQLiteComponent, BaseResultStorage):
         if not rows:
             return
         db = await self._ensure()
-        await db.run(store_results, rows)
+        await db.run_write(store_results, rows)
         db.signal("results").notify()
 
     async def get(self, task_id: str) -> TaskResult | None:

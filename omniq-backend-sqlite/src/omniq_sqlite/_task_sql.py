@@ -195,12 +195,15 @@ def insert_new(conn: sqlite3.Connection, rows: list[Encoded]) -> list[TaskStatus
     stored status, as the contract asks.
     """
     begin_immediate(conn)
+    # a savepoint, not ROLLBACK: other writes may share this transaction (group commit)
+    conn.execute("SAVEPOINT insert_new")
     before = conn.total_changes
     conn.executemany(INSERT_NEW_SQL, rows)
-    if conn.total_changes - before == len(rows):
-        return [TaskStatus.PENDING] * len(rows)
-    conn.execute("ROLLBACK")
-    return None
+    inserted = conn.total_changes - before == len(rows)
+    if not inserted:
+        conn.execute("ROLLBACK TO insert_new")
+    conn.execute("RELEASE insert_new")
+    return [TaskStatus.PENDING] * len(rows) if inserted else None
 
 
 def enqueue_general(

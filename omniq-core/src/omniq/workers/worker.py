@@ -216,13 +216,20 @@ class AsyncWorker:
         await self._slot_freed.wait()
 
     async def _runner(self) -> None:
-        """One of ``concurrency`` long-lived runners: runs claimed tasks one at a time."""
+        """One of ``concurrency`` long-lived runners: runs claimed tasks one at a time.
+
+        A runner's tasks share one cancel scope (a scope per task costs more than a
+        no-op task): stopping a running task cancels its runner's scope, and the
+        runner opens a new scope for the next task.
+        """
         pending = self._pending
         while True:
-            if not pending:
-                await self._work.wait()
-                continue
-            await self._run_task(pending.popleft())
+            with anyio.CancelScope() as scope:
+                while not scope.cancel_called:
+                    if not pending:
+                        await self._work.wait()
+                        continue
+                    await self._run_task(pending.popleft(), scope)
 
     async def _idle(self) -> bool:
         """Burst mode: True when nothing runs here and nothing is pending or running."""
@@ -236,20 +243,21 @@ class AsyncWorker:
 
     # --- running one task ------------------------------------------------------------------
 
-    async def _run_task(self, task: Task) -> None:
-        scope = anyio.CancelScope()
+    async def _run_task(self, task: Task, scope: anyio.CancelScope) -> None:
+        """Run one task; ``scope`` (its runner's) is what cancels it (see ``_runner``)."""
         self._running[task.id] = (task, scope)
         t0 = time.perf_counter()
         try:
-            with scope:
-                await self._execute(task)
+            await self._execute(task)
             took = time.perf_counter() - t0
             avg = self._avg_run
             self._avg_run = took if avg is None else avg + 0.1 * (took - avg)
-            if scope.cancelled_caught:
-                log.info("task %s stopped: cancelled, or its claim was lost", task.id)
         except Exception:
             log.exception("internal error while handling task %s", task.id)
+        except BaseException:
+            if scope.cancel_called:
+                log.info("task %s stopped: cancelled, or its claim was lost", task.id)
+            raise
         finally:
             self._running.pop(task.id, None)
             self._slot_freed.set()
