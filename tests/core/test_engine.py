@@ -19,7 +19,12 @@ from omniq import (
     TaskFailedError,
     TaskStatus,
 )
-from omniq.errors import ConfigurationError, DependencyCycleError, TaskExpiredError
+from omniq.errors import (
+    BackendError,
+    ConfigurationError,
+    DependencyCycleError,
+    TaskExpiredError,
+)
 
 
 @pytest.fixture
@@ -54,6 +59,38 @@ def test_bulk_map_and_async_tasks(oq: OmniQ) -> None:
     with oq.start_worker_sync(worker="async", concurrency=16):
         hs = double.map_sync(range(300))
         assert [h.result_sync(timeout=20) for h in hs] == [2 * i for i in range(300)]
+
+
+@pytest.mark.anyio
+async def test_map_sends_batches_in_order_and_raises_a_failed_batch_plainly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with AsyncOmniQ(task_queue="memory://") as oq:
+
+        @oq.task
+        async def one(x: int) -> int:
+            return x
+
+        handles = await one.map(range(25), batch_size=10)
+        stored = {t.id: t.args for t in await oq.task_queue.list(limit=100)}
+        assert [stored[h.id] for h in handles] == [(i,) for i in range(25)]
+
+        queue = oq.task_queue
+        original = queue.enqueue_many
+        calls = 0
+
+        async def second_batch_fails(tasks: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise BackendError("the server went away")
+            return await original(tasks)
+
+        monkeypatch.setattr(queue, "enqueue_many", second_batch_fails)
+        with pytest.raises(BackendError, match="went away"):  # not an ExceptionGroup
+            await one.map(range(30), batch_size=10)
+        assert calls == 2  # no batch is sent once one has failed
+        assert await queue.count() == 25 + 10
 
 
 def test_queue_order_then_priority(oq: OmniQ) -> None:

@@ -444,9 +444,30 @@ class AsyncOmniQ:
         batch_size: int = 500,
     ) -> list[TaskHandle[R]]:
         """Enqueue many calls of one task function, one round trip per batch."""
-        tasks = self.build_tasks(tf, calls)
-        for i in range(0, len(tasks), batch_size):
-            await self.enqueue_prepared(tasks[i : i + batch_size])
+        calls = list(calls)
+        if len(calls) <= batch_size:
+            tasks = self.build_tasks(tf, calls)
+            await self.enqueue_prepared(tasks)
+            return [TaskHandle(self, t.id, tf.result_type) for t in tasks]
+        tasks = []
+        # each batch goes out as soon as it is built, while the next one is built: a
+        # backend may pipeline them or, like SQLite, write the batches that wait for its
+        # connection in one transaction
+        sent: list[asyncio.Future[list[TaskStatus]]] = []
+        try:
+            for i in range(0, len(calls), batch_size):
+                if any(f.done() and (f.cancelled() or f.exception()) for f in sent):
+                    break  # a batch failed: send no more
+                batch = self.build_tasks(tf, calls[i : i + batch_size])
+                tasks.extend(batch)
+                sent.append(asyncio.ensure_future(self.enqueue_prepared(batch)))
+                await asyncio.sleep(0)
+        finally:
+            # every batch sent has ended (stored or failed) before an error is raised
+            outcomes = await asyncio.gather(*sent, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return [TaskHandle(self, t.id, tf.result_type) for t in tasks]
 
     async def enqueue_prepared(self, tasks: list[Task]) -> list[TaskStatus]:

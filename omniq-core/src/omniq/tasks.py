@@ -221,7 +221,10 @@ class TaskFunction(Generic[P, R]):
         self, arg_list: Iterable[Sequence[Any] | Any], *, batch_size: int = 500
     ) -> list[TaskHandle[R]]:
         """Enqueue one run per item (a tuple of positional args, or a single arg), in
-        batches of ``batch_size`` (one backend round trip per batch)."""
+        batches of ``batch_size`` (one backend call per batch; each batch is sent as soon
+        as it is built, so batches overlap). If a batch fails, no further batch is sent
+        and its error is raised once the batches in flight have ended (those may be
+        stored)."""
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
             (tuple(a) if isinstance(a, (tuple, list)) else (a,), {}) for a in arg_list
         ]
