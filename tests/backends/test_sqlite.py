@@ -27,6 +27,7 @@ from omniq_sqlite import (
     AsyncSQLiteResultStorage,
     AsyncSQLiteScheduleStorage,
 )
+from omniq_sqlite._staging import expand
 
 Factory = Callable[[], Awaitable[Any]]
 
@@ -59,13 +60,15 @@ class SQLiteFixtures:
     make_event_storage = component_factory(AsyncSQLiteEventStorage)
     make_schedule_storage = component_factory(AsyncSQLiteScheduleStorage)
 
+    queue_options: dict[str, Any] = {}
+
     @pytest.fixture
     def process_spec(self, sqlite_url: str) -> dict[str, Any]:
         return {
             "task_queue": {
                 "class": "omniq_sqlite:AsyncSQLiteQueue",
                 "url": sqlite_url,
-                "options": {},
+                "options": self.queue_options,
             },
             "schedule_storage": {
                 "class": "omniq_sqlite:AsyncSQLiteScheduleStorage",
@@ -79,6 +82,7 @@ class SQLiteFixtures:
         async def corrupt(task_queue: AsyncSQLiteQueue, task_id: str) -> None:
             # a separate, plain connection: what a damaged disk or a foreign writer does
             with sqlite3.connect(task_queue.path, timeout=10) as conn:
+                expand(conn)  # a task of a staged bulk enqueue gets its own row first
                 garbage = b"\x01\xc1 garbage, not msgpack"
                 conn.execute("UPDATE tasks SET data = ? WHERE id = ?", (garbage, task_id))
             conn.close()
@@ -88,6 +92,14 @@ class SQLiteFixtures:
 
 class TestSQLiteQueue(SQLiteFixtures, TaskQueueConformance):
     pass
+
+
+class TestSQLiteQueueStaged(SQLiteFixtures, TaskQueueConformance):
+    """The whole queue contract again with every bulk enqueue staged (``stage_min=1``):
+    staged tasks must be indistinguishable from inserted ones."""
+
+    queue_options = {"stage_min": 1}
+    make_task_queue = component_factory(AsyncSQLiteQueue, **queue_options)
 
 
 class TestSQLiteResultStorage(SQLiteFixtures, ResultStorageConformance):

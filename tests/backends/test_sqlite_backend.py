@@ -95,6 +95,8 @@ def test_url_options_in_query_and_keywords() -> None:
         ("sqlite:///x.db?synchronous=fast", "synchronous"),
         ("sqlite:///x.db?busy_timeout=-1", "busy_timeout"),
         ("sqlite:///x.db?colour=blue", "known options"),
+        ("sqlite:///x.db?stage_min=-1", "stage_min"),
+        ("sqlite:///x.db?stage_min=many", "stage_min"),
     ],
 )
 def test_bad_urls_and_options(url: str, match: str) -> None:

@@ -113,6 +113,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE status IN ('pending', 'waiting') AND expires_at IS NOT NULL",
         ),
     ),
+    Migration(
+        3,
+        "staged bulk enqueues: one row per batch of new tasks, expanded by the next reader",
+        (
+            # A bulk enqueue of new tasks without dependencies writes its task rows as one
+            # blob here (one B-tree insert instead of three per task); the first claim,
+            # read or conflicting enqueue moves them into `tasks` (see _staging.py).
+            # first_id/last_id bound the batch's ids, which are strictly increasing, so
+            # an id conflict is found with one range probe. `error` marks a blob that
+            # could not be decoded: it is kept for inspection and never retried.
+            """CREATE TABLE task_batches (
+                seq INTEGER PRIMARY KEY,
+                first_id TEXT NOT NULL,
+                last_id TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                rows BLOB NOT NULL,
+                error TEXT
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -16,6 +16,7 @@ from omniq_sqlite import _task_sql as sql
 from omniq_sqlite._component import SQLiteComponent
 from omniq_sqlite._database import Database, Poll
 from omniq_sqlite._results import AsyncSQLiteResultStorage, store_results
+from omniq_sqlite._staging import expand, overlaps_staged
 
 
 class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
@@ -65,7 +66,10 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         """Store several tasks in one transaction (encoded off the event loop)."""
         if not tasks:
             return []
-        statuses = await self._write(sql.enqueue_tasks, self.serializer, builtins.list(tasks))
+        stage_min = self._db.options.stage_min
+        statuses = await self._write(
+            sql.enqueue_tasks, self.serializer, builtins.list(tasks), stage_min
+        )
         self._wake()
         return statuses
 
@@ -242,5 +246,7 @@ def _complete_with_results(
 
 
 def _get(conn: Any, serializer: SerializationManager, task_id: str) -> Task | None:
+    if overlaps_staged(conn, task_id, task_id):
+        expand(conn)
     row = conn.execute(f"SELECT {sql.TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
     return None if row is None else sql.to_task(serializer, row, time.time())

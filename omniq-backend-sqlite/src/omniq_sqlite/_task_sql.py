@@ -21,6 +21,14 @@ from omniq.errors import SerializationError
 from omniq.models import Task, TaskStatus
 from omniq.serialization.manager import SerializationManager
 from omniq_sqlite._database import begin_immediate
+from omniq_sqlite._staging import (
+    INSERT_NEW_SQL,
+    Encoded,
+    expand,
+    has_staged,
+    overlaps_staged,
+    stage,
+)
 
 log = logging.getLogger("omniq.sqlite")
 
@@ -33,11 +41,6 @@ TASK_COLUMNS = (
     "worker_id, error, data"
 )
 
-#: The fast path of tasks without dependencies: every new task is PENDING.
-INSERT_NEW_SQL = (
-    "INSERT INTO tasks (id, queue, status, priority, due, run_at, expires_at, created_at, "
-    "data) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
-)
 INSERT_SQL = (
     "INSERT INTO tasks (id, queue, status, priority, due, run_at, expires_at, error, "
     "created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
@@ -100,8 +103,6 @@ UNCLAIM_SQL = (
 )
 
 Row = tuple[Any, ...]
-#: (id, queue, priority, due, run_at, expires_at, created_at, data)
-Encoded = tuple[str, str, int, float, float | None, float | None, float, bytes]
 
 
 # --- rows <-> tasks ------------------------------------------------------------------------
@@ -195,6 +196,8 @@ def insert_new(conn: sqlite3.Connection, rows: list[Encoded]) -> list[TaskStatus
     stored status, as the contract asks.
     """
     begin_immediate(conn)
+    if overlaps_staged(conn, min(r[0] for r in rows), max(r[0] for r in rows)):
+        expand(conn)  # a staged task may have one of these ids
     # a savepoint, not ROLLBACK: other writes may share this transaction (group commit)
     conn.execute("SAVEPOINT insert_new")
     before = conn.total_changes
@@ -216,6 +219,7 @@ def enqueue_general(
     """
     now = time.time()
     begin_immediate(conn)
+    expand(conn)  # staged tasks count as stored: for existing ids and dependencies
     known: dict[str, TaskStatus] = {
         tid: effective(st, exp, now)
         for tid, st, exp in conn.execute(
@@ -254,9 +258,16 @@ def enqueue_general(
 
 
 def enqueue_tasks(
-    conn: sqlite3.Connection, serializer: SerializationManager, tasks: Sequence[Task]
+    conn: sqlite3.Connection,
+    serializer: SerializationManager,
+    tasks: Sequence[Task],
+    stage_min: int = 0,
 ) -> list[TaskStatus]:
-    """Encode (off the event loop) and insert ``tasks`` in one transaction."""
+    """Encode (off the event loop) and insert ``tasks`` in one transaction.
+
+    At least ``stage_min`` (> 0) new tasks without dependencies are staged as one row
+    (see :mod:`omniq_sqlite._staging`).
+    """
     enc = serializer.encode_task
     rows: list[Encoded] = [
         (t.id, t.queue, t.priority, t.created_at if t.run_at is None else t.run_at,
@@ -264,6 +275,8 @@ def enqueue_tasks(
         for t in tasks
     ]  # fmt: skip
     if not any(t.depends_on for t in tasks):
+        if 0 < stage_min <= len(rows) and stage(conn, rows):
+            return [TaskStatus.PENDING] * len(rows)
         statuses = insert_new(conn, rows)
         if statuses is not None:
             return statuses
@@ -306,9 +319,10 @@ def claim(
     waiter need not re-check soon).
     """
     now = time.time()
-    if not _has_work(conn, queues, now):
+    if not (has_staged(conn) or _has_work(conn, queues, now)):
         return [], _has_timed(conn, queues)
     begin_immediate(conn)
+    expand(conn)
     conn.execute(RECOVER_SQL, (now,))
     claimed: list[Task] = []
     decode = serializer.decode_task
@@ -513,6 +527,7 @@ def select_tasks(
     limit: int,
 ) -> list[Task]:
     """Tasks in insertion order, filtered by queue and effective status."""
+    expand(conn)
     now = time.time()
     cond, params = status_filter(status, now)
     if queue is not None:
@@ -529,6 +544,7 @@ def select_tasks(
 
 def count_tasks(conn: sqlite3.Connection, queue: str | None, status: TaskStatus | None) -> int:
     """Number of tasks, filtered by queue and effective status."""
+    expand(conn)
     cond, params = status_filter(status, time.time())
     if queue is not None:
         cond, params = f"queue = ? AND {cond}", [queue, *params]
@@ -540,6 +556,7 @@ def cancel(conn: sqlite3.Connection, task_id: str, reason: str) -> bool:
     """Cancel a task that is not (effectively) final."""
     now = time.time()
     begin_immediate(conn)
+    expand(conn)
     cur = conn.execute(
         "UPDATE tasks SET status = 'cancelled', lease_until = NULL, error = ? "
         "WHERE id = ? AND (status = 'running' OR (status IN ('pending', 'waiting') "
@@ -556,9 +573,11 @@ def purge(conn: sqlite3.Connection, queue: str | None) -> int:
     """Delete the tasks of one queue (or all) and their dependency rows."""
     begin_immediate(conn)
     if queue is None:
-        n = conn.execute("DELETE FROM tasks").rowcount
+        staged = conn.execute("DELETE FROM task_batches RETURNING size").fetchall()
+        n = sum(size for (size,) in staged) + conn.execute("DELETE FROM tasks").rowcount
         conn.execute("DELETE FROM task_deps")
     else:
+        expand(conn)
         n = conn.execute("DELETE FROM tasks WHERE queue = ?", (queue,)).rowcount
         conn.execute("DELETE FROM task_deps WHERE task_id NOT IN (SELECT id FROM tasks)")
     return int(n)
@@ -568,6 +587,7 @@ def expire(conn: sqlite3.Connection, now: float) -> list[str]:
     """Mark pending/waiting tasks past their TTL EXPIRED; return them and the tasks found
     expired at claim time since the last call."""
     begin_immediate(conn)
+    expand(conn)
     seen = [
         r[0]
         for r in conn.execute(

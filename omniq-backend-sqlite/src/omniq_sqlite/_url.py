@@ -54,6 +54,10 @@ class SQLiteOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     """Create a missing parent directory (always done for a ``.omniq`` directory)."""
     poll_interval: float = 0.05
     """Longest sleep between polls of ``dequeue(wait=...)`` / ``wait()`` (seconds)."""
+    stage_min: int = 64
+    """A bulk enqueue of at least this many new tasks without dependencies is written as
+    one staged row and expanded into the task table by the next claim or read (bulk
+    enqueue several times faster); 0 turns staging off."""
 
     def validate(self) -> SQLiteOptions:
         """Return self, or raise ConfigurationError naming the bad option."""
@@ -61,6 +65,11 @@ class SQLiteOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
             raise ConfigurationError(
                 f"invalid SQLite option synchronous={self.synchronous!r}: expected one of "
                 f"{', '.join(SYNCHRONOUS_MODES)} (full is the durable default)"
+            )
+        if not (isinstance(self.stage_min, int) and self.stage_min >= 0):
+            raise ConfigurationError(
+                f"invalid SQLite option stage_min={self.stage_min!r}: expected a whole "
+                "number of tasks >= 0 (0 turns staging off)"
             )
         for name in ("busy_timeout", "lock_timeout", "poll_interval"):
             value = getattr(self, name)

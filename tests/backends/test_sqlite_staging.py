@@ -1,0 +1,173 @@
+"""Staged bulk enqueue on SQLite (omniq_sqlite._staging): a batch of new tasks is one row
+in ``task_batches`` until the first claim, read or conflicting enqueue expands it.
+
+The conformance suite runs once more with every bulk enqueue staged
+(``TestSQLiteQueueStaged`` in test_sqlite.py); these tests pin what it cannot see: that
+staging happens at all, that expansion keeps ids, order and idempotency exact, and that a
+damaged batch does not block the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from omniq.models import Task, TaskStatus
+from omniq.models.ids import new_ids
+from omniq_sqlite import AsyncSQLiteQueue
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def tasks(n: int, **fields: Any) -> list[Task]:
+    ids = new_ids(n)
+    return [Task(func="tests:noop", args=(i,), id=tid, **fields) for i, tid in enumerate(ids)]
+
+
+def rows_of(path: Path) -> tuple[int, int]:
+    """(task rows, staged batches) as another connection sees them."""
+    conn = sqlite3.connect(path)
+    try:
+        (stored,) = conn.execute("SELECT count(*) FROM tasks").fetchone()
+        (staged,) = conn.execute("SELECT count(*) FROM task_batches").fetchone()
+    finally:
+        conn.close()
+    return int(stored), int(staged)
+
+
+@pytest.fixture
+async def queue(tmp_path: Path) -> Any:
+    async with AsyncSQLiteQueue(f"sqlite:///{tmp_path / 'q.db'}", stage_min=4) as q:
+        yield q
+
+
+async def test_a_bulk_enqueue_is_one_staged_row_until_read(queue: AsyncSQLiteQueue) -> None:
+    batch = tasks(10)
+    assert await queue.enqueue_many(batch) == [TaskStatus.PENDING] * 10
+    assert rows_of(Path(queue.path)) == (0, 1)
+    got = await queue.get(batch[3].id)  # a read expands the batch first
+    assert got is not None and got.args == (3,) and got.status is TaskStatus.PENDING
+    assert rows_of(Path(queue.path)) == (10, 0)
+    assert [t.id for t in await queue.list()] == [t.id for t in batch]
+
+
+async def test_small_batches_and_disabled_staging_insert_rows(tmp_path: Path) -> None:
+    async with AsyncSQLiteQueue(f"sqlite:///{tmp_path / 'a.db'}", stage_min=4) as q:
+        await q.enqueue_many(tasks(3))
+        assert rows_of(Path(q.path)) == (3, 0)
+    async with AsyncSQLiteQueue(f"sqlite:///{tmp_path / 'b.db'}", stage_min=0) as q:
+        await q.enqueue_many(tasks(50))
+        assert rows_of(Path(q.path)) == (50, 0)
+
+
+async def test_ids_not_increasing_are_inserted_row_by_row(queue: AsyncSQLiteQueue) -> None:
+    batch = tasks(6)
+    batch.reverse()
+    assert await queue.enqueue_many(batch) == [TaskStatus.PENDING] * 6
+    assert rows_of(Path(queue.path)) == (6, 0)
+
+
+@pytest.mark.parametrize("reader", ["count", "list", "claim", "cancel", "purge_queue", "expire"])
+async def test_every_reader_sees_staged_tasks(queue: AsyncSQLiteQueue, reader: str) -> None:
+    batch = tasks(5, queue="q")
+    await queue.enqueue_many(batch)
+    if reader == "count":
+        assert await queue.count("q", TaskStatus.PENDING) == 5
+    elif reader == "list":
+        assert len(await queue.list("q", TaskStatus.PENDING)) == 5
+    elif reader == "claim":
+        got = await queue.dequeue_many(["q"], 10, worker_id="w")
+        assert [t.id for t in got] == [t.id for t in batch]
+    elif reader == "cancel":
+        assert await queue.cancel(batch[2].id)
+        assert await queue.count("q", TaskStatus.CANCELLED) == 1
+    elif reader == "purge_queue":
+        assert await queue.purge("q") == 5
+    else:
+        assert await queue.cleanup_expired(time.time()) == []
+        assert await queue.count("q") == 5
+    assert rows_of(Path(queue.path))[1] == 0
+
+
+async def test_purge_all_counts_staged_tasks(queue: AsyncSQLiteQueue) -> None:
+    await queue.enqueue_many(tasks(7))
+    await queue.enqueue(tasks(1)[0])
+    assert await queue.purge() == 8
+    assert rows_of(Path(queue.path)) == (0, 0)
+
+
+async def test_ttl_of_a_staged_task_is_swept(queue: AsyncSQLiteQueue) -> None:
+    batch = tasks(4, expires_at=time.time() - 1)
+    await queue.enqueue_many(batch)
+    assert await queue.cleanup_expired() == sorted(t.id for t in batch)
+
+
+async def test_claim_order_spans_staged_and_inserted_tasks(queue: AsyncSQLiteQueue) -> None:
+    low = tasks(4, priority=0)
+    await queue.enqueue_many(low)  # staged
+    high = tasks(1, priority=5)[0]
+    await queue.enqueue(high)  # inserted directly, after the staged batch
+    assert rows_of(Path(queue.path)) == (1, 1)
+    got = await queue.dequeue_many(["default"], 10, worker_id="w")
+    assert [t.id for t in got] == [high.id] + [t.id for t in low]
+
+
+async def test_enqueue_stays_idempotent_against_staged_and_stored_ids(
+    queue: AsyncSQLiteQueue,
+) -> None:
+    staged = tasks(5)
+    assert await queue.enqueue_many(staged) == [TaskStatus.PENDING] * 5
+    # one id of the staged batch again (other arguments): the stored task wins
+    assert await queue.enqueue(staged[2].copy(args=("other",))) is TaskStatus.PENDING
+    assert await queue.count() == 5
+    stored = await queue.get(staged[2].id)
+    assert stored is not None and stored.args == (2,)
+    await queue.cancel(staged[0].id)
+    again = [staged[0], *tasks(5)]
+    assert await queue.enqueue_many(again) == [TaskStatus.CANCELLED] + [TaskStatus.PENDING] * 5
+    assert await queue.count() == 10
+
+
+async def test_a_batch_overlapping_a_staged_range_is_not_staged(
+    queue: AsyncSQLiteQueue,
+) -> None:
+    ids, now = new_ids(10), time.time()  # one due time: the claim order is by id
+    first = [Task(func="tests:noop", id=tid, created_at=now) for tid in ids[0::2]]  # staged
+    await queue.enqueue_many(first)
+    assert rows_of(Path(queue.path)) == (0, 1)
+    # interleaved ids: none is stored, but they fall inside the staged range
+    second = [Task(func="tests:noop", id=tid, created_at=now) for tid in ids[1::2]]
+    assert await queue.enqueue_many(second) == [TaskStatus.PENDING] * 5
+    assert rows_of(Path(queue.path)) == (10, 0)
+    got = await queue.dequeue_many(["default"], 20, worker_id="w")
+    assert [t.id for t in got] == ids
+
+
+async def test_a_damaged_batch_is_marked_and_the_queue_goes_on(
+    queue: AsyncSQLiteQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    await queue.enqueue_many(tasks(4))
+    conn = sqlite3.connect(queue.path, isolation_level=None)
+    conn.execute("UPDATE task_batches SET rows = x'c1c1'")
+    conn.close()
+    good = tasks(4)
+    await queue.enqueue_many(good)
+    with caplog.at_level(logging.ERROR, logger="omniq.sqlite"):
+        got = await queue.dequeue_many(["default"], 10, worker_id="w")
+    assert [t.id for t in got] == [t.id for t in good]
+    assert "cannot be decoded" in caplog.text
+    conn = sqlite3.connect(queue.path)
+    (error,) = conn.execute("SELECT error FROM task_batches").fetchone()
+    conn.close()
+    assert "cannot be decoded" in error
+    assert await queue.count() == 4  # and later reads do not trip over it again
