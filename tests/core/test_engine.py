@@ -385,7 +385,10 @@ async def test_prefetched_tasks_are_heartbeated_and_handed_back_on_stop(prefetch
             await w.stop()
         states = [await oq.get_task(h.id) for h in handles]
         assert [t.status for t in states if t] == [TaskStatus.PENDING] * 4
-        assert all("worker stopped" in (t.error or "") for t in states[1 : 1 + prefetch] if t)
+        # the running task's claim counts; the held ones never started and keep attempt 0
+        # (a stop must not use up their retries)
+        assert [t.attempt for t in states if t] == [1, 0, 0, 0]
+        assert states[0] is not None and "worker stopped" in (states[0].error or "")
 
 
 @pytest.mark.anyio

@@ -106,8 +106,10 @@ def test_sigterm_drains_running_tasks_and_hands_back_the_rest(
         statuses = Counter(h.status_sync() for h in hs)
         assert statuses[TaskStatus.RUNNING] == 0, "a running task was abandoned"
         assert statuses[TaskStatus.SUCCESS] >= 1
-        handed_back = [h for h in hs if h.status_sync() is TaskStatus.PENDING]
-        assert any("worker stopped" in (oq.get_task_sync(h.id).error or "") for h in handed_back)
+        handed_back = [oq.get_task_sync(h.id) for h in hs if h.status_sync() is TaskStatus.PENDING]
+        assert len(handed_back) >= 2  # the held ones, at least
+        # held tasks never started: handed back with their claim uncounted (retries kept)
+        assert [t.attempt for t in handed_back if t] == [0] * len(handed_back)
         # nothing lost: a second worker finishes the rest
         proc2 = _worker(backend_url, "--burst", "--concurrency", "6")
         out2, _ = proc2.communicate(timeout=120)

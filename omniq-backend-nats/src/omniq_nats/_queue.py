@@ -318,16 +318,24 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
                 st.note_finished(task.id, rec)
                 await self._drop_held(st, task.id)
             return rec is not None
-        st, rec, rev = await self._transition(
-            task,
-            {
-                "status": TaskStatus.PENDING,
-                "lease_until": None,
-                "error": error,
-                "run_at": retry_at,
-                "lapses": 0,
-            },
-        )
+        change = {
+            "status": TaskStatus.PENDING,
+            "lease_until": None,
+            "error": error,
+            "run_at": retry_at,
+            "lapses": 0,
+        }
+        return await self._requeue(task, change, retry_at)
+
+    async def unclaim(self, task: Task) -> bool:
+        """PENDING again at once without counting the claim; False if stale."""
+        change = {"status": TaskStatus.PENDING, "lease_until": None, "attempt": task.attempt - 1}
+        return await self._requeue(task, change, time.time())
+
+    async def _requeue(self, task: Task, change: dict[str, Any], retry_at: float) -> bool:
+        """Apply ``change`` (back to PENDING) to the claim and make the task claimable
+        again at ``retry_at``; False if the claim is stale."""
+        st, rec, rev = await self._transition(task, change)
         if rec is None:
             return False
         held = st.held.pop(task.id, None)

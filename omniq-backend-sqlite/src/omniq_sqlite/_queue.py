@@ -174,6 +174,13 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
             self._wake()
         return ok
 
+    async def unclaim(self, task: Task) -> bool:
+        """PENDING again at once without counting the claim; False for a stale claim."""
+        ok = await self._fenced(("unclaim", task.id, task.attempt))
+        if ok:
+            self._wake()
+        return ok
+
     async def heartbeat(self, task: Task, lease: float | None = None) -> bool:
         """Extend the lease; False when the claim is no longer current."""
         return await self._fenced(("heartbeat", task.id, task.attempt, lease or self.default_lease))

@@ -413,7 +413,8 @@ def _with_dependents(conn: sqlite3.Connection, task_ids: Sequence[str]) -> set[s
 
 
 def fenced(conn: sqlite3.Connection, ops: list[FenceOp]) -> list[bool]:
-    """Apply complete/fail/heartbeat operations; True where the claim was current."""
+    """Apply complete/fail/unclaim/heartbeat operations; True where the claim was
+    current."""
     begin_immediate(conn)
     now = time.time()
     out: list[bool] = []
@@ -425,6 +426,8 @@ def fenced(conn: sqlite3.Connection, ops: list[FenceOp]) -> list[bool]:
             retry_at, error = op[3], op[4]
             status = "failed" if retry_at is None else "pending"
             cur = conn.execute(FAIL_SQL, (status, error, retry_at, retry_at, tid, attempt))
+        elif kind == "unclaim":
+            cur = conn.execute(UNCLAIM_SQL, (tid, attempt))
         else:
             cur = conn.execute(HEARTBEAT_SQL, (now + op[3], tid, attempt))
         out.append(cur.rowcount == 1)

@@ -208,6 +208,16 @@ class BaseTaskQueue(StorageComponent):
         """Record a failed run: PENDING again at ``retry_at``, or FAILED when None.
         False (nothing changed) for a stale claim."""
 
+    async def unclaim(self, task: Task) -> bool:
+        """Give back a claim whose task has not started (a stopping worker's prefetched
+        tasks): PENDING again at once, and the claim does not count -- ``attempt`` goes
+        back, so the task keeps every retry. False (nothing changed) for a stale claim.
+
+        This default calls ``fail(task, now)``, which counts the claim; backends
+        override it to restore the attempt (the conformance suite checks that they do).
+        """
+        return await self.fail(task, time.time(), error="handed back by a stopping worker")
+
     @abstractmethod
     async def heartbeat(self, task: Task, lease: float | None = None) -> bool:
         """Extend a claim's lease. False when the claim is no longer current (lease lost

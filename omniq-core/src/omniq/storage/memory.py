@@ -266,6 +266,17 @@ class AsyncMemoryQueue(BaseTaskQueue):
         self._s.notifier.notify_all()
         return True
 
+    async def unclaim(self, task: Task) -> bool:
+        with self._s.lock:
+            t = self._current(task)
+            if t is None:
+                return False
+            t.status, t.lease_until = TaskStatus.PENDING, None
+            t.attempt -= 1
+            self._push_pending(t, time.time())
+        self._s.notifier.notify_all()
+        return True
+
     async def heartbeat(self, task: Task, lease: float | None = None) -> bool:
         with self._s.lock:
             t = self._current(task)

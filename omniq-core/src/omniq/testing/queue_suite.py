@@ -135,6 +135,23 @@ class TaskQueueConformance(ConformanceBase):
         again = await task_queue.dequeue(["default"], worker_id="w", wait=5)
         assert again is not None and again.id == c.id and again.attempt == 2
 
+    async def test_unclaim_gives_the_task_back_uncounted(self, task_queue: BaseTaskQueue) -> None:
+        first, second = make_task(1), make_task(2)
+        await task_queue.enqueue_many([first, second])
+        claimed = await task_queue.dequeue_many(["default"], 2, worker_id="w")
+        assert [c.id for c in claimed] == [first.id, second.id]
+        assert await task_queue.unclaim(claimed[1])
+        assert not await task_queue.unclaim(claimed[1])  # no longer this claim
+        stored = await task_queue.get(second.id)
+        assert stored is not None and stored.status is TaskStatus.PENDING
+        again = await task_queue.dequeue(["default"], worker_id="w2", wait=5)
+        assert again is not None and again.id == second.id
+        if type(task_queue).unclaim is not BaseTaskQueue.unclaim:
+            # the backend implements unclaim: the handed-back claim did not count
+            assert again.attempt == 1
+        assert await task_queue.complete(again)
+        assert await task_queue.complete(claimed[0])
+
     # --- exclusive claim -------------------------------------------------------------
 
     async def test_exclusive_claim_concurrent_consumers(self, make_task_queue: Factory) -> None:

@@ -137,7 +137,7 @@ class AsyncWorker:
         # taken out before the first await, so no runner starts one while it is handed back
         held = list(self._pending)
         self._pending.clear()
-        await self._hand_back(held)
+        await self._hand_back(held, started=False)
         with anyio.move_on_after(self.shutdown_grace):
             while self._running:
                 await anyio.sleep(0.01)
@@ -145,14 +145,19 @@ class AsyncWorker:
             log.warning("grace period over: handing back %d running tasks", len(self._running))
             for _, scope in list(self._running.values()):
                 scope.cancel()
-            await self._hand_back([t for t, _ in self._running.values()])
+            await self._hand_back([t for t, _ in self._running.values()], started=True)
 
-    async def _hand_back(self, tasks: list[Task]) -> None:
-        # release the claims at once instead of waiting for the leases to lapse
+    async def _hand_back(self, tasks: list[Task], *, started: bool) -> None:
+        """Release the claims at once instead of waiting for the leases to lapse. A task
+        that never started keeps its attempt (``unclaim``); one stopped mid-run counts."""
+        queue = self.oq.task_queue
         with anyio.CancelScope(shield=True):
             for task in tasks:
                 try:
-                    await self.oq.task_queue.fail(task, time.time(), error="worker stopped")
+                    if started:
+                        await queue.fail(task, time.time(), error="worker stopped")
+                    else:
+                        await queue.unclaim(task)
                 except Exception:
                     log.exception("could not hand back task %s; its lease will lapse", task.id)
 
