@@ -121,13 +121,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             # blob here (one B-tree insert instead of three per task); the first claim,
             # read or conflicting enqueue moves them into `tasks` (see _staging.py).
             # first_id/last_id bound the batch's ids, which are strictly increasing, so
-            # an id conflict is found with one range probe. `error` marks a blob that
-            # could not be decoded: it is kept for inspection and never retried.
+            # an id conflict is found with one range probe. `queue` (NULL when the
+            # batch spans queues) and `expires_min` (the earliest TTL, NULL for none) let
+            # count() include staged tasks without expanding them. `error` marks a blob
+            # that could not be decoded: it is kept for inspection and never retried.
             """CREATE TABLE task_batches (
                 seq INTEGER PRIMARY KEY,
                 first_id TEXT NOT NULL,
                 last_id TEXT NOT NULL,
                 size INTEGER NOT NULL,
+                queue TEXT,
+                expires_min REAL,
                 rows BLOB NOT NULL,
                 error TEXT
             )""",

@@ -6,10 +6,11 @@ small rows. A bulk enqueue of at least ``SQLiteOptions.stage_min`` new tasks wit
 dependencies therefore writes its task rows, already encoded, as one blob in
 ``task_batches`` and returns: the batch is as durable as any commit.
 
-The first transaction that needs the tasks -- a claim, ``get``/``list``/``count``,
-``cancel``, ``purge``, the TTL sweep, an enqueue with dependencies or with an id inside
-a staged batch -- calls :func:`expand` first, which moves every staged row into
-``tasks`` in that same write transaction. Readers therefore never see a staged task
+``count`` adds staged tasks from the batch columns (queue, size, earliest TTL) without
+expanding them. The first transaction that needs the tasks themselves -- a claim,
+``get``/``list``, ``cancel``, ``purge``, the TTL sweep, an enqueue with dependencies or
+with an id inside a staged batch -- calls :func:`expand` first, which moves every staged
+row into ``tasks`` in that same write transaction. Readers therefore never see a staged task
 missing, and the claim order is the one the tasks would have had if inserted directly.
 
 Idempotency by id stays exact: a batch is staged only when its ids are strictly
@@ -24,6 +25,7 @@ import sqlite3
 
 import msgspec
 
+from omniq.models import TaskStatus
 from omniq_sqlite._database import begin_immediate
 
 log = logging.getLogger("omniq.sqlite")
@@ -78,11 +80,42 @@ def stage(conn: sqlite3.Connection, rows: list[Encoded]) -> bool:
         return False
     if overlaps_staged(conn, first_id, last_id):
         return False
+    queue: str | None = rows[0][1]
+    if any(row[1] != queue for row in rows):
+        queue = None
+    ttls = [row[5] for row in rows if row[5] is not None]
     conn.execute(
-        "INSERT INTO task_batches (first_id, last_id, size, rows) VALUES (?, ?, ?, ?)",
-        (first_id, last_id, len(rows), _encoder.encode(rows)),
+        "INSERT INTO task_batches (first_id, last_id, size, queue, expires_min, rows) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (first_id, last_id, len(rows), queue, min(ttls) if ttls else None, _encoder.encode(rows)),
     )
     return True
+
+
+def staged_count(
+    conn: sqlite3.Connection, queue: str | None, status: TaskStatus | None, now: float
+) -> int | None:
+    """How many staged tasks ``count(queue, status)`` must include, read from the batch
+    columns alone; None when only expanding can tell (a batch spanning queues under a
+    queue filter, or one whose earliest TTL has passed)."""
+    if status not in (None, TaskStatus.PENDING, TaskStatus.EXPIRED):
+        return 0  # a staged task is PENDING, or EXPIRED once past its TTL
+    total = 0
+    for batch_queue, expires_min, size in conn.execute(
+        "SELECT queue, expires_min, size FROM task_batches WHERE error IS NULL"
+    ):
+        if queue is not None and batch_queue != queue:
+            if batch_queue is None:
+                return None
+            continue
+        some_expired = expires_min is not None and expires_min <= now
+        if status is None:
+            total += size
+        elif some_expired:
+            return None
+        elif status is TaskStatus.PENDING:
+            total += size
+    return total
 
 
 def expand(conn: sqlite3.Connection) -> int:

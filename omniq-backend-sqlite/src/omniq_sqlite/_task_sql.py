@@ -28,6 +28,7 @@ from omniq_sqlite._staging import (
     has_staged,
     overlaps_staged,
     stage,
+    staged_count,
 )
 
 log = logging.getLogger("omniq.sqlite")
@@ -546,13 +547,18 @@ def select_tasks(
 
 
 def count_tasks(conn: sqlite3.Connection, queue: str | None, status: TaskStatus | None) -> int:
-    """Number of tasks, filtered by queue and effective status."""
-    expand(conn)
-    cond, params = status_filter(status, time.time())
+    """Number of tasks, filtered by queue and effective status. Staged tasks are
+    counted from their batch row (expanded only when that cannot tell)."""
+    now = time.time()
+    staged = staged_count(conn, queue, status, now) if has_staged(conn) else 0
+    if staged is None:
+        expand(conn)
+        staged = 0
+    cond, params = status_filter(status, now)
     if queue is not None:
         cond, params = f"queue = ? AND {cond}", [queue, *params]
     (n,) = conn.execute(f"SELECT count(*) FROM tasks WHERE {cond}", params).fetchone()
-    return int(n)
+    return int(n) + staged
 
 
 def cancel(conn: sqlite3.Connection, task_id: str, reason: str) -> bool:
