@@ -132,7 +132,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 size INTEGER NOT NULL,
                 queue TEXT,
                 expires_min REAL,
-                rows BLOB NOT NULL,
+                rows BLOB NOT NULL,  -- zlib-compressed msgpack list of task rows
                 error TEXT
             )""",
         ),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import zlib
 
 import msgspec
 
@@ -47,6 +48,17 @@ _ID_IN_RANGE_SQL = "SELECT 1 FROM tasks WHERE id BETWEEN ? AND ? LIMIT 1"
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Encoded])
+
+
+def _pack(rows: list[Encoded]) -> bytes:
+    # zlib level 1: a map() batch is very repetitive (same function, queue, times, id
+    # prefixes): ~160 -> ~6 bytes per task for ~0.2 us, so the commit writes (and fsyncs)
+    # a fraction of the pages
+    return zlib.compress(_encoder.encode(rows), 1)
+
+
+def _unpack(blob: bytes) -> list[Encoded]:
+    return _decoder.decode(zlib.decompress(blob))
 
 
 def has_staged(conn: sqlite3.Connection) -> bool:
@@ -87,7 +99,7 @@ def stage(conn: sqlite3.Connection, rows: list[Encoded]) -> bool:
     conn.execute(
         "INSERT INTO task_batches (first_id, last_id, size, queue, expires_min, rows) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (first_id, last_id, len(rows), queue, min(ttls) if ttls else None, _encoder.encode(rows)),
+        (first_id, last_id, len(rows), queue, min(ttls) if ttls else None, _pack(rows)),
     )
     return True
 
@@ -134,8 +146,8 @@ def expand(conn: sqlite3.Connection) -> int:
     ).fetchall()
     for seq, size, blob in batches:
         try:
-            rows = _decoder.decode(blob)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            rows = _unpack(blob)
+        except (zlib.error, msgspec.DecodeError, msgspec.ValidationError) as e:
             message = f"staged batch cannot be decoded: {e}"
             log.error("SQLite task_batches row %s (%s tasks): %s", seq, size, message)
             conn.execute("UPDATE task_batches SET error = ? WHERE seq = ?", (message, seq))
