@@ -19,6 +19,7 @@ import pytest
 
 from omniq.models import Task, TaskStatus
 from omniq.models.ids import new_ids
+from omniq.serialization.manager import SerializationManager
 from omniq_sqlite import AsyncSQLiteQueue
 
 pytestmark = pytest.mark.anyio
@@ -203,3 +204,43 @@ async def test_a_damaged_batch_is_marked_and_the_queue_goes_on(
     conn.close()
     assert "cannot be decoded" in error
     assert await queue.count() == 4  # and later reads do not trip over it again
+
+
+class Point:
+    """Not msgpack-native: encoded through the signed dill extension."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+
+@pytest.mark.parametrize("dill", [False, True])
+async def test_staged_tasks_keep_their_exact_payload(tmp_path: Path, dill: bool) -> None:
+    signed = SerializationManager(secret_key="staging-test-key")
+    async with AsyncSQLiteQueue(
+        f"sqlite:///{tmp_path / 'p.db'}", stage_min=4, serializer=signed
+    ) as queue:
+        await _check_payloads(queue, dill)
+
+
+async def _check_payloads(queue: AsyncSQLiteQueue, dill: bool) -> None:
+    batch = [
+        Task(func="tests:noop", id=tid, args=(Point(i), b"\x00bytes", {"k": [i]}),
+             kwargs={"when": 1.5}, metadata={"m": i}, serializer="dill" if dill else None)
+        for i, tid in enumerate(new_ids(6))
+    ]  # fmt: skip
+    await queue.enqueue_many(batch)
+    # dill tasks are encoded one by one, so they are inserted, not staged
+    assert rows_of(Path(queue.path)) == ((6, 0) if dill else (0, 1))
+    got = await queue.dequeue_many(["default"], 10, worker_id="w")
+    assert [t.id for t in got] == [t.id for t in batch]
+    for i, t in enumerate(got):
+        assert isinstance(t.args[0], Point) and t.args[0].x == i
+        assert t.args[1:] == (b"\x00bytes", {"k": [i]}) and t.kwargs == {"when": 1.5}
+        assert t.metadata == {"m": i}
+    # the stored bytes are exactly what a direct insert stores
+    conn = sqlite3.connect(queue.path)
+    stored = dict(conn.execute("SELECT id, data FROM tasks").fetchall())
+    conn.close()
+    ser = queue.serializer
+    for t in got:
+        assert ser.decode_task(stored[t.id]).args[1:] == t.args[1:]

@@ -60,6 +60,16 @@ class TestTask:
         assert len(ids) == 3004 and ids == sorted(ids) and len(set(ids)) == len(ids)
         assert all(len(i) == 26 for i in ids)
 
+    def test_id_tails_keep_14_digits_when_the_counter_passes_them(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from omniq.models import ids as ids_module
+
+        monkeypatch.setattr(ids_module, "_last_ms", 2**46)  # "now" is always earlier
+        monkeypatch.setattr(ids_module, "_seq", ids_module._TAIL_MASK - 1)
+        tails = [i[12:] for i in new_ids(3)]
+        assert tails == ["ffffffffffffff", "00000000000000", "00000000000001"]
+
     def test_id_encodes_creation_time(self) -> None:
         before = datetime.now(UTC).timestamp()
         i = new_id()

@@ -269,15 +269,16 @@ def enqueue_tasks(
     At least ``stage_min`` (> 0) new tasks without dependencies are staged as one row
     (see :mod:`omniq_sqlite._staging`).
     """
+    plain = not any(t.depends_on for t in tasks)
+    if plain and 0 < stage_min <= len(tasks) and stage(conn, serializer, tasks):
+        return [TaskStatus.PENDING] * len(tasks)
     enc = serializer.encode_task
     rows: list[Encoded] = [
         (t.id, t.queue, t.priority, t.created_at if t.run_at is None else t.run_at,
          t.run_at, t.expires_at, t.created_at, enc(t))
         for t in tasks
     ]  # fmt: skip
-    if not any(t.depends_on for t in tasks):
-        if 0 < stage_min <= len(rows) and stage(conn, rows):
-            return [TaskStatus.PENDING] * len(rows)
+    if plain:
         statuses = insert_new(conn, rows)
         if statuses is not None:
             return statuses

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 
+_TAIL_MASK = 0xFFFFFFFFFFFFFF  # 14 hex digits
 _lock = threading.Lock()
 _last_ms = 0
 _seq = 0
@@ -34,8 +35,10 @@ def new_ids(n: int) -> list[str]:
             # random start so ids of different processes in the same ms rarely collide
             first = int.from_bytes(os.urandom(7), "big") >> 4
         _seq = first + n - 1
-    prefix = f"{ms:012x}"
-    return [f"{prefix}{seq & 0xFFFFFFFFFFFFFF:014x}" for seq in range(first, first + n)]
+    template = f"{ms:012x}%014x"  # %-formatting: the cheapest per id (bulk enqueue)
+    if first + n - 1 <= _TAIL_MASK:
+        return list(map(template.__mod__, range(first, first + n)))
+    return [template % (seq & _TAIL_MASK) for seq in range(first, first + n)]
 
 
 def id_timestamp(task_id: str) -> float:

@@ -161,6 +161,18 @@ class SerializationManager:
             f"corrupt payload: unknown header byte 0x{header:02x} (expected 0x01 msgpack)"
         )
 
+    def encode_raw(self, obj: Any) -> bytes:
+        """Plain msgpack of ``obj`` (no header byte), extensions as in :meth:`encode`: for
+        backends that store many tasks in one document. A task (without
+        ``serializer="dill"``) embedded in it is exactly :meth:`encode_task`'s bytes after
+        their first byte, so ``b"\\x01" + raw`` restores them (read with ``msgspec.Raw``)."""
+        try:
+            return self._encoder.encode(obj)
+        except SerializationError:
+            raise
+        except (TypeError, ValueError, OverflowError) as e:
+            raise SerializationError(f"cannot encode {type(obj).__qualname__}: {e}") from e
+
     def encode_task(self, task: Task) -> bytes:
         """Encode a task (arguments included)."""
         return self.encode(task)
