@@ -126,6 +126,10 @@ class OmniQSQLite(OmniQSystem):
     name = "OmniQ"
     server = "sqlite"
     backend_dist = "omniq-backend-sqlite"
+    bulk_note = (
+        "`noop.map()` (batches of 500, each staged as one row; the worker's first claim "
+        "moves them into the task table, inside the measured drain)"
+    )
 
     def check(self) -> None:
         try:
