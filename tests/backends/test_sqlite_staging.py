@@ -20,7 +20,8 @@ import pytest
 from omniq.models import Task, TaskStatus
 from omniq.models.ids import new_ids
 from omniq.serialization.manager import SerializationManager
-from omniq_sqlite import AsyncSQLiteQueue
+from omniq_sqlite import AsyncSQLiteQueue, _staging
+from omniq_sqlite._task_sql import claim
 
 pytestmark = pytest.mark.anyio
 
@@ -95,6 +96,8 @@ async def test_every_reader_sees_staged_tasks(queue: AsyncSQLiteQueue, reader: s
     else:
         assert await queue.cleanup_expired(time.time()) == []
         assert await queue.count("q") == 5
+        assert rows_of(Path(queue.path)) == (0, 1)  # no TTL: nothing for the sweep
+        return
     assert rows_of(Path(queue.path))[1] == 0
 
 
@@ -244,3 +247,119 @@ async def _check_payloads(queue: AsyncSQLiteQueue, dill: bool) -> None:
     ser = queue.serializer
     for t in got:
         assert ser.decode_task(stored[t.id]).args[1:] == t.args[1:]
+
+
+# --- expansion only where needed -----------------------------------------------------------
+
+
+async def test_a_claim_expands_only_the_batches_it_needs(queue: AsyncSQLiteQueue) -> None:
+    batches = [tasks(5) for _ in range(3)]
+    for batch in batches:
+        await queue.enqueue_many(batch)
+    got = await queue.dequeue_many(["default"], 3, worker_id="w")
+    assert [t.id for t in got] == [t.id for t in batches[0][:3]]
+    assert rows_of(Path(queue.path)) == (5, 2)
+    got = await queue.dequeue_many(["default"], 5, worker_id="w")
+    assert [t.id for t in got] == [t.id for t in batches[0][3:] + batches[1][:3]]
+    assert rows_of(Path(queue.path)) == (10, 1)
+
+
+def _claim_order_workload(now: float) -> list[list[Task]]:
+    """Enqueue calls whose tasks interleave in claim order: priorities inside and across
+    batches, due times before and after other batches, a delay not yet due."""
+    ids = iter(new_ids(40))
+
+    def make(n: int, **fields: Any) -> list[Task]:
+        return [Task(func="tests:noop", id=next(ids), **fields) for _ in range(n)]
+
+    mixed = make(5, created_at=now - 5)
+    mixed[2] = mixed[2].copy(priority=9)
+    return [
+        make(5, created_at=now - 10),  # staged
+        make(1, created_at=now - 20, priority=1),  # one task: inserted directly
+        mixed,  # staged: one high priority task inside
+        make(5, created_at=now - 30, run_at=now - 1),  # staged, delayed but due: due now-1
+        make(4, created_at=now - 40, priority=3),  # staged, after lower priorities
+        make(4, created_at=now - 50, run_at=now + 600),  # staged, not due yet
+        make(2, created_at=now - 60),  # inserted directly
+    ]
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7])
+async def test_claim_order_is_the_unstaged_order(tmp_path: Path, limit: int) -> None:
+    now = time.time()
+    workload = _claim_order_workload(now)
+    orders = []
+    for stage_min in (4, 0):  # staged, then every task inserted directly
+        async with AsyncSQLiteQueue(
+            f"sqlite:///{tmp_path / f'o{stage_min}.db'}", stage_min=stage_min
+        ) as q:
+            for call in workload:
+                await q.enqueue_many(call)
+            order: list[str] = []
+            while got := await q.dequeue_many(["default"], limit, worker_id="w"):
+                order += [t.id for t in got]
+            orders.append(order)
+            if stage_min:
+                assert rows_of(Path(q.path)) == (22, 1)  # the batch not due stays staged
+    staged, direct = orders
+    assert len(direct) == 22 and staged == direct
+
+
+async def test_a_staged_batch_not_due_is_not_expanded_but_awaited(tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    async with AsyncSQLiteQueue(f"sqlite:///{path}", stage_min=4) as q:
+        await q.enqueue_many(tasks(5, run_at=time.time() + 600))
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            got, may_become_ready = claim(conn, q.serializer, ["default"], 10, "w", 30.0)
+            assert got == [] and may_become_ready  # an idle worker re-checks in time
+            assert claim(conn, q.serializer, ["other"], 10, "w", 30.0) == ([], False)
+        finally:
+            conn.close()
+        assert rows_of(path) == (0, 1)
+
+
+async def test_get_cancel_and_dependencies_expand_the_batch_holding_the_id(
+    queue: AsyncSQLiteQueue,
+) -> None:
+    first, second, third = tasks(5), tasks(5), tasks(5)
+    for batch in (first, second, third):
+        await queue.enqueue_many(batch)
+    got = await queue.get(second[1].id)
+    assert got is not None and got.id == second[1].id
+    assert rows_of(Path(queue.path)) == (5, 2)
+    assert await queue.cancel(first[4].id)
+    assert rows_of(Path(queue.path)) == (10, 1)
+    dependent = Task(func="tests:noop", depends_on=[third[0].id])
+    assert await queue.enqueue(dependent) is TaskStatus.WAITING
+    assert rows_of(Path(queue.path)) == (16, 0)
+
+
+async def test_ttl_sweep_and_queue_purge_leave_other_batches_staged(
+    queue: AsyncSQLiteQueue,
+) -> None:
+    expired = tasks(4, queue="a", expires_at=time.time() - 1)
+    await queue.enqueue_many(expired)
+    await queue.enqueue_many(tasks(5, queue="a"))
+    await queue.enqueue_many(tasks(6, queue="b"))
+    assert await queue.cleanup_expired() == sorted(t.id for t in expired)
+    assert rows_of(Path(queue.path)) == (4, 2)
+    assert await queue.purge("a") == 9  # its staged batch is dropped without expanding
+    assert rows_of(Path(queue.path)) == (0, 1)
+    assert await queue.count("b") == 6
+
+
+async def test_a_large_enqueue_is_staged_in_bounded_rows(
+    queue: AsyncSQLiteQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_staging, "BATCH_ROWS", 4)
+    batch = tasks(10)
+    assert await queue.enqueue_many(batch) == [TaskStatus.PENDING] * 10
+    assert rows_of(Path(queue.path)) == (0, 3)
+    got = await queue.dequeue_many(["default"], 3, worker_id="w")
+    assert rows_of(Path(queue.path)) == (4, 2)  # one staged row moved, not the whole call
+    got += await queue.dequeue_many(["default"], 20, worker_id="w")
+    assert [t.id for t in got] == [t.id for t in batch]
+    # a single id inside the call's range is still found in the right staged row
+    assert await queue.enqueue(batch[9].copy(args=("again",))) is TaskStatus.RUNNING

@@ -118,13 +118,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "staged bulk enqueues: one row per batch of new tasks, expanded by the next reader",
         (
             # A bulk enqueue of new tasks without dependencies writes its task rows as one
-            # blob here (one B-tree insert instead of three per task); the first claim,
-            # read or conflicting enqueue moves them into `tasks` (see _staging.py).
+            # blob here (one B-tree insert instead of three per task); the claims, reads
+            # and enqueues that need them move them into `tasks` (see _staging.py).
             # first_id/last_id bound the batch's ids, which are strictly increasing, so
             # an id conflict is found with one range probe. `queue` (NULL when the
             # batch spans queues) and `expires_min` (the earliest TTL, NULL for none) let
-            # count() include staged tasks without expanding them. `error` marks a blob
-            # that could not be decoded: it is kept for inspection and never retried.
+            # count() include staged tasks without expanding them; `prio_max` and
+            # `due_min` bound the claim order of its tasks, so a claim expands only the
+            # batches that may hold one of the next tasks. `error` marks a blob that
+            # could not be decoded: it is kept for inspection and never retried.
             """CREATE TABLE task_batches (
                 seq INTEGER PRIMARY KEY,
                 first_id TEXT NOT NULL,
@@ -132,9 +134,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 size INTEGER NOT NULL,
                 queue TEXT,
                 expires_min REAL,
+                prio_max INTEGER NOT NULL,
+                due_min REAL NOT NULL,
                 rows BLOB NOT NULL,  -- zlib-compressed msgpack list of task rows
                 error TEXT
             )""",
+            "CREATE INDEX task_batches_range ON task_batches (first_id)",
         ),
     ),
 )

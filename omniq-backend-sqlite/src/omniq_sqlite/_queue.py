@@ -16,7 +16,7 @@ from omniq_sqlite import _task_sql as sql
 from omniq_sqlite._component import SQLiteComponent
 from omniq_sqlite._database import Database, Poll
 from omniq_sqlite._results import AsyncSQLiteResultStorage, store_results
-from omniq_sqlite._staging import expand, overlaps_staged
+from omniq_sqlite._staging import expand_range
 
 
 class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
@@ -253,7 +253,6 @@ def _complete_with_results(
 
 
 def _get(conn: Any, serializer: SerializationManager, task_id: str) -> Task | None:
-    if overlaps_staged(conn, task_id, task_id):
-        expand(conn)
+    expand_range(conn, task_id, task_id)
     row = conn.execute(f"SELECT {sql.TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
     return None if row is None else sql.to_task(serializer, row, time.time())

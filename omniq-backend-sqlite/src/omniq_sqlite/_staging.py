@@ -1,17 +1,24 @@
-"""Staged bulk enqueue: a batch of new tasks written as one row, expanded on first use.
+"""Staged bulk enqueue: a batch of new tasks written as one row, expanded when needed.
 
 Inserting a task row costs three B-tree inserts (the table, the id index and the claim
 index), which made bulk enqueue several times slower than a plain ``executemany`` of
 small rows. A bulk enqueue of at least ``SQLiteOptions.stage_min`` new tasks without
-dependencies therefore writes its task rows, already encoded, as one blob in
-``task_batches`` and returns: the batch is as durable as any commit.
+dependencies therefore writes its task rows, already encoded, as blobs in
+``task_batches`` (one row per :data:`BATCH_ROWS` tasks) and returns: the batch is as
+durable as any commit.
 
-``count`` adds staged tasks from the batch columns (queue, size, earliest TTL) without
-expanding them. The first transaction that needs the tasks themselves -- a claim,
-``get``/``list``, ``cancel``, ``purge``, the TTL sweep, an enqueue with dependencies or
-with an id inside a staged batch -- calls :func:`expand` first, which moves every staged
-row into ``tasks`` in that same write transaction. Readers therefore never see a staged task
-missing, and the claim order is the one the tasks would have had if inserted directly.
+A staged batch is moved into ``tasks`` (expanded) by the first write transaction that
+needs one of its tasks, and only then:
+
+- a claim expands, one batch at a time, the batches that may hold one of the tasks it is
+  about to take: ``prio_max`` and ``due_min`` bound the claim order of a batch's tasks,
+  so the claim order stays exactly the one the tasks would have had if inserted directly,
+  while the insert work is spread over the drain instead of stalling one claim;
+- ``get``/``cancel`` and an enqueue that names a staged id (as its own id or a
+  dependency) expand the batch holding it; the TTL sweep the batches with an expired
+  task; ``list`` and ``purge`` of one queue the batches that may hold its tasks;
+- ``count`` reads the batch columns (queue, size, earliest TTL) and expands nothing,
+  unless only the tasks can tell.
 
 Idempotency by id stays exact: a batch is staged only when its ids are strictly
 increasing and no stored or staged id lies between its first and last id (two range
@@ -20,10 +27,12 @@ probes); otherwise the ordinary insert runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import msgspec
 
@@ -42,11 +51,28 @@ INSERT_NEW_SQL = (
     "data) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
 
+#: Most tasks in one staged row: a claim that needs one of them expands them all.
+BATCH_ROWS = 1000
+
 _HAS_STAGED_SQL = "SELECT 1 FROM task_batches WHERE error IS NULL LIMIT 1"
-_OVERLAPS_STAGED_SQL = (
-    "SELECT 1 FROM task_batches WHERE error IS NULL AND first_id <= ? AND last_id >= ? LIMIT 1"
+# ranges are disjoint, so the batch starting last at or before an id is the only one
+# that can hold it (and for a range: the one that overlaps it, if any does)
+_RANGE_PROBE_SQL = (
+    "SELECT seq, last_id FROM task_batches WHERE error IS NULL AND first_id <= ? "
+    "ORDER BY first_id DESC LIMIT 1"
 )
 _ID_IN_RANGE_SQL = "SELECT 1 FROM tasks WHERE id BETWEEN ? AND ? LIMIT 1"
+_QUEUE_BATCHES = "error IS NULL AND (queue = ? OR queue IS NULL)"
+#: the batch whose tasks may come first in claim order, among those of a queue that
+#: hold a task due by now
+_NEXT_BATCH_SQL = (
+    f"SELECT seq, prio_max, due_min, first_id FROM task_batches WHERE {_QUEUE_BATCHES} "
+    "AND due_min <= ? ORDER BY prio_max DESC, due_min, first_id LIMIT 1"
+)
+_KTH_READY_SQL = (
+    "SELECT priority, due, id FROM tasks WHERE queue = ? AND status = 'pending' "
+    "AND (run_at IS NULL OR run_at <= ?) ORDER BY priority DESC, due, id LIMIT 1 OFFSET ?"
+)
 
 #: A staged row: the columns of Encoded, then the task as embedded msgpack.
 _Staged = tuple[str, str, int, float, float | None, float | None, float, msgspec.Raw]
@@ -73,20 +99,47 @@ def _unpack(blob: bytes) -> Iterator[Encoded]:
         yield tid, queue, prio, due, run_at, exp, created, _HEADER + bytes(raw)
 
 
+def _columns(tasks: Sequence[Task], blob: bytes) -> tuple[Any, ...]:
+    """The task_batches row of one chunk of tasks."""
+    queue: str | None = tasks[0].queue
+    if any(t.queue != queue for t in tasks):
+        queue = None
+    ttls = [t.expires_at for t in tasks if t.expires_at is not None]
+    due_min = min(t.created_at if t.run_at is None else t.run_at for t in tasks)
+    return (
+        tasks[0].id, tasks[-1].id, len(tasks), queue, min(ttls) if ttls else None,
+        max(t.priority for t in tasks), due_min, blob,
+    )  # fmt: skip
+
+
 def has_staged(conn: sqlite3.Connection) -> bool:
     """True when a staged batch waits to be expanded (a read, no lock taken)."""
     return conn.execute(_HAS_STAGED_SQL).fetchone() is not None
 
 
+def _holding(conn: sqlite3.Connection, first_id: str, last_id: str) -> int | None:
+    """The staged batch whose id range meets ``[first_id, last_id]`` and starts last."""
+    row = conn.execute(_RANGE_PROBE_SQL, (last_id,)).fetchone()
+    return int(row[0]) if row is not None and row[1] >= first_id else None
+
+
 def overlaps_staged(conn: sqlite3.Connection, first_id: str, last_id: str) -> bool:
     """True when a staged batch's id range meets ``[first_id, last_id]``."""
-    return conn.execute(_OVERLAPS_STAGED_SQL, (last_id, first_id)).fetchone() is not None
+    return _holding(conn, first_id, last_id) is not None
+
+
+def has_staged_for(conn: sqlite3.Connection, queue: str, due_by: float | None = None) -> bool:
+    """True when a staged batch may hold a task of ``queue`` (due by ``due_by``)."""
+    sql = f"SELECT 1 FROM task_batches WHERE {_QUEUE_BATCHES}"
+    if due_by is None:
+        return conn.execute(sql + " LIMIT 1", (queue,)).fetchone() is not None
+    return conn.execute(sql + " AND due_min <= ? LIMIT 1", (queue, due_by)).fetchone() is not None
 
 
 def stage(
     conn: sqlite3.Connection, serializer: SerializationManager, tasks: Sequence[Task]
 ) -> bool:
-    """Write ``tasks`` (new, without dependencies) as one staged batch.
+    """Write ``tasks`` (new, without dependencies) as staged batches.
 
     False, with nothing written, when the ids are not strictly increasing, a task asks
     for dill (encoded apart from the others), or an id stored or staged already may fall
@@ -101,20 +154,17 @@ def stage(
         if (prev is not None and t.id <= prev) or t.serializer == "dill":
             return False
         prev = t.id
-    blob = _pack(serializer, tasks)  # before the write lock is taken
+    chunks = [tasks[i : i + BATCH_ROWS] for i in range(0, len(tasks), BATCH_ROWS)]
+    rows = [_columns(chunk, _pack(serializer, chunk)) for chunk in chunks]  # before the lock
     begin_immediate(conn)
     if conn.execute(_ID_IN_RANGE_SQL, (first_id, last_id)).fetchone() is not None:
         return False
     if overlaps_staged(conn, first_id, last_id):
         return False
-    queue: str | None = tasks[0].queue
-    if any(t.queue != queue for t in tasks):
-        queue = None
-    ttls = [t.expires_at for t in tasks if t.expires_at is not None]
-    conn.execute(
-        "INSERT INTO task_batches (first_id, last_id, size, queue, expires_min, rows) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (first_id, last_id, len(tasks), queue, min(ttls) if ttls else None, blob),
+    conn.executemany(
+        "INSERT INTO task_batches (first_id, last_id, size, queue, expires_min, prio_max, "
+        "due_min, rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
     )
     return True
 
@@ -124,7 +174,8 @@ def staged_count(
 ) -> int | None:
     """How many staged tasks ``count(queue, status)`` must include, read from the batch
     columns alone; None when only expanding can tell (a batch spanning queues under a
-    queue filter, or one whose earliest TTL has passed)."""
+    queue filter, or one whose earliest TTL has passed): :data:`UNCOUNTABLE` selects
+    those batches."""
     if status not in (None, TaskStatus.PENDING, TaskStatus.EXPIRED):
         return 0  # a staged task is PENDING, or EXPIRED once past its TTL
     total = 0
@@ -145,19 +196,25 @@ def staged_count(
     return total
 
 
-def expand(conn: sqlite3.Connection) -> int:
-    """Move every staged batch into ``tasks`` (in the caller's write transaction, begun
-    here when needed); returns the number of tasks moved.
+#: The batches staged_count cannot count (parameter: now).
+UNCOUNTABLE = "queue IS NULL OR expires_min <= ?"
+
+
+def expand(conn: sqlite3.Connection, where: str = "1", params: Sequence[Any] = ()) -> int:
+    """Move the staged batches matching the SQL condition ``where`` (all by default) into
+    ``tasks``, in the caller's write transaction (begun here when one is needed);
+    returns the number of tasks moved.
 
     A blob that cannot be decoded is marked with its error and left in place (logged),
     so one damaged row never blocks the queue.
     """
-    if not has_staged(conn):
-        return 0
+    cond = f"error IS NULL AND ({where})"
+    if conn.execute(f"SELECT 1 FROM task_batches WHERE {cond} LIMIT 1", params).fetchone() is None:
+        return 0  # a read: no write lock taken when there is nothing to do
     begin_immediate(conn)
     moved = 0
     batches = conn.execute(
-        "SELECT seq, size, rows FROM task_batches WHERE error IS NULL ORDER BY seq"
+        f"SELECT seq, size, rows FROM task_batches WHERE {cond} ORDER BY seq", params
     ).fetchall()
     for seq, size, blob in batches:
         try:
@@ -178,3 +235,39 @@ def expand(conn: sqlite3.Connection) -> int:
         conn.execute("DELETE FROM task_batches WHERE seq = ?", (seq,))
         moved += inserted
     return moved
+
+
+def expand_range(conn: sqlite3.Connection, first_id: str, last_id: str) -> int:
+    """Expand the staged batches whose id range meets ``[first_id, last_id]``."""
+    if not overlaps_staged(conn, first_id, last_id):
+        return 0
+    return expand(conn, "first_id <= ? AND last_id >= ?", (last_id, first_id))
+
+
+def expand_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> int:
+    """Expand the staged batches holding any of ``ids``."""
+    if not has_staged(conn):
+        return 0
+    seqs = {seq for tid in ids if (seq := _holding(conn, tid, tid)) is not None}
+    if not seqs:
+        return 0
+    return expand(conn, "seq IN (SELECT value FROM json_each(?))", (json.dumps(sorted(seqs)),))
+
+
+def expand_for_claim(conn: sqlite3.Connection, queue: str, want: int, now: float) -> None:
+    """Expand, one batch at a time, the staged batches that may hold one of the next
+    ``want`` ready tasks of ``queue`` in claim order (priority, due time, id).
+
+    A batch's ``(prio_max, due_min, first_id)`` sorts no later than any of its tasks:
+    once it sorts after the ``want``-th ready task in ``tasks``, no staged task can be
+    among the next ``want``.
+    """
+    while True:
+        batch = conn.execute(_NEXT_BATCH_SQL, (queue, now)).fetchone()
+        if batch is None:
+            return
+        seq, prio_max, due_min, first_id = batch
+        kth = conn.execute(_KTH_READY_SQL, (queue, now, want - 1)).fetchone()
+        if kth is not None and (-kth[0], kth[1], kth[2]) < (-prio_max, due_min, first_id):
+            return
+        expand(conn, "seq = ?", (seq,))

@@ -23,10 +23,14 @@ from omniq.serialization.manager import SerializationManager
 from omniq_sqlite._database import begin_immediate
 from omniq_sqlite._staging import (
     INSERT_NEW_SQL,
+    UNCOUNTABLE,
     Encoded,
     expand,
+    expand_for_claim,
+    expand_ids,
+    expand_range,
     has_staged,
-    overlaps_staged,
+    has_staged_for,
     stage,
     staged_count,
 )
@@ -197,8 +201,7 @@ def insert_new(conn: sqlite3.Connection, rows: list[Encoded]) -> list[TaskStatus
     stored status, as the contract asks.
     """
     begin_immediate(conn)
-    if overlaps_staged(conn, min(r[0] for r in rows), max(r[0] for r in rows)):
-        expand(conn)  # a staged task may have one of these ids
+    expand_range(conn, min(r[0] for r in rows), max(r[0] for r in rows))  # staged ids count
     # a savepoint, not ROLLBACK: other writes may share this transaction (group commit)
     conn.execute("SAVEPOINT insert_new")
     before = conn.total_changes
@@ -220,7 +223,8 @@ def enqueue_general(
     """
     now = time.time()
     begin_immediate(conn)
-    expand(conn)  # staged tasks count as stored: for existing ids and dependencies
+    # staged tasks count as stored: for existing ids and dependencies
+    expand_ids(conn, [*(t.id for t, _ in items), *(d for t, _ in items for d in t.depends_on)])
     known: dict[str, TaskStatus] = {
         tid: effective(st, exp, now)
         for tid, st, exp in conn.execute(
@@ -291,16 +295,21 @@ def enqueue_tasks(
 def _has_work(conn: sqlite3.Connection, queues: Sequence[str], now: float) -> bool:
     if conn.execute(HAS_LAPSED_SQL, (now,)).fetchone() is not None:
         return True
-    return any(conn.execute(HAS_READY_SQL, (q, now)).fetchone() is not None for q in queues)
+    return any(
+        conn.execute(HAS_READY_SQL, (q, now)).fetchone() is not None
+        or has_staged_for(conn, q, due_by=now)
+        for q in queues
+    )
 
 
 def _has_timed(conn: sqlite3.Connection, queues: Sequence[str]) -> bool:
     """True when a task of ``queues`` may become claimable by the clock alone: a delayed
     one, or a running one whose lease may lapse."""
     return any(
-        conn.execute(sql, (q,)).fetchone() is not None
+        conn.execute(HAS_PENDING_SQL, (q,)).fetchone() is not None
+        or conn.execute(HAS_RUNNING_SQL, (q,)).fetchone() is not None
+        or has_staged_for(conn, q)
         for q in queues
-        for sql in (HAS_PENDING_SQL, HAS_RUNNING_SQL)
     )
 
 
@@ -321,10 +330,9 @@ def claim(
     waiter need not re-check soon).
     """
     now = time.time()
-    if not (has_staged(conn) or _has_work(conn, queues, now)):
+    if not _has_work(conn, queues, now):
         return [], _has_timed(conn, queues)
     begin_immediate(conn)
-    expand(conn)
     conn.execute(RECOVER_SQL, (now,))
     claimed: list[Task] = []
     decode = serializer.decode_task
@@ -334,6 +342,7 @@ def claim(
     for queue in queues:
         while len(claimed) < limit:
             want = limit - len(claimed)
+            expand_for_claim(conn, queue, want, now)
             params["queue"], params["limit"] = queue, want
             rows = conn.execute(CLAIM_SQL, params).fetchall()
             rows.sort(key=lambda r: (-r[3], r[12], r[0]))
@@ -532,8 +541,12 @@ def select_tasks(
     limit: int,
 ) -> list[Task]:
     """Tasks in insertion order, filtered by queue and effective status."""
-    expand(conn)
     now = time.time()
+    if status in (None, TaskStatus.PENDING, TaskStatus.EXPIRED):  # what staged tasks are
+        if queue is None:
+            expand(conn)
+        else:
+            expand(conn, "queue = ? OR queue IS NULL", (queue,))
     cond, params = status_filter(status, now)
     if queue is not None:
         cond, params = f"queue = ? AND {cond}", [queue, *params]
@@ -553,8 +566,8 @@ def count_tasks(conn: sqlite3.Connection, queue: str | None, status: TaskStatus 
     now = time.time()
     staged = staged_count(conn, queue, status, now) if has_staged(conn) else 0
     if staged is None:
-        expand(conn)
-        staged = 0
+        expand(conn, UNCOUNTABLE, (now,))
+        staged = staged_count(conn, queue, status, now) or 0  # countable now
     cond, params = status_filter(status, now)
     if queue is not None:
         cond, params = f"queue = ? AND {cond}", [queue, *params]
@@ -566,7 +579,7 @@ def cancel(conn: sqlite3.Connection, task_id: str, reason: str) -> bool:
     """Cancel a task that is not (effectively) final."""
     now = time.time()
     begin_immediate(conn)
-    expand(conn)
+    expand_range(conn, task_id, task_id)
     cur = conn.execute(
         "UPDATE tasks SET status = 'cancelled', lease_until = NULL, error = ? "
         "WHERE id = ? AND (status = 'running' OR (status IN ('pending', 'waiting') "
@@ -587,8 +600,12 @@ def purge(conn: sqlite3.Connection, queue: str | None) -> int:
         n = sum(size for (size,) in staged) + conn.execute("DELETE FROM tasks").rowcount
         conn.execute("DELETE FROM task_deps")
     else:
-        expand(conn)
-        n = conn.execute("DELETE FROM tasks WHERE queue = ?", (queue,)).rowcount
+        staged = conn.execute(
+            "DELETE FROM task_batches WHERE queue = ? RETURNING size", (queue,)
+        ).fetchall()
+        expand(conn, "queue IS NULL")  # batches spanning queues: only their rows can tell
+        n = sum(size for (size,) in staged)
+        n += conn.execute("DELETE FROM tasks WHERE queue = ?", (queue,)).rowcount
         conn.execute("DELETE FROM task_deps WHERE task_id NOT IN (SELECT id FROM tasks)")
     return int(n)
 
@@ -597,7 +614,7 @@ def expire(conn: sqlite3.Connection, now: float) -> list[str]:
     """Mark pending/waiting tasks past their TTL EXPIRED; return them and the tasks found
     expired at claim time since the last call."""
     begin_immediate(conn)
-    expand(conn)
+    expand(conn, "expires_min <= ?", (now,))
     seen = [
         r[0]
         for r in conn.execute(
