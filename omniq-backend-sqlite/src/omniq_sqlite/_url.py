@@ -56,8 +56,8 @@ class SQLiteOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     """Longest sleep between polls of ``dequeue(wait=...)`` / ``wait()`` (seconds)."""
     stage_min: int = 64
     """A bulk enqueue of at least this many new tasks without dependencies is written as
-    one staged row and expanded into the task table by the next claim or read (bulk
-    enqueue several times faster); 0 turns staging off."""
+    staged rows (up to 1,000 tasks each), moved into the task table by the claim or read
+    that needs them (bulk enqueue several times faster); 0 turns staging off."""
 
     def validate(self) -> SQLiteOptions:
         """Return self, or raise ConfigurationError naming the bad option."""
