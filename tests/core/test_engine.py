@@ -25,6 +25,7 @@ from omniq.errors import (
     DependencyCycleError,
     TaskExpiredError,
 )
+from omniq.workers.worker import PREFETCH_MAX_FACTOR
 
 
 @pytest.fixture
@@ -413,12 +414,12 @@ async def test_adaptive_prefetch_holds_nothing_back_for_long_tasks() -> None:
             assert await oq.task_queue.count(status=TaskStatus.RUNNING) == 1
             for h in handles[2:]:
                 await h.result(timeout=10)
-            await short.map([()] * 200)
+            await short.map([()] * 400)
             with anyio.fail_after(20):
-                while await oq.task_queue.count(status=TaskStatus.SUCCESS) < 205:
+                while await oq.task_queue.count(status=TaskStatus.SUCCESS) < 405:
                     await anyio.sleep(0.05)
-            # the average follows the short runs: the worker holds up to 10 per slot
-            assert w.worker.prefetch == 10
+            # the average follows the short runs: the worker holds up to 30 per slot
+            assert w.worker.prefetch == PREFETCH_MAX_FACTOR == 30
 
 
 @pytest.mark.anyio

@@ -69,7 +69,7 @@ SECRET_KEY: str | None = None
 OLD_SECRET_KEYS: list[str] = []
 
 # Claimed tasks a worker holds ready beyond those running (it claims in bigger batches);
-# None: adaptive (about 50 ms of work per slot: none for long tasks, up to 10x the
+# None: adaptive (about 50 ms of work per slot: none for long tasks, up to 30x the
 # concurrency for very short ones); 0: none. Held tasks are heartbeated and handed back
 # at once on shutdown.
 WORKER_PREFETCH: int | None = None

@@ -34,7 +34,7 @@ log = logging.getLogger("omniq.worker")
 #: Adaptive prefetch holds about this many seconds of work per running slot ...
 PREFETCH_HORIZON = 0.05
 #: ... and at most this many tasks per running slot.
-PREFETCH_MAX_FACTOR = 10
+PREFETCH_MAX_FACTOR = 30
 
 #: Extra claims allowed after lost leases before a task counts as poison (dead-lettered).
 MAX_LOST_LEASES = 5
