@@ -127,8 +127,8 @@ class OmniQSQLite(OmniQSystem):
     server = "sqlite"
     backend_dist = "omniq-backend-sqlite"
     bulk_note = (
-        "`noop.map()` (batches of 500, each staged as one row; the worker's first claim "
-        "moves them into the task table, inside the measured drain)"
+        "`noop.map()` (batches of 500, each staged as one row; the worker's claims move "
+        "them into the task table as their tasks come up, inside the measured drain)"
     )
 
     def check(self) -> None:
