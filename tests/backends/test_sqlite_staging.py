@@ -363,3 +363,17 @@ async def test_a_large_enqueue_is_staged_in_bounded_rows(
     assert [t.id for t in got] == [t.id for t in batch]
     # a single id inside the call's range is still found in the right staged row
     assert await queue.enqueue(batch[9].copy(args=("again",))) is TaskStatus.RUNNING
+
+
+async def test_list_and_count_expand_only_the_batches_they_cannot_skip(
+    queue: AsyncSQLiteQueue,
+) -> None:
+    await queue.enqueue_many(tasks(4, queue="a"))
+    await queue.enqueue_many(tasks(5, queue="b"))
+    await queue.enqueue_many(tasks(2, queue="a") + tasks(2, queue="c"))  # spans queues
+    assert len(await queue.list("a")) == 6  # the "a" batch and the mixed one
+    assert rows_of(Path(queue.path)) == (8, 1)
+    assert await queue.count("b", TaskStatus.PENDING) == 5
+    assert rows_of(Path(queue.path)) == (8, 1)
+    assert len(await queue.list("b", TaskStatus.SUCCESS)) == 0  # no staged task is final
+    assert rows_of(Path(queue.path)) == (8, 1)
