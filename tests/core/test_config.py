@@ -228,6 +228,11 @@ ENV_CASES: list[tuple[str, str, Any]] = [
     ("OMNIQ_OLD_SECRET_KEYS", "k1, k2,", lambda c: c.old_secret_keys == ["k1", "k2"]),
     ("OMNIQ_BASE_DIR", "/tmp/omniq-state", lambda c: c.base_dir == "/tmp/omniq-state"),
     ("OMNIQ_WORKER_PREFETCH", "0", lambda c: c.worker_prefetch == 0),
+    (
+        "OMNIQ_TASK_IMPORT_ALLOWLIST",
+        "myapp.tasks, other",
+        lambda c: c.task_import_allowlist == ["myapp.tasks", "other"],
+    ),
     ("OMNIQ_LEASE_SECONDS", "12", lambda c: c.lease_seconds == 12.0),
     ("OMNIQ_HEARTBEAT_INTERVAL", "5", lambda c: c.heartbeat_interval == 5.0),
     ("OMNIQ_SHUTDOWN_GRACE", "0", lambda c: c.shutdown_grace == 0.0),

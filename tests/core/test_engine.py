@@ -477,7 +477,7 @@ def test_unregistered_task_fails_cleanly_and_worker_goes_on(oq: OmniQ) -> None:
 
     with oq.start_worker_sync():
         bad = oq.enqueue_sync("no_such_module:nothing")
-        with pytest.raises(TaskFailedError, match="cannot be found"):
+        with pytest.raises(TaskFailedError, match="not registered"):
             bad.result_sync(timeout=10)
         assert ok.enqueue_sync().result_sync(timeout=10) == 1
 

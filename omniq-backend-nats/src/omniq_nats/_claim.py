@@ -34,6 +34,7 @@ from nats.js import api
 from omniq.errors import OmniQError, SerializationError
 from omniq.models import Task, TaskStatus
 from omniq_nats._config import decode_token, encode_token
+from omniq_nats._connection import log
 from omniq_nats._fetch import ConsumerMissingError, ack_info, fetcher
 from omniq_nats._kv import Bucket
 from omniq_nats._records import (
@@ -477,7 +478,8 @@ class ClaimMixin:
         for i, m in enumerate(msgs):
             try:
                 tid, rev, data = decode_ticket(m.data)
-            except SerializationError:
+            except SerializationError as e:
+                log.error("NATS queue: dropped a message on %s that is no task: %s", m.subject, e)
                 await self._settle(st, m, Decision(Action.DROP))
                 continue
             ids[i] = tid
@@ -523,6 +525,9 @@ class ClaimMixin:
                         await self._reset_timer(st, held.reply, lease)
                     claimed[i] = task
                 else:
+                    if d.record.status is TaskStatus.FAILED:
+                        log.error("NATS queue: task %s marked FAILED at claim: %s",
+                                  ids[i], d.record.error)  # fmt: skip
                     if d.dead_letter:
                         await self._dead_letter(st, ids[i], d.record)
                     await self._settle(st, msgs[i], Decision(Action.DROP))

@@ -8,6 +8,7 @@ A URL is ``nats://[user:password@|token@]host[:port][,host2:port2...][?key=value
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import re
 import ssl
@@ -168,12 +169,15 @@ class NATSSettings:
                 raise ConfigurationError(
                     "NATS options stream_prefix and name_prefix differ; give one of them"
                 )
-        for key, value in options.items():
+        values.update(options)
+        for key in values:  # URL query options and options given in code alike
             if key not in fields:
-                close = [n for n in fields if n.startswith(key[:4])]
+                close = difflib.get_close_matches(key, list(fields), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigurationError(f"unknown NATS backend option {key!r}{hint}")
-            values[key] = value
+                raise ConfigurationError(
+                    f"unknown NATS backend option {key!r}{hint}; known options: "
+                    f"{', '.join(sorted(fields))}"
+                )
         return cls(**{k: _convert(k, v, fields[k].type) for k, v in values.items()})
 
     # --- derived names ---------------------------------------------------------------

@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 from nats.js import api
 
 from omniq.errors import PayloadTooLargeError, SerializationError
-from omniq.models import Task, TaskStatus
-from omniq.storage.base import BaseTaskQueue
+from omniq.models import Task, TaskResult, TaskStatus
+from omniq.storage.base import BaseResultStorage, BaseTaskQueue
 from omniq_nats._base import NATSComponent
 from omniq_nats._claim import ClaimMixin, Held, QueueState, task_key, ttl_key
 from omniq_nats._config import decode_token, encode_token
@@ -45,6 +45,7 @@ from omniq_nats._records import (
     record_for,
     task_from,
 )
+from omniq_nats._results import AsyncNATSResultStorage
 
 __all__ = ["AsyncNATSQueue"]
 
@@ -305,6 +306,21 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
             if i not in settled:
                 results[i] = await self.complete(t)
         return results
+
+    async def complete_with_results(
+        self, finished: Sequence[tuple[Task, TaskResult]], results: BaseResultStorage
+    ) -> builtins.list[bool]:
+        """Complete the claims (fenced CAS on each task record), then write the results
+        of the accepted ones in one pipelined round trip, so a stale attempt's result is
+        never written. Results are encoded (and size-checked) before anything changes.
+        JetStream 2.9 has no write across two buckets: a process killed between the
+        two round trips leaves a completed task without its result."""
+        if not isinstance(results, AsyncNATSResultStorage):
+            return await super().complete_with_results(finished, results)
+        encoded = await results.encode_many([r for _, r in finished])
+        accepted = await self.complete_many([t for t, _ in finished])
+        await results.put_encoded([e for e, ok in zip(encoded, accepted, strict=True) if ok])
+        return accepted
 
     async def fail(
         self, task: Task, retry_at: float | None = None, *, error: str | None = None

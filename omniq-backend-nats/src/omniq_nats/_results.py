@@ -33,6 +33,9 @@ from omniq_nats._publish import publisher
 
 __all__ = ["AsyncNATSResultStorage"]
 
+#: An encoded result: (KV key, value).
+Encoded = tuple[str, bytes]
+
 #: Seconds between safety re-reads while a wait() watches its key.
 RECHECK = 5.0
 
@@ -67,9 +70,20 @@ class AsyncNATSResultStorage(BucketComponent, BaseResultStorage):
 
     async def set_many(self, results: Sequence[TaskResult]) -> None:
         """Store several results in one pipelined round trip."""
+        await self.put_encoded(await self.encode_many(results))
+
+    async def encode_many(self, results: Sequence[TaskResult]) -> builtins.list[Encoded]:
+        """Encode results for :meth:`put_encoded`; raises SerializationError or
+        PayloadTooLargeError (naming the task) before anything is written."""
         bucket = await self._bucket()
         ser = self.serializer
-        items = [(encode_token(r.task_id), self._encode(bucket, r, ser)) for r in results]
+        return [(encode_token(r.task_id), self._encode(bucket, r, ser)) for r in results]
+
+    async def put_encoded(self, items: Sequence[Encoded]) -> None:
+        """Write results from :meth:`encode_many` in one pipelined round trip."""
+        if not items:
+            return
+        bucket = await self._bucket()
         acks = await publisher(bucket.conn).publish_many(
             [(bucket.pre + key, data, None) for key, data in items]
         )

@@ -149,9 +149,10 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
     async def complete_with_results(
         self, finished: Sequence[tuple[Task, TaskResult]], results: BaseResultStorage
     ) -> builtins.list[bool]:
-        """Store the results and complete the tasks in one transaction (one fsync) when
-        ``results`` lives in this queue's database file; else as the base class does.
-        Every result is encoded first: a SerializationError leaves nothing written."""
+        """Complete the tasks and store the results of the current claims in one
+        transaction (one fsync) when ``results`` lives in this queue's database file;
+        else as the base class does. Every result is encoded first: a
+        SerializationError leaves nothing written."""
         db = await self._ensure()
         if not (isinstance(results, AsyncSQLiteResultStorage) and _same_file(results, db)):
             return await super().complete_with_results(finished, results)
@@ -248,8 +249,12 @@ def _same_file(results: AsyncSQLiteResultStorage, db: Database) -> bool:
 def _complete_with_results(
     conn: sqlite3.Connection, claims: builtins.list[tuple[str, int]], rows: builtins.list[Any]
 ) -> tuple[builtins.list[bool], builtins.list[str]]:
-    store_results(conn, rows)
-    return sql.complete_many(conn, claims)
+    """Complete the current claims and store their results in one transaction: the
+    fence (attempt check) decides which results are written, so a stale attempt's
+    result never replaces a newer one."""
+    ok, leaves = sql.complete_many(conn, claims)
+    store_results(conn, [row for row, accepted in zip(rows, ok, strict=True) if accepted])
+    return ok, leaves
 
 
 def _get(conn: Any, serializer: SerializationManager, task_id: str) -> Task | None:

@@ -7,6 +7,8 @@ import argparse
 import asyncio
 import importlib
 import json
+import logging
+import os
 import signal
 import sys
 import time
@@ -83,6 +85,18 @@ async def _run_worker(args: argparse.Namespace, console: Console) -> int:
     async with oq:
         await worker.run()
     console.print(f"worker stopped: {worker.processed} tasks processed, {worker.failed} failed")
+    if worker.abandoned:
+        # threads cannot be stopped, and the interpreter would wait for them at exit:
+        # end the process now, which stops them (their leases lapse; they run again)
+        console.print(
+            f"{len(worker.abandoned)} task(s) still running in threads were stopped with "
+            "the process; they run again elsewhere once their leases lapse",
+            highlight=False,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -9,7 +9,6 @@ blocking twin: the same methods with a ``_sync`` suffix.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 import sys
@@ -42,6 +41,7 @@ from omniq.queue.scheduler import AsyncScheduler
 from omniq.serialization import SerializationManager, set_default_manager
 from omniq.sync import SyncWrapper, portal, run_sync
 from omniq.tasks import TaskDecorator, TaskFunction, TaskHandle, delay_to_run_at, task_name
+from omniq.workers.resolve import resolve_task
 from omniq.workers.runner import AsyncWorkerHandle, WorkerHandle, make_worker
 
 log = logging.getLogger("omniq")
@@ -317,27 +317,11 @@ class AsyncOmniQ:
         return register(fn) if fn is not None else register
 
     def resolve_function(self, name: str) -> Callable[..., Any]:
-        """Import a task function by ``module:qualname`` (workers use this for tasks
-        not registered on this instance)."""
-        tf = self.registry.get(name)
-        if tf is not None:
-            return tf.fn
-        module_name, _, qualname = name.partition(":")
-        if not qualname:
-            raise ConfigurationError(
-                f"task {name!r} is not registered here and is not a 'module:qualname' name; "
-                "start the worker with --app MODULE:ATTR so the tasks are registered"
-            )
-        try:
-            obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as e:
-            raise ConfigurationError(
-                f"task {name!r} cannot be found: {e}. Start the worker with --app MODULE:ATTR "
-                "(or make the module importable) so the task is registered"
-            ) from e
-        return getattr(obj, "fn", obj)  # type: ignore[no-any-return]
+        """The function a worker runs for the task name ``name``: a task registered on
+        this app, or (only for modules in ``task_import_allowlist``) one imported by
+        ``module:qualname``. Raises UnknownTaskError otherwise, before importing anything
+        (see :mod:`omniq.workers.resolve`)."""
+        return resolve_task(name, self.registry, self.config.task_import_allowlist)
 
     def _as_task_function(self, fn: Any) -> TaskFunction[Any, Any]:
         if isinstance(fn, TaskFunction):
@@ -348,11 +332,34 @@ class AsyncOmniQ:
                 return tf
             return TaskFunction(self, _unregistered(fn), fn, {})
         if callable(fn):
-            name = task_name(fn)
-            return self.registry.get(name) or TaskFunction(self, fn, name, {})
+            return self._register_callable(fn)
         raise TypeError(
             f"expected a task function, a callable or a 'module:qualname' name, got {fn!r}"
         )
+
+    def _register_callable(self, fn: Callable[..., Any]) -> TaskFunction[Any, Any]:
+        """A plain callable enqueued (or named as a callback) in this process is this
+        app's own code: it is registered, so a worker of this app runs it. Workers of
+        other processes run it only if their app registers it too."""
+        name = task_name(fn)
+        tf = self.registry.get(name)
+        if tf is None:
+            tf = self.registry[name] = TaskFunction(self, fn, name, {})
+        elif tf.fn is not fn and getattr(fn, "fn", None) is not tf.fn:
+            raise ConfigurationError(
+                f"two different functions have the task name {name!r} (lambdas or nested "
+                "functions of one scope share a name); register each with "
+                "@oq.task(name=...) and enqueue the registered task"
+            )
+        return tf
+
+    def _callback_name(self, cb: Any) -> str | None:
+        """The registered name of a callback (a plain callable is registered here)."""
+        if cb is None or isinstance(cb, str):
+            return cb
+        if isinstance(cb, TaskFunction):
+            return cb.name
+        return self._register_callable(cb).name
 
     def task_defaults(self) -> dict[str, float | int | None]:
         """Defaults from the configuration for tasks that do not set them."""
@@ -387,8 +394,8 @@ class AsyncOmniQ:
             "retries": int(o.get("retries", c.retry_attempts) or 0),
             "retry_delay": float(o.get("retry_delay", c.retry_delay)),
             "depends_on": [getattr(d, "id", d) for d in o.get("depends_on") or []],
-            "on_success": _callback_name(o.get("on_success")),
-            "on_failure": _callback_name(o.get("on_failure")),
+            "on_success": self._callback_name(o.get("on_success")),
+            "on_failure": self._callback_name(o.get("on_failure")),
             "result_ttl": o.get("result_ttl"),
             "metadata": dict(o.get("metadata") or {}),
             "serializer": o.get("serializer"),
@@ -507,28 +514,57 @@ class AsyncOmniQ:
         return await self.task_queue.get(task_id)  # type: ignore[no-any-return]
 
     async def get_result(self, task_id: str) -> TaskResult | None:
-        """The task's result, or None while it has not finished."""
+        """The task's result, or None while it has not finished. A task that ended
+        without a stored result (failed at claim time, cancelled or expired before a
+        worker saw it) gets one made from its stored state, with the reason."""
         await self.connect()
-        return await self.result_storage.get(task_id)  # type: ignore[no-any-return]
+        res: TaskResult | None = await self.result_storage.get(task_id)
+        return res if res is not None else await self._result_from_task(task_id)
 
     async def wait_result(self, task_id: str, timeout: float | None = None) -> TaskResult | None:
         """Wait for the result (notified by the backend where it can); None on timeout.
 
-        A task that ended without a result (cancelled or expired before a worker saw it)
-        gets one made from its stored state, so waiters never hang on it.
+        A task that ended without a result gets one made from its stored state (see
+        :meth:`get_result`), so waiters never hang on it.
         """
         await self.connect()
         deadline = None if timeout is None else time.monotonic() + timeout
+        step = 0.25  # the first look at the task's state comes soon; then every 2 s
         while True:
-            step = 2.0 if deadline is None else max(0.0, min(2.0, deadline - time.monotonic()))
+            if deadline is not None:
+                step = max(0.0, min(step, deadline - time.monotonic()))
             res: TaskResult | None = await self.result_storage.wait(task_id, step)
             if res is not None:
                 return res
-            task = await self.task_queue.get(task_id)
-            if task is not None and task.status in (TaskStatus.CANCELLED, TaskStatus.EXPIRED):
-                return TaskResult(task_id=task_id, status=task.status, error=task.error)
+            res = await self._result_from_task(task_id)
+            if res is not None:
+                return res
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+            step = 2.0
+
+    async def _result_from_task(self, task_id: str) -> TaskResult | None:
+        """A result for a task that ended without one, made from the stored task: FAILED
+        (e.g. at claim time: corrupt payload), CANCELLED or EXPIRED, with the reason.
+        None while the task has not ended, or when it succeeded (its result follows its
+        status change)."""
+        task = await self.task_queue.get(task_id)
+        if task is None:
+            return None
+        status = task.effective_status()
+        if not status.is_final or status is TaskStatus.SUCCESS:
+            return None
+        # a worker writes the result right after the status: look once more
+        res: TaskResult | None = await self.result_storage.get(task_id)
+        if res is not None:
+            return res
+        return TaskResult(
+            task_id=task_id,
+            status=status,
+            error=task.error or f"the task ended {status.value} without a recorded reason",
+            attempt=task.attempt,
+            worker_id=task.worker_id,
+        )
 
     def result_expiry(self, task: Task) -> float | None:
         """When the task's result expires (its ``result_ttl`` or the configured one)."""
@@ -789,12 +825,6 @@ class AsyncOmniQ:
     async def drain(self, queues: Sequence[str] | None = None, **options: Any) -> None:
         """Work until the queues are empty, then return (burst mode)."""
         await self.run_worker(queues, burst=True, **options)
-
-
-def _callback_name(cb: Any) -> str | None:
-    if cb is None or isinstance(cb, str):
-        return cb
-    return getattr(cb, "name", None) or task_name(cb)
 
 
 def _unregistered(name: str) -> Callable[..., Any]:

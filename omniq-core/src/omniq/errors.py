@@ -79,6 +79,38 @@ class TaskTimeoutError(TaskError, TimeoutError):
     """The task ran longer than its timeout."""
 
 
+class UnknownTaskError(TaskError, LookupError):
+    """A task record names a function that is not registered on the worker's app (and
+    not allow-listed for import): the task is refused, never imported or run."""
+
+
+def describe_exception(e: BaseException) -> str:
+    """``"TypeName: message"`` for an exception, even when its ``__str__`` raises (a
+    failure must be recorded whatever the task's exception does)."""
+    name = type(e).__name__
+    try:
+        text = str(e)
+    except Exception:
+        try:
+            text = repr(e)
+        except Exception:
+            return f"{name}: <unprintable {name}>"
+    return f"{name}: {text}" if text else name
+
+
+def format_traceback(e: BaseException) -> str | None:
+    """The formatted traceback of ``e``, or None when formatting itself fails."""
+    import traceback
+
+    try:
+        return "".join(traceback.format_exception(e))
+    except Exception:
+        try:
+            return "".join(traceback.format_tb(e.__traceback__)) + describe_exception(e)
+        except Exception:
+            return None
+
+
 class StaleClaimError(TaskError):
     """A complete/fail/heartbeat came from a claim that is no longer current."""
 
@@ -109,4 +141,7 @@ __all__ = [
     "TaskFailedError",
     "TaskNotFoundError",
     "TaskTimeoutError",
+    "UnknownTaskError",
+    "describe_exception",
+    "format_traceback",
 ]

@@ -240,6 +240,7 @@ FIELDS: dict[str, FieldSpec] = {
     "component_log_levels": FieldSpec(_level_map),
     "secret_key": FieldSpec(_secret(optional=True), secret=True),
     "old_secret_keys": FieldSpec(_str_list(secret=True), secret=True),
+    "task_import_allowlist": FieldSpec(_str_list(secret=False)),
     "worker_prefetch": FieldSpec(_number(NonNegativeInt, "an integer >= 0", optional=True)),
     "lease_seconds": FieldSpec(_number(PositiveFloat, f"a number > 0 {_SECONDS}")),
     "heartbeat_interval": FieldSpec(_number(PositiveFloat, f"a number > 0 {_SECONDS}", True)),

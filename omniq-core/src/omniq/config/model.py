@@ -52,6 +52,9 @@ class OmniQConfig(msgspec.Struct, kw_only=True):
     old_secret_keys: list[str] = msgspec.field(
         default_factory=lambda: list(settings.OLD_SECRET_KEYS)
     )
+    task_import_allowlist: list[str] = msgspec.field(
+        default_factory=lambda: list(settings.TASK_IMPORT_ALLOWLIST)
+    )
     worker_prefetch: int | None = settings.WORKER_PREFETCH
     lease_seconds: float = settings.LEASE_SECONDS
     heartbeat_interval: float | None = settings.HEARTBEAT_INTERVAL

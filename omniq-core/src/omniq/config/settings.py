@@ -68,6 +68,12 @@ SECRET_KEY: str | None = None
 # Previous keys still accepted when verifying signatures (key rotation).
 OLD_SECRET_KEYS: list[str] = []
 
+# Trust boundary: modules (prefixes, e.g. "myapp.tasks") from which a worker may import
+# a task or callback that is not registered on its app, by its "module:qualname" name.
+# Empty (the default): a worker runs only registered tasks; a task record is data, never
+# code. Listing a module trusts every producer that can write to the queue.
+TASK_IMPORT_ALLOWLIST: list[str] = []
+
 # Claimed tasks a worker holds ready beyond those running (it claims in bigger batches);
 # None: adaptive (about 50 ms of work per slot: none for long tasks, up to 30x the
 # concurrency for very short ones); 0: none. Held tasks are heartbeated and handed back

@@ -128,8 +128,8 @@ class SerializationManager:
             return b"\x01" + self._encoder.encode(obj)
         except SerializationError:
             raise
-        except (TypeError, ValueError, OverflowError) as e:
-            raise SerializationError(f"cannot encode {type(obj).__qualname__}: {e}") from e
+        except Exception as e:
+            raise _encode_error(obj, e) from e
 
     def decode(self, data: bytes | memoryview, type: type[T] | Any = Any) -> T:
         """Decode bytes written by :meth:`encode` (or :meth:`dumps`) into ``type``."""
@@ -153,6 +153,11 @@ class SerializationManager:
                 return value if type is Any else msgspec.convert(value, type)  # type: ignore[no-any-return]
         except SerializationError:
             raise
+        except RecursionError as e:
+            raise SerializationError(
+                "corrupt or hostile payload: nested too deeply to decode "
+                f"{getattr(type, '__name__', type)}"
+            ) from e
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as e:
             raise SerializationError(
                 f"corrupt payload: cannot decode {getattr(type, '__name__', type)}: {e}"
@@ -170,8 +175,8 @@ class SerializationManager:
             return self._encoder.encode(obj)
         except SerializationError:
             raise
-        except (TypeError, ValueError, OverflowError) as e:
-            raise SerializationError(f"cannot encode {type(obj).__qualname__}: {e}") from e
+        except Exception as e:
+            raise _encode_error(obj, e) from e
 
     def encode_task(self, task: Task) -> bytes:
         """Encode a task (arguments included)."""
@@ -196,6 +201,20 @@ class SerializationManager:
     def decode_schedule(self, data: bytes | memoryview) -> Schedule:
         """Decode a schedule."""
         return self.decode(data, Schedule)
+
+
+def _encode_error(obj: Any, e: Exception) -> SerializationError:
+    """Any failure to encode (a type msgspec refuses, a value nested too deeply, an
+    exception raised by a custom ``__reduce__``) as one clear SerializationError."""
+    what = type(obj).__qualname__
+    if isinstance(obj, (Task, TaskResult)):
+        what = f"{what} {obj.task_id if isinstance(obj, TaskResult) else obj.id}"
+    if isinstance(e, RecursionError):
+        return SerializationError(
+            f"cannot encode {what}: the value is nested too deeply ({e}); flatten it or "
+            "store it elsewhere and pass a reference"
+        )
+    return SerializationError(f"cannot encode {what}: {type(e).__name__}: {e}")
 
 
 _default: SerializationManager | None = None

@@ -30,6 +30,16 @@ from omniq.models import EventType, Schedule, ScheduleState, Task, TaskEvent, Ta
 log = logging.getLogger("omniq.storage")
 
 
+def check_encodable(results: Any, values: Sequence[TaskResult]) -> None:
+    """Raise SerializationError for the first result that ``results`` (its
+    ``serializer`` when it has one) cannot encode."""
+    from omniq.serialization import default_manager
+
+    ser = getattr(results, "serializer", None) or default_manager()
+    for r in values:
+        ser.encode_result(r)
+
+
 class Released(msgspec.Struct, frozen=True):
     """Outcome of :meth:`BaseTaskQueue.release_dependents`."""
 
@@ -194,12 +204,21 @@ class BaseTaskQueue(StorageComponent):
     async def complete_with_results(
         self, finished: Sequence[tuple[Task, TaskResult]], results: BaseResultStorage
     ) -> builtins.list[bool]:
-        """Store the results of finished tasks in ``results``, then complete the tasks
-        (the order matters: a completed task always has its result). One bool per task,
-        as :meth:`complete` returns. Backends whose result storage lives in the same
-        database override this to do both in one transaction."""
-        await results.set_many([r for _, r in finished])
-        return await self.complete_many([t for t, _ in finished])
+        """Complete finished tasks and store their results, fenced like :meth:`complete`:
+        a result is written only for a claim that is still current, so a stale attempt
+        can never replace a newer attempt's result. One bool per task.
+
+        Every result is encoded first, so a value that cannot be stored raises
+        SerializationError before anything is written (the worker then fails that task
+        alone). This default then completes the tasks and writes the accepted results;
+        a process killed between the two leaves a completed task without its result.
+        Backends whose results live in the same store override this to do both in one
+        atomic step (the conformance suite checks the fencing either way).
+        """
+        check_encodable(results, [r for _, r in finished])
+        accepted = await self.complete_many([t for t, _ in finished])
+        await results.set_many([r for (_, r), ok in zip(finished, accepted, strict=True) if ok])
+        return accepted
 
     @abstractmethod
     async def fail(
@@ -400,4 +419,5 @@ __all__ = [
     "BaseTaskQueue",
     "Released",
     "StorageComponent",
+    "check_encodable",
 ]

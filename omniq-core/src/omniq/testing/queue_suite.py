@@ -125,6 +125,68 @@ class TaskQueueConformance(ConformanceBase):
         assert stale is not None and stale.status is TaskStatus.RUNNING
         assert await task_queue.complete_with_results([], results) == []
 
+    async def _two_attempts(self, task_queue: BaseTaskQueue) -> tuple[Task, Task]:
+        """One task claimed twice: the first claim lost (its lease handed on), the
+        second current. Returns (stale claim, current claim)."""
+        await task_queue.enqueue(make_task())
+        first = await task_queue.dequeue(["default"], worker_id="w1", lease=30)
+        assert first is not None
+        assert await task_queue.fail(first, time.time(), error="lease lost")
+        second = await task_queue.dequeue(["default"], worker_id="w2", lease=30, wait=5)
+        assert second is not None and second.id == first.id
+        assert second.attempt > first.attempt, "a new claim must carry a new fencing token"
+        return first, second
+
+    async def test_stale_result_never_replaces_newer_success(
+        self, task_queue: BaseTaskQueue, _make_result_storage: Factory | None
+    ) -> None:
+        if _make_result_storage is None:
+            pytest.skip("backend gives no make_result_storage fixture")
+        results = await _make_result_storage()
+        stale, current = await self._two_attempts(task_queue)
+
+        def ok(t: Task, value: str) -> TaskResult:
+            return TaskResult(
+                task_id=t.id, status=TaskStatus.SUCCESS, result=value, attempt=t.attempt
+            )
+
+        assert await task_queue.complete_with_results([(current, ok(current, "new"))], results) == [
+            True
+        ]
+        assert await task_queue.complete_with_results([(stale, ok(stale, "old"))], results) == [
+            False
+        ], "a stale claim's completion must be refused"
+        r = await results.get(current.id)
+        assert r is not None and r.result == "new" and r.attempt == current.attempt, (
+            f"the newer attempt's result must stay; found {r!r}"
+        )
+
+    async def test_stale_result_is_not_written_while_newer_attempt_runs(
+        self, task_queue: BaseTaskQueue, _make_result_storage: Factory | None
+    ) -> None:
+        if _make_result_storage is None:
+            pytest.skip("backend gives no make_result_storage fixture")
+        results = await _make_result_storage()
+        stale, current = await self._two_attempts(task_queue)
+        late = TaskResult(
+            task_id=stale.id, status=TaskStatus.SUCCESS, result="old", attempt=stale.attempt
+        )
+        assert await task_queue.complete_with_results([(stale, late)], results) == [False]
+        assert await results.get(stale.id) is None, (
+            "a stale claim wrote its result while a newer attempt was running"
+        )
+        # the newer attempt fails for good: its FAILED result stands
+        assert await task_queue.fail(current, None, error="boom")
+        await results.set(
+            TaskResult(task_id=current.id, status=TaskStatus.FAILED, error="boom",
+                       attempt=current.attempt)
+        )  # fmt: skip
+        assert await task_queue.complete_with_results([(stale, late)], results) == [False]
+        r = await results.get(current.id)
+        assert r is not None and r.status is TaskStatus.FAILED, (
+            f"a stale SUCCESS replaced the newer FAILED result: {r!r}"
+        )
+
     async def test_fail_with_retry_at_requeues(self, task_queue: BaseTaskQueue) -> None:
         require(task_queue, "supports_delay")
         await task_queue.enqueue(make_task())

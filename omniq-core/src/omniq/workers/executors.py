@@ -7,7 +7,9 @@
 * ``gevent``  — greenlets on a gevent hub in a helper thread (extra ``omniq-core[gevent]``).
 
 A thread cannot be killed: on timeout the thread executors stop waiting and report a
-TaskTimeoutError, but the function runs on in its thread until it returns.
+TaskTimeoutError, but the function runs on in its thread until it returns. For the same
+reason a worker never hands back a sync task running in a thread at the end of its
+shutdown grace period (see :meth:`Executor.can_stop`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class Executor(ABC):
 
     async def stop(self) -> None:
         """Release resources."""
+
+    def can_stop(self, fn: Callable[..., Any]) -> bool:
+        """True when a run of ``fn`` ends for real if its caller is cancelled (a
+        coroutine, a killable child process); False when it would run on (a thread).
+        The worker hands back only tasks that can be stopped."""
+        return True
 
     @abstractmethod
     async def run(
@@ -103,6 +111,10 @@ class AsyncExecutor(Executor):
             return await fn(*args, **kwargs)
         out = await self._call_sync(fn, args, kwargs)
         return await out if inspect.isawaitable(out) else out
+
+    def can_stop(self, fn: Callable[..., Any]) -> bool:
+        """Coroutines are cancelled; a sync function runs on in its thread."""
+        return self._is_coroutine_function(fn)
 
     def _is_coroutine_function(self, fn: Callable[..., Any]) -> bool:
         try:

@@ -14,13 +14,20 @@ import logging
 import os
 import socket
 import time
-import traceback
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from omniq.errors import SerializationError, TaskFailedError, TaskTimeoutError
+from omniq.errors import (
+    PayloadTooLargeError,
+    SerializationError,
+    TaskFailedError,
+    TaskTimeoutError,
+    UnknownTaskError,
+    describe_exception,
+    format_traceback,
+)
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus, new_id
 from omniq.queue.retry import backoff_delay, should_retry
 from omniq.workers.ratelimit import RateLimiter
@@ -38,6 +45,13 @@ PREFETCH_MAX_FACTOR = 30
 
 #: Extra claims allowed after lost leases before a task counts as poison (dead-lettered).
 MAX_LOST_LEASES = 5
+#: Seconds a claim may take beyond its own wait before the worker stops waiting for it
+#: (tasks a cut-off claim took anyway come back when their leases lapse).
+CLAIM_GRACE = 5.0
+#: Seconds the stopped tasks get to unwind after the grace period (a child is killed).
+STOP_BOUND = 5.0
+#: Errors of one result that writing it again cannot fix: that task fails alone.
+RESULT_ERRORS = (SerializationError, PayloadTooLargeError)
 
 
 class AsyncWorker:
@@ -87,6 +101,10 @@ class AsyncWorker:
         self._done_ready = anyio.Event()
         self._unrecorded = 0  # finished tasks whose results are not written yet
         self._slot_freed = anyio.Event()
+        # running tasks that cannot be stopped (a sync function in a thread)
+        self._unstoppable: set[str] = set()
+        #: Tasks left running in threads when the worker stopped (not handed back).
+        self.abandoned: list[Task] = []
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -133,7 +151,8 @@ class AsyncWorker:
 
     async def _drain(self) -> None:
         """Hand back claimed tasks that have not started; give running tasks the grace
-        period, then cancel and hand back the rest."""
+        period, then stop and hand back the rest -- except tasks that cannot be stopped
+        (sync functions in threads), which are left to their leases."""
         # taken out before the first await, so no runner starts one while it is handed back
         held = list(self._pending)
         self._pending.clear()
@@ -141,11 +160,31 @@ class AsyncWorker:
         with anyio.move_on_after(self.shutdown_grace):
             while self._running:
                 await anyio.sleep(0.01)
-        if self._running:
-            log.warning("grace period over: handing back %d running tasks", len(self._running))
-            for _, scope in list(self._running.values()):
-                scope.cancel()
-            await self._hand_back([t for t, _ in self._running.values()], started=True)
+        if not self._running:
+            return
+        running = list(self._running.values())
+        stuck = [t for t, _ in running if t.id in self._unstoppable]
+        stoppable = [(t, scope) for t, scope in running if t.id not in self._unstoppable]
+        if stuck:
+            self.abandoned = stuck
+            log.warning(
+                "grace period over: %d running task(s) are sync functions in threads, which "
+                "cannot be stopped: %s. They are NOT handed back; their leases lapse and "
+                "another worker runs them again (use the process executor for tasks that "
+                "must be stoppable)",
+                len(stuck),
+                ", ".join(f"{t.id} ({t.func})" for t in stuck),
+            )
+        if not stoppable:
+            return
+        log.warning("grace period over: stopping, then handing back %d task(s)", len(stoppable))
+        for _, scope in stoppable:
+            scope.cancel()
+        ids = {t.id for t, _ in stoppable}
+        with anyio.move_on_after(STOP_BOUND):
+            while ids & self._running.keys():
+                await anyio.sleep(0.01)
+        await self._hand_back([t for t, _ in stoppable], started=True)
 
     async def _hand_back(self, tasks: list[Task], *, started: bool) -> None:
         """Release the claims at once instead of waiting for the leases to lapse. A task
@@ -202,7 +241,8 @@ class AsyncWorker:
                     while self._free < batch_min and self._running:
                         await self._wait_for_slot_change()
             wait = 0.0 if self.burst else self.poll_interval
-            with anyio.move_on_after(wait + 5.0):
+            claimed: list[Task] = []  # a claim cut off below yields nothing
+            with anyio.move_on_after(wait + CLAIM_GRACE):
                 claimed = await queue.dequeue_many(
                     self.queues, self._free, worker_id=self.id, lease=self.lease, wait=wait
                 )
@@ -265,6 +305,7 @@ class AsyncWorker:
             raise
         finally:
             self._running.pop(task.id, None)
+            self._unstoppable.discard(task.id)
             self._slot_freed.set()
 
     async def _execute(self, task: Task) -> None:
@@ -277,8 +318,9 @@ class AsyncWorker:
         tf = oq.registry.get(task.func)
         try:
             fn = tf.fn if tf is not None else oq.resolve_function(task.func)
-        except Exception as e:
-            await self._finish_failed(task, f"{type(e).__name__}: {e}", None, None)
+        except UnknownTaskError as e:
+            log.error("task %s refused: %s", task.id, e)
+            await self._finish_failed(task, f"UnknownTaskError: {e}", None, None)
             return
         if tf is not None and tf.rate_limit:
             limiter = self._limiters.get(task.func)
@@ -291,6 +333,8 @@ class AsyncWorker:
         hooks = oq.plugins.hook
         if hooks.omniq_task_started.get_hookimpls():
             await oq._call_hook("omniq_task_started", task=task)
+        if not self.executor.can_stop(fn):
+            self._unstoppable.add(task.id)
         try:
             value = await self.executor.run(
                 task.func, fn, tuple(task.args), dict(task.kwargs), task.timeout
@@ -333,28 +377,42 @@ class AsyncWorker:
             with anyio.CancelScope(shield=True):
                 try:
                     await self._write_batch(batch)
-                    self._unrecorded -= len(batch)
-                    self._slot_freed.set()
+                    retry = []
                 except Exception:
-                    log.exception("could not record %d finished tasks; retrying", len(batch))
-                    self._done[:0] = batch
+                    # one by one: one task's bad result must not hold up the others
+                    retry = await self._write_each(batch)
+                self._unrecorded -= len(batch) - len(retry)
+                self._slot_freed.set()
+                if retry:
+                    self._done[:0] = retry
                     await anyio.sleep(0.5)
+
+    async def _write_each(
+        self, batch: list[tuple[Task, TaskResult]]
+    ) -> list[tuple[Task, TaskResult]]:
+        """Write finished tasks one at a time. A task whose result can never be written
+        (it cannot be encoded, or it is too large) fails alone; the ones that failed for
+        other reasons (the store is unreachable) are returned, to be retried."""
+        retry: list[tuple[Task, TaskResult]] = []
+        for item in batch:
+            task, result = item
+            try:
+                await self._write_batch([item])
+            except RESULT_ERRORS as e:
+                log.error("the result of task %s cannot be stored: %s", task.id, e)
+                try:
+                    await self._handle_error(task, e, result.started_at or 0.0, retry=False)
+                except Exception:
+                    log.exception("could not record the failure of task %s; retrying", task.id)
+                    retry.append(item)
+            except Exception:
+                log.exception("could not record finished task %s; retrying", task.id)
+                retry.append(item)
+        return retry
 
     async def _write_batch(self, batch: list[tuple[Task, TaskResult]]) -> None:
         oq = self.oq
-        try:
-            accepted = await oq.task_queue.complete_with_results(batch, oq.result_storage)
-        except SerializationError:
-            # find the value(s) that cannot be stored: those tasks fail, the rest go on
-            good = []
-            for task, result in batch:
-                try:
-                    await oq.result_storage.set(result)
-                    good.append((task, result))
-                except SerializationError as e:
-                    await self._handle_error(task, e, result.started_at or 0.0, retry=False)
-            batch = good
-            accepted = await oq.task_queue.complete_many([t for t, _ in batch])
+        accepted = await oq.task_queue.complete_with_results(batch, oq.result_storage)
         finished: list[tuple[Task, Any]] = []
         events_on = oq.events.enabled
         for (task, result), ok in zip(batch, accepted, strict=True):
@@ -375,8 +433,8 @@ class AsyncWorker:
         if isinstance(e, TaskFailedError) and e.error:
             error, tb = e.error, e.traceback
         else:
-            error = f"{type(e).__name__}: {e}"
-            tb = "".join(traceback.format_exception(e))
+            error = describe_exception(e)
+            tb = format_traceback(e)
         if retry and should_retry(task.attempt, task.retries):
             delay = backoff_delay(task.attempt, task.retry_delay)
             if await self.oq.task_queue.fail(task, time.time() + delay, error=error):
@@ -394,6 +452,10 @@ class AsyncWorker:
             return
         self.failed += 1
         self.processed += 1
+        log.error(
+            "task %s (%s) failed on attempt %d: %s%s",
+            task.id, task.func, task.attempt, error, f"\n{tb}" if tb else "",
+        )  # fmt: skip
         await oq.result_storage.set(
             TaskResult(
                 task_id=task.id,
