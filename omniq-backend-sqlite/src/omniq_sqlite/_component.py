@@ -13,6 +13,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+#: Rows deleted per write transaction by a cleanup (results, events): a large backlog
+#: is deleted in many short writes, never one long hold of the write lock.
+CLEANUP_BATCH = 1000
+
 class SQLiteComponent:
     """Mixin for the four components (put it before the storage ABC in the bases).
 

@@ -12,7 +12,7 @@ import msgspec
 from omniq.errors import SerializationError
 from omniq.models import EventType, TaskEvent
 from omniq.storage.base import BaseEventStorage
-from omniq_sqlite._component import SQLiteComponent
+from omniq_sqlite._component import CLEANUP_BATCH, SQLiteComponent
 from omniq_sqlite._database import begin_immediate
 
 _FIELDS = (
@@ -65,7 +65,12 @@ def _query(conn: sqlite3.Connection, where: str, params: list[Any]) -> builtins.
 
 
 def _cleanup(conn: sqlite3.Connection, older_than: float) -> int:
-    return int(conn.execute("DELETE FROM events WHERE timestamp < ?", (older_than,)).rowcount)
+    return int(
+        conn.execute(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE timestamp < ? LIMIT ?)",
+            (older_than, CLEANUP_BATCH),
+        ).rowcount
+    )
 
 
 class AsyncSQLiteEventStorage(SQLiteComponent, BaseEventStorage):
@@ -118,7 +123,12 @@ class AsyncSQLiteEventStorage(SQLiteComponent, BaseEventStorage):
 
     async def cleanup(self, older_than: float) -> int:
         """Delete events with ``timestamp < older_than``; returns how many."""
-        return await self._run(_cleanup, older_than)
+        total = 0
+        while True:  # bounded batches: each is one short write transaction
+            n = await self._run(_cleanup, older_than)
+            total += n
+            if n < CLEANUP_BATCH:
+                return total
 
 
 def _query_limited(

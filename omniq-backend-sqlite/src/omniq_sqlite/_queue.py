@@ -31,6 +31,7 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
 
     blocking_dequeue: ClassVar[bool] = False
     cross_process: ClassVar[bool] = True
+    supports_pruning: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -216,6 +217,10 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
     async def cleanup_expired(self, now: float | None = None) -> builtins.list[str]:
         """Mark tasks past their TTL EXPIRED; return them (and those expired at claim)."""
         return await self._run(sql.expire, now or time.time())
+
+    async def prune_finished(self, before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` tasks that ended before ``before``; returns how many."""
+        return await self._run(sql.prune_finished, before, limit)
 
     async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
         """Make waiting dependents ready, or cancel them (transitively) on failure."""

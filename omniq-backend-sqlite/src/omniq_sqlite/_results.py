@@ -13,7 +13,7 @@ from omniq.errors import SerializationError
 from omniq.models import TaskResult, TaskStatus
 from omniq.serialization import SerializationManager
 from omniq.storage.base import BaseResultStorage
-from omniq_sqlite._component import SQLiteComponent
+from omniq_sqlite._component import CLEANUP_BATCH, SQLiteComponent
 from omniq_sqlite._database import Poll, begin_immediate
 
 log = logging.getLogger("omniq.sqlite")
@@ -59,7 +59,9 @@ def _delete(conn: sqlite3.Connection, task_id: str) -> bool:
 
 def _cleanup(conn: sqlite3.Connection, now: float) -> int:
     cur = conn.execute(
-        "DELETE FROM results WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+        "DELETE FROM results WHERE rowid IN (SELECT rowid FROM results "
+        "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)",
+        (now, CLEANUP_BATCH),
     )
     return int(cur.rowcount)
 
@@ -141,4 +143,10 @@ class AsyncSQLiteResultStorage(SQLiteComponent, BaseResultStorage):
 
     async def cleanup_expired(self, now: float | None = None) -> int:
         """Delete results past their TTL; returns how many."""
-        return await self._run(_cleanup, now or time.time())
+        now = now or time.time()
+        total = 0
+        while True:  # bounded batches: each is one short write transaction
+            n = await self._run(_cleanup, now)
+            total += n
+            if n < CLEANUP_BATCH:
+                return total

@@ -19,6 +19,7 @@ import msgspec
 
 from omniq.errors import SerializationError
 from omniq.models import Task, TaskStatus
+from omniq.models.enums import FINAL_STATUSES
 from omniq.serialization.manager import SerializationManager
 from omniq_sqlite._database import begin_immediate
 from omniq_sqlite._staging import (
@@ -59,6 +60,11 @@ HAS_READY_SQL = (
 HAS_PENDING_SQL = "SELECT 1 FROM tasks WHERE queue = ? AND status = 'pending' LIMIT 1"
 HAS_RUNNING_SQL = "SELECT 1 FROM tasks WHERE queue = ? AND status = 'running' LIMIT 1"
 HAS_LAPSED_SQL = "SELECT 1 FROM tasks WHERE status = 'running' AND lease_until < ? LIMIT 1"
+#: The current time in Unix seconds, in SQL. A finished task's ``lease_until`` holds when
+#: it ended (a finished task has no lease): the ``tasks_state`` index (status,
+#: lease_until, ...) then finds the tasks that ended before a time without an index of
+#: their own, and the finishing UPDATEs write nothing more than before.
+NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 RECOVER_SQL = (
     "UPDATE tasks SET status = 'pending', lease_until = NULL "
     "WHERE status = 'running' AND lease_until < ?"
@@ -68,7 +74,7 @@ UPDATE tasks SET
     status = CASE WHEN expires_at <= :now THEN 'expired' ELSE 'running' END,
     attempt = CASE WHEN expires_at <= :now THEN attempt ELSE attempt + 1 END,
     worker_id = CASE WHEN expires_at <= :now THEN worker_id ELSE :worker END,
-    lease_until = CASE WHEN expires_at <= :now THEN NULL ELSE :lease_until END,
+    lease_until = CASE WHEN expires_at <= :now THEN :now ELSE :lease_until END,
     error = CASE WHEN expires_at <= :now THEN :expired_msg ELSE error END,
     unreported = CASE WHEN expires_at <= :now THEN 1 ELSE unreported END
 WHERE rowid IN (
@@ -81,12 +87,12 @@ RETURNING id, queue, status, priority, created_at, run_at, expires_at, attempt, 
     worker_id, error, data, due
 """
 COMPLETE_SQL = (
-    "UPDATE tasks SET status = 'success', lease_until = NULL, error = NULL "
+    f"UPDATE tasks SET status = 'success', lease_until = {NOW_SQL}, error = NULL "
     "WHERE id = ? AND status = 'running' AND attempt = ?"
 )
 #: complete for a batch of (id, attempt) pairs given as a JSON array: one statement
-COMPLETE_MANY_SQL = """
-UPDATE tasks SET status = 'success', lease_until = NULL, error = NULL
+COMPLETE_MANY_SQL = f"""
+UPDATE tasks SET status = 'success', lease_until = {NOW_SQL}, error = NULL
 WHERE rowid IN (
     SELECT t.rowid FROM json_each(?) AS c
     JOIN tasks AS t ON t.id = json_extract(c.value, '$[0]')
@@ -95,7 +101,8 @@ WHERE rowid IN (
 RETURNING id
 """
 FAIL_SQL = (
-    "UPDATE tasks SET status = ?, lease_until = NULL, error = ?, "
+    f"UPDATE tasks SET status = ?1, lease_until = CASE ?1 WHEN 'failed' THEN {NOW_SQL} END, "
+    "error = ?, "
     "run_at = coalesce(?, run_at), due = coalesce(?, due) "
     "WHERE id = ? AND status = 'running' AND attempt = ?"
 )
@@ -137,6 +144,8 @@ def to_task(serializer: SerializationManager, row: Row, now: float) -> Task:
     (tid, queue, status, priority, created_at, run_at, expires_at, attempt, lease_until,
      worker_id, error, data) = row[:12]  # fmt: skip
     st = effective(status, expires_at, now)
+    if status in FINAL_STATUSES:
+        lease_until = None  # the column holds when it ended (see NOW_SQL)
     try:
         task = serializer.decode_task(data)
     except SerializationError as e:
@@ -370,8 +379,8 @@ def _fail_corrupt(conn: sqlite3.Connection, task_id: str, reason: str, now: floa
     message = f"stored payload of task {task_id} cannot be decoded: {reason}"
     log.error("SQLite queue: %s; marked the task FAILED", message)
     conn.execute(
-        "UPDATE tasks SET status = 'failed', lease_until = NULL, error = ? WHERE id = ?",
-        (message, task_id),
+        "UPDATE tasks SET status = 'failed', lease_until = ?, error = ? WHERE id = ?",
+        (now, message, task_id),
     )
     release(conn, task_id, False, now)
 
@@ -509,8 +518,9 @@ def release_many(
                 ready.append(dep_id)
             else:
                 conn.execute(
-                    "UPDATE tasks SET status = 'cancelled', error = ? WHERE id = ?",
-                    (f"dependency {tid} did not succeed", dep_id),
+                    "UPDATE tasks SET status = 'cancelled', error = ?, lease_until = ? "
+                    "WHERE id = ?",
+                    (f"dependency {tid} did not succeed", now, dep_id),
                 )
                 cancelled.append(dep_id)
                 todo.append((dep_id, False))
@@ -581,10 +591,10 @@ def cancel(conn: sqlite3.Connection, task_id: str, reason: str) -> bool:
     begin_immediate(conn)
     expand_range(conn, task_id, task_id)
     cur = conn.execute(
-        "UPDATE tasks SET status = 'cancelled', lease_until = NULL, error = ? "
+        "UPDATE tasks SET status = 'cancelled', lease_until = ?, error = ? "
         "WHERE id = ? AND (status = 'running' OR (status IN ('pending', 'waiting') "
         "AND (expires_at IS NULL OR expires_at > ?)))",
-        (reason, task_id, now),
+        (now, reason, task_id, now),
     )
     if cur.rowcount != 1:
         return False
@@ -610,6 +620,33 @@ def purge(conn: sqlite3.Connection, queue: str | None) -> int:
     return int(n)
 
 
+def prune_finished(conn: sqlite3.Connection, before: float, limit: int) -> int:
+    """Delete up to ``limit`` tasks that ended before ``before`` (and their dependency
+    rows). A final row's ``lease_until`` is when it ended (see NOW_SQL); rows that
+    ended without one (written before migration 4, or enqueued already cancelled)
+    fall back to their creation time."""
+    begin_immediate(conn)
+    ids: list[str] = []
+    for status in sorted(FINAL_STATUSES):
+        if len(ids) >= limit:
+            break
+        ids += [
+            r[0]
+            for r in conn.execute(
+                "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE status = ? "
+                "AND (lease_until < ? OR (lease_until IS NULL AND created_at < ?)) LIMIT ?) "
+                "RETURNING id",
+                (status.value, before, before, limit - len(ids)),
+            )
+        ]
+    if ids:
+        conn.execute(
+            "DELETE FROM task_deps WHERE task_id IN (SELECT value FROM json_each(?))",
+            (_ids_param(ids),),
+        )
+    return len(ids)
+
+
 def expire(conn: sqlite3.Connection, now: float) -> list[str]:
     """Mark pending/waiting tasks past their TTL EXPIRED; return them and the tasks found
     expired at claim time since the last call."""
@@ -624,10 +661,10 @@ def expire(conn: sqlite3.Connection, now: float) -> list[str]:
     new = [
         r[0]
         for r in conn.execute(
-            "UPDATE tasks SET status = 'expired', error = ? "
+            "UPDATE tasks SET status = 'expired', error = ?, lease_until = ? "
             "WHERE status IN ('pending', 'waiting') AND lease_until IS NULL "
             "AND expires_at <= ? RETURNING id",
-            (EXPIRED_MSG, now),
+            (EXPIRED_MSG, now, now),
         )
     ]
     if new:

@@ -36,9 +36,9 @@ from omniq.models import (
 )
 from omniq.plugins import COMPONENTS, PluginManager, find_backend, get_plugin_manager
 from omniq.plugins.specs import load_object
-from omniq.queue.dependencies import check_no_cycle
+from omniq.queue.dependencies import check_dependencies
 from omniq.queue.scheduler import AsyncScheduler
-from omniq.serialization import SerializationManager, set_default_manager
+from omniq.serialization import SerializationManager, default_manager, set_default_manager
 from omniq.sync import SyncWrapper, portal, run_sync
 from omniq.tasks import TaskDecorator, TaskFunction, TaskHandle, delay_to_run_at, task_name
 from omniq.workers.resolve import resolve_task
@@ -51,6 +51,10 @@ log = logging.getLogger("omniq")
 TTL_SWEEP_INTERVAL = 5.0
 #: Seconds between sweeps for WAITING tasks whose dependencies already ended.
 DEPENDENCY_SWEEP_INTERVAL = 10.0
+#: Seconds between retention sweeps (expired results, old events, old finished tasks).
+RETENTION_SWEEP_INTERVAL = 60.0
+#: Rows deleted per call in a retention sweep (each call is one short write).
+PRUNE_BATCH = 1000
 R = TypeVar("R")
 P = ParamSpec("P")
 
@@ -95,11 +99,15 @@ class AsyncOmniQ:
         if max_workers is not None:
             overrides["max_workers"] = max_workers
         self.config: OmniQConfig = load_config(config, **overrides)
+        self.plugins = plugins or get_plugin_manager()
         if self.config.secret_key:
             set_default_manager(
-                SerializationManager(self.config.secret_key, self.config.old_secret_keys)
+                SerializationManager(
+                    self.config.secret_key,
+                    self.config.old_secret_keys,
+                    self.plugins.serializers(),
+                )
             )
-        self.plugins = plugins or get_plugin_manager()
         self._components = self._build_components(instances)
         self.events = AsyncEventLogger(self.event_storage, self.plugins)
         self.registry: dict[str, TaskFunction[Any, Any]] = {}
@@ -108,6 +116,7 @@ class AsyncOmniQ:
         self._flusher: asyncio.Task[None] | None = None
         self._last_sweep = 0.0
         self._last_dependency_sweep = time.time()
+        self._last_prune = 0.0
 
     @classmethod
     def from_config(cls, source: OmniQConfig | dict[str, Any] | str, **overrides: Any) -> Self:
@@ -400,6 +409,8 @@ class AsyncOmniQ:
             "metadata": dict(o.get("metadata") or {}),
             "serializer": o.get("serializer"),
         }
+        if fields["serializer"] is not None:
+            default_manager().check_format(fields["serializer"])
         if o.get("task_id"):
             fields["id"] = str(o["task_id"])
         return Task(**fields)
@@ -484,7 +495,7 @@ class AsyncOmniQ:
             for t in tasks:
                 await self._call_hook("omniq_before_enqueue", task=t)
         if any(t.depends_on for t in tasks):
-            await check_no_cycle(tasks, self.task_queue.get)
+            await check_dependencies(tasks, self.task_queue.get)
         queue = self.task_queue
         statuses: list[TaskStatus] = (
             [await queue.enqueue(tasks[0])] if len(tasks) == 1 else await queue.enqueue_many(tasks)
@@ -657,7 +668,36 @@ class AsyncOmniQ:
         if now - self._last_dependency_sweep >= DEPENDENCY_SWEEP_INTERVAL:
             self._last_dependency_sweep = now
             await self.sweep_waiting()
+        if now - self._last_prune >= RETENTION_SWEEP_INTERVAL:
+            self._last_prune = now
+            await self.prune(now)
         await self.events.flush()
+
+    async def prune(self, now: float | None = None) -> dict[str, int]:
+        """Delete what the retention settings no longer keep, in bounded batches:
+        results past their TTL, events older than ``event_retention``, and finished
+        tasks that ended more than ``result_ttl`` ago (a finished task is kept as long
+        as its result). Workers run this every ``RETENTION_SWEEP_INTERVAL`` seconds.
+        Returns how many of each were deleted."""
+        await self.connect()
+        now = time.time() if now is None else now
+        cfg = self.config
+        counts = {"results": await self.result_storage.cleanup_expired(now)}
+        counts["events"] = 0
+        if self.event_storage is not None and cfg.event_retention:
+            await self.events.flush()
+            counts["events"] = await self.event_storage.cleanup(now - cfg.event_retention)
+        counts["tasks"] = 0
+        if cfg.result_ttl:
+            before = now - cfg.result_ttl
+            while True:
+                n = await self.task_queue.prune_finished(before, PRUNE_BATCH)
+                counts["tasks"] += n
+                if n < PRUNE_BATCH:
+                    break
+        if any(counts.values()):
+            log.info("retention sweep deleted %s", counts)
+        return counts
 
     async def sweep_waiting(self, limit: int = 1000) -> int:
         """Release (or cancel) WAITING tasks whose dependencies have all ended.
@@ -959,6 +999,9 @@ class OmniQ:
         self, finished: Sequence[tuple[Task, Any]], *, succeeded: bool
     ) -> None:
         run_sync(self._async.after_finish_many, finished, succeeded=succeeded)
+
+    def prune_sync(self, now: float | None = None) -> dict[str, int]:
+        return run_sync(self._async.prune, now)
 
     def maintenance_sync(self, *, run_scheduler: bool = True) -> None:
         run_sync(self._async.maintenance, run_scheduler=run_scheduler)

@@ -102,6 +102,22 @@ class Schedule(msgspec.Struct, kw_only=True, omit_defaults=True):
             )  # naive datetimes are local time, as datetime.timestamp() reads them
         return cls(func=func, cron=cron, interval=interval, at=at, **fields)
 
+    @classmethod
+    def from_cron(
+        cls,
+        cron_expression: str,
+        func: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        queue_name: str = "default",
+        **fields: Any,
+    ) -> Schedule:
+        """Seed-compatible constructor: ``Schedule.create(func, cron=...)``."""
+        return cls.create(
+            func, cron=cron_expression, args=tuple(args), kwargs=dict(kwargs or {}),
+            queue=queue_name, **fields,
+        )  # fmt: skip
+
     # --- timing maths (pure) -------------------------------------------------------
 
     @property

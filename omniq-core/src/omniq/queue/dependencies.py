@@ -1,17 +1,19 @@
-"""Dependency checks made before a task is stored (cycles, self-dependencies)."""
+"""Dependency checks made before a task is stored (unknown ids, cycles, self-dependencies)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
-from omniq.errors import DependencyCycleError
+from omniq.errors import DependencyCycleError, TaskNotFoundError
 from omniq.models import Task
 
 
-async def check_no_cycle(
+async def check_dependencies(
     tasks: Iterable[Task], lookup: Callable[[str], Awaitable[Task | None]], max_nodes: int = 10_000
 ) -> None:
-    """Raise DependencyCycleError if any of ``tasks`` would depend on itself.
+    """Raise DependencyCycleError if any of ``tasks`` would depend on itself, and
+    TaskNotFoundError if one depends on a task that does not exist (it would wait
+    forever).
 
     ``tasks`` are about to be enqueued together; ``lookup`` reads stored tasks. A new
     task with a fresh id cannot close a cycle through stored tasks unless one of them
@@ -37,3 +39,10 @@ async def check_no_cycle(
             node = batch.get(dep) or await lookup(dep)
             if node is not None:
                 stack.extend(node.depends_on)
+            elif dep in start.depends_on:
+                raise TaskNotFoundError(
+                    f"task {start.id} ({start.func}) depends on task {dep}, which does not "
+                    "exist (never enqueued, or already purged): enqueue the dependency "
+                    "first and pass its handle or id in depends_on",
+                    task_id=start.id,
+                )

@@ -28,6 +28,12 @@ T = TypeVar("T")
 MSGPACK_HEADER = 0x01
 PLUGIN_HEADER = 0x00
 DILL_EXT_CODE = 1
+#: An int beyond MessagePack's 64 bits, as its decimal digits.
+BIGINT_EXT_CODE = 2
+#: A value written by a plugin serializer: ``len(name), name, body``.
+PLUGIN_EXT_CODE = 3
+#: Format names that mean the built-in MessagePack encoding.
+MSGPACK_NAMES = frozenset({"msgspec", "msgpack"})
 
 
 class Serializer(Protocol):
@@ -49,6 +55,16 @@ class _ForceDill:
         self.value = value
 
 
+class _ForcePlugin:
+    """Marks a value that a plugin serializer encodes (``Task.serializer == name``)."""
+
+    __slots__ = ("serializer", "value")
+
+    def __init__(self, value: Any, serializer: Serializer) -> None:
+        self.value = value
+        self.serializer = serializer
+
+
 class SerializationManager:
     """Encodes values and models; one instance per key configuration, safe to share."""
 
@@ -68,10 +84,29 @@ class SerializationManager:
     # --- msgspec hooks ---------------------------------------------------------------
 
     def _enc_hook(self, obj: Any) -> Any:
+        if isinstance(obj, _ForcePlugin):
+            name = obj.serializer.name.encode()
+            body = obj.serializer.dumps(obj.value)
+            return msgspec.msgpack.Ext(PLUGIN_EXT_CODE, bytes([len(name)]) + name + body)
         value = obj.value if isinstance(obj, _ForceDill) else obj
         return msgspec.msgpack.Ext(DILL_EXT_CODE, self.dill.dumps(value))
 
     def _ext_hook(self, code: int, data: memoryview) -> Any:
+        if code == BIGINT_EXT_CODE:
+            try:
+                return int(bytes(data))
+            except ValueError as e:
+                raise SerializationError("corrupt big integer in payload") from e
+        if code == PLUGIN_EXT_CODE:
+            raw = bytes(data)
+            name = raw[1 : 1 + raw[0]].decode(errors="replace") if raw else ""
+            plugin = self._plugins.get(name)
+            if plugin is None:
+                raise SerializationError(
+                    f"payload was written by serializer {name!r}, which is not installed "
+                    f"here (installed: {', '.join(self.formats())})"
+                )
+            return plugin.loads(raw[1 + raw[0] :])
         if code != DILL_EXT_CODE:
             raise SerializationError(f"unknown msgpack extension code {code} in payload")
         return self.dill.loads(bytes(data))
@@ -90,18 +125,27 @@ class SerializationManager:
             return self.encode(value)
         if format == "dill":
             return self.encode(_ForceDill(value))
-        plugin = self._plugins.get(format)
-        if plugin is None:
-            raise SerializationError(
-                f"unknown serializer {format!r}: installed are "
-                f"{sorted(['msgspec', 'dill', *self._plugins])}"
-            )
+        self.check_format(format)
+        plugin = self._plugins[format]
         name = plugin.name.encode()
         return bytes([PLUGIN_HEADER, len(name)]) + name + plugin.dumps(value)
 
     def loads(self, data: bytes) -> Any:
         """Decode bytes written by :meth:`dumps`."""
         return self.decode(data, Any)
+
+    def formats(self) -> list[str]:
+        """Names a task's ``serializer`` option accepts."""
+        return sorted(["msgspec", "dill", *self._plugins])
+
+    def check_format(self, name: str | None) -> None:
+        """Raise SerializationError unless ``name`` is None or an installed format."""
+        if name is None or name in MSGPACK_NAMES or name == "dill" or name in self._plugins:
+            return
+        raise SerializationError(
+            f"unknown serializer {name!r}: installed are {', '.join(self.formats())} "
+            "(a plugin serializer comes from an installed package's omniq_serializers hook)"
+        )
 
     def format_of(self, data: bytes) -> str:
         """Name of the format ``data`` was written with."""
@@ -117,19 +161,32 @@ class SerializationManager:
 
     def encode(self, obj: Any) -> bytes:
         """Encode a model or value as header + msgpack (dill extensions where needed)."""
-        if isinstance(obj, Task) and obj.serializer == "dill":
+        if isinstance(obj, Task) and obj.serializer and obj.serializer not in MSGPACK_NAMES:
             # Wrap each argument, not the containers: a typed decoder accepts an extension
             # only where the field type is Any (the elements), never for the tuple/dict.
+            wrap = self._argument_wrapper(obj.serializer)
             obj = obj.copy(
-                args=tuple(_ForceDill(a) for a in obj.args),
-                kwargs={k: _ForceDill(v) for k, v in obj.kwargs.items()},
+                args=tuple(wrap(a) for a in obj.args),
+                kwargs={k: wrap(v) for k, v in obj.kwargs.items()},
             )
         try:
             return b"\x01" + self._encoder.encode(obj)
         except SerializationError:
             raise
+        except OverflowError as e:  # an int beyond 64 bits: the rare, slower path
+            try:
+                return b"\x01" + self._encoder.encode(_with_big_ints(obj))
+            except Exception:
+                raise _encode_error(obj, e) from e
         except Exception as e:
             raise _encode_error(obj, e) from e
+
+    def _argument_wrapper(self, name: str) -> Any:
+        if name == "dill":
+            return _ForceDill
+        self.check_format(name)
+        plugin = self._plugins[name]
+        return lambda value: _ForcePlugin(value, plugin)
 
     def decode(self, data: bytes | memoryview, type: type[T] | Any = Any) -> T:
         """Decode bytes written by :meth:`encode` (or :meth:`dumps`) into ``type``."""
@@ -175,6 +232,11 @@ class SerializationManager:
             return self._encoder.encode(obj)
         except SerializationError:
             raise
+        except OverflowError as e:
+            try:
+                return self._encoder.encode(_with_big_ints(obj))
+            except Exception:
+                raise _encode_error(obj, e) from e
         except Exception as e:
             raise _encode_error(obj, e) from e
 
@@ -201,6 +263,29 @@ class SerializationManager:
     def decode_schedule(self, data: bytes | memoryview) -> Schedule:
         """Decode a schedule."""
         return self.decode(data, Schedule)
+
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+def _with_big_ints(obj: Any) -> Any:
+    """``obj`` with every int outside MessagePack's range as a BIGINT extension (inside
+    tuples, lists, dicts, sets and the value fields of tasks and results)."""
+    if isinstance(obj, Task):
+        return obj.copy(args=_with_big_ints(obj.args), kwargs=_with_big_ints(obj.kwargs))
+    if isinstance(obj, TaskResult):
+        return msgspec.structs.replace(obj, result=_with_big_ints(obj.result))
+    if type(obj) is int:
+        if _INT64_MIN <= obj <= _UINT64_MAX:
+            return obj
+        return msgspec.msgpack.Ext(BIGINT_EXT_CODE, str(obj).encode())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_with_big_ints(v) for v in obj) if type(obj) in (list, tuple) else obj
+    if isinstance(obj, (set, frozenset)):
+        return [_with_big_ints(v) for v in obj]  # arrives as a list, like any set
+    if isinstance(obj, dict):
+        return {_with_big_ints(k): _with_big_ints(v) for k, v in obj.items()}
+    return obj
 
 
 def _encode_error(obj: Any, e: Exception) -> SerializationError:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import os
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -28,6 +30,11 @@ import msgspec
 from omniq.models import EventType, Schedule, ScheduleState, Task, TaskEvent, TaskResult, TaskStatus
 
 log = logging.getLogger("omniq.storage")
+
+
+def default_worker_id() -> str:
+    """``host:pid``: the worker id of a claim made without one."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def check_encodable(results: Any, values: Sequence[TaskResult]) -> None:
@@ -149,6 +156,8 @@ class BaseTaskQueue(StorageComponent):
     blocking_dequeue: ClassVar[bool] = False
     #: True when several processes may share the queue (false for in-process memory).
     cross_process: ClassVar[bool] = True
+    #: True when ``prune_finished`` deletes old finished tasks.
+    supports_pruning: ClassVar[bool] = False
 
     #: Lease used by ``heartbeat`` when none is given (seconds).
     default_lease: float = 30.0
@@ -168,15 +177,18 @@ class BaseTaskQueue(StorageComponent):
 
     async def dequeue(
         self,
-        queues: Sequence[str],
+        queues: Sequence[str] = ("default",),
         *,
-        worker_id: str,
+        worker_id: str | None = None,
         lease: float = 30.0,
         wait: float = 0.0,
     ) -> Task | None:
         """Claim the next ready task: queues in the order given, then higher priority,
-        then oldest. Waits up to ``wait`` seconds for one. Lapsed leases are re-claimed."""
-        tasks = await self.dequeue_many(queues, 1, worker_id=worker_id, lease=lease, wait=wait)
+        then oldest. Waits up to ``wait`` seconds for one. Lapsed leases are re-claimed.
+        ``worker_id`` defaults to ``host:pid`` (it only labels the claim)."""
+        tasks = await self.dequeue_many(
+            queues, 1, worker_id=worker_id or default_worker_id(), lease=lease, wait=wait
+        )
         return tasks[0] if tasks else None
 
     @abstractmethod
@@ -264,6 +276,15 @@ class BaseTaskQueue(StorageComponent):
     ) -> builtins.list[Task]:
         """Tasks, oldest first, optionally filtered."""
 
+    async def list_tasks(
+        self,
+        queue: str | None = None,
+        status: TaskStatus | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Task]:
+        """Seed-compatible alias of :meth:`list` (docs: migration table)."""
+        return await self.list(queue, status, limit)
+
     @abstractmethod
     async def purge(self, queue: str | None = None) -> int:
         """Delete every task (of one queue, or all). Returns how many were deleted."""
@@ -272,6 +293,13 @@ class BaseTaskQueue(StorageComponent):
     async def cleanup_expired(self, now: float | None = None) -> builtins.list[str]:
         """Mark PENDING/WAITING tasks past their TTL as EXPIRED; return their ids
         (including tasks found expired at claim time since the last call)."""
+
+    async def prune_finished(self, before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` tasks that reached a final status (SUCCESS, FAILED,
+        CANCELLED, EXPIRED) before ``before``; return how many. The retention sweep
+        calls it until it returns less than ``limit``, so each call should be one short
+        write. This default deletes nothing (``supports_pruning`` is False)."""
+        return 0
 
     @abstractmethod
     async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
@@ -343,6 +371,12 @@ class BaseResultStorage(StorageComponent):
     async def cleanup_expired(self, now: float | None = None) -> int:
         """Delete results past their TTL; returns how many."""
 
+    async def list_results(
+        self, status: TaskStatus | None = None, limit: int = 100
+    ) -> builtins.list[TaskResult]:
+        """Seed-compatible alias of :meth:`list` (docs: migration table)."""
+        return await self.list(status, limit)
+
 
 class BaseEventStorage(StorageComponent):
     """Stores lifecycle events as plain fields (never pickled)."""
@@ -373,6 +407,10 @@ class BaseEventStorage(StorageComponent):
     async def cleanup(self, older_than: float) -> int:
         """Delete events with ``timestamp < older_than``; returns how many."""
 
+    async def log_event(self, event: TaskEvent) -> None:
+        """Seed-compatible alias of :meth:`log` (docs: migration table)."""
+        await self.log(event)
+
 
 class BaseScheduleStorage(StorageComponent):
     """Stores schedules; ``claim_due`` makes each due time fire exactly once."""
@@ -399,6 +437,28 @@ class BaseScheduleStorage(StorageComponent):
     async def list(self, state: ScheduleState | None = None) -> builtins.list[Schedule]:
         """All schedules, optionally of one state."""
 
+    async def save_schedule(self, schedule: Schedule) -> None:
+        """Seed-compatible alias of :meth:`save` (docs: migration table)."""
+        await self.save(schedule)
+
+    async def update_schedule(self, schedule: Schedule) -> bool:
+        """Seed-compatible alias of :meth:`update`."""
+        return await self.update(schedule)
+
+    async def list_schedules(self, state: ScheduleState | None = None) -> builtins.list[Schedule]:
+        """Seed-compatible alias of :meth:`list`."""
+        return await self.list(state)
+
+    async def get_ready_schedules(self, now: float | None = None) -> builtins.list[Schedule]:
+        """Active schedules due at ``now``, *without* claiming them (a read: to fire
+        them exactly once, use :meth:`claim_due`, as the scheduler does)."""
+        now = time.time() if now is None else now
+        return [
+            s
+            for s in await self.list(ScheduleState.ACTIVE)
+            if s.next_run_at is not None and s.next_run_at <= now
+        ]
+
     @abstractmethod
     async def claim_due(self, now: float, limit: int = 100) -> builtins.list[Schedule]:
         """Claim schedules due at ``now``.
@@ -420,4 +480,5 @@ __all__ = [
     "Released",
     "StorageComponent",
     "check_encodable",
+    "default_worker_id",
 ]

@@ -4,7 +4,10 @@ State lives in plain Python structures under one lock per store; waiting corouti
 woken through :class:`~omniq.storage.notify.Notifier`, so any event loop in the process
 (the caller's, or the sync wrappers' loop thread) can share a store. ``memory://`` makes
 a private store; ``memory://NAME`` shares the store NAME across the process.
-Objects are stored as given (copied, not serialized): nothing leaves the process.
+Tasks and results make the same serializer round trip as in every other backend
+(DESIGN §13), so code that works on memory works everywhere: arguments and results
+arrive as the wire format gives them, and a value that needs dill without a signing key
+is refused here too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from omniq.models import (
     TaskResult,
     TaskStatus,
 )
+from omniq.serialization import default_manager
 from omniq.storage.base import (
     BaseEventStorage,
     BaseResultStorage,
@@ -73,6 +77,12 @@ def reset_memory_stores() -> None:
 # --- task queue -------------------------------------------------------------------------
 
 
+def _round_trip_task(task: Task) -> Task:
+    """The task as a durable backend would store and return it."""
+    ser = default_manager()
+    return ser.decode_task(ser.encode_task(task))
+
+
 class _QueueState:
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -83,6 +93,7 @@ class _QueueState:
         self.leases: list[tuple[float, str, int]] = []  # (lease_until, id, attempt)
         self.dependents: dict[str, set[str]] = {}
         self.newly_expired: list[str] = []
+        self.finished_at: dict[str, float] = {}  # id -> when the task reached a final status
         self.notifier = Notifier()
 
 
@@ -92,6 +103,7 @@ class AsyncMemoryQueue(BaseTaskQueue):
     schemes = ("memory",)
     blocking_dequeue: ClassVar[bool] = True
     cross_process: ClassVar[bool] = False
+    supports_pruning: ClassVar[bool] = True
 
     def __init__(self, url: str | None = None, *, default_lease: float = 30.0) -> None:
         self.url = url or "memory://"
@@ -146,6 +158,7 @@ class AsyncMemoryQueue(BaseTaskQueue):
                 if t.is_expired(now):
                     t.status = TaskStatus.EXPIRED
                     t.error = "expired before it ran (TTL)"
+                    s.finished_at[t.id] = now
                     s.newly_expired.append(t.id)
                     continue
                 t.status = TaskStatus.RUNNING
@@ -181,10 +194,13 @@ class AsyncMemoryQueue(BaseTaskQueue):
         existing = s.tasks.get(task.id)
         if existing is not None:
             return existing.effective_status(now)
-        t = task.copy(attempt=0, lease_until=None, worker_id=None)
+        t = task  # a fresh copy: see _round_trip_task
+        t.attempt, t.lease_until, t.worker_id = 0, None, None
         status, reason = self._dependency_status(t) if t.depends_on else (TaskStatus.PENDING, None)
         t.status, t.error = status, reason
         s.tasks[t.id] = t
+        if status.is_final:
+            s.finished_at[t.id] = now
         if status is TaskStatus.WAITING:
             for dep in t.depends_on:
                 s.dependents.setdefault(dep, set()).add(t.id)
@@ -195,15 +211,17 @@ class AsyncMemoryQueue(BaseTaskQueue):
     # -- interface --
 
     async def enqueue(self, task: Task) -> TaskStatus:
+        task = _round_trip_task(task)
         with self._s.lock:
             status = self._insert(task, time.time())
         self._s.notifier.notify_all()
         return status
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[TaskStatus]:
+        copies = [_round_trip_task(t) for t in tasks]  # all encode, or none is stored
         now = time.time()
         with self._s.lock:
-            statuses = [self._insert(t, now) for t in tasks]
+            statuses = [self._insert(t, now) for t in copies]
         self._s.notifier.notify_all()
         return statuses
 
@@ -248,6 +266,7 @@ class AsyncMemoryQueue(BaseTaskQueue):
         if t is None:
             return False
         t.status, t.lease_until, t.error = TaskStatus.SUCCESS, None, None
+        self._s.finished_at[t.id] = time.time()
         return True
 
     async def fail(
@@ -260,6 +279,7 @@ class AsyncMemoryQueue(BaseTaskQueue):
             t.lease_until, t.error = None, error
             if retry_at is None:
                 t.status = TaskStatus.FAILED
+                self._s.finished_at[t.id] = time.time()
             else:
                 t.status, t.run_at = TaskStatus.PENDING, retry_at
                 self._push_pending(t, time.time())
@@ -300,6 +320,7 @@ class AsyncMemoryQueue(BaseTaskQueue):
                 return False
             t.status, t.lease_until = TaskStatus.CANCELLED, None
             t.error = reason or "cancelled"
+            self._s.finished_at[t.id] = time.time()
             return True
 
     async def count(self, queue: str | None = None, status: TaskStatus | None = None) -> int:
@@ -328,6 +349,7 @@ class AsyncMemoryQueue(BaseTaskQueue):
             ids = [tid for tid, t in s.tasks.items() if queue is None or t.queue == queue]
             for tid in ids:
                 del s.tasks[tid]
+                s.finished_at.pop(tid, None)
             if queue is None:
                 s.ready.clear()
                 s.delayed.clear()
@@ -344,8 +366,18 @@ class AsyncMemoryQueue(BaseTaskQueue):
             for t in self._s.tasks.values():
                 if t.status in (TaskStatus.PENDING, TaskStatus.WAITING) and t.is_expired(now):
                     t.status, t.error = TaskStatus.EXPIRED, "expired before it ran (TTL)"
+                    self._s.finished_at[t.id] = now
                     expired.append(t.id)
         return expired
+
+    async def prune_finished(self, before: float, limit: int = 1000) -> int:
+        s = self._s
+        with s.lock:
+            old = [tid for tid, at in s.finished_at.items() if at < before][:limit]
+            for tid in old:
+                del s.finished_at[tid]
+                s.tasks.pop(tid, None)
+        return len(old)
 
     async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
         s = self._s
@@ -374,6 +406,7 @@ class AsyncMemoryQueue(BaseTaskQueue):
                     if not release:
                         d.status = TaskStatus.CANCELLED
                         d.error = f"dependency {tid} did not succeed"
+                        s.finished_at[d.id] = now
                         cancelled.append(d.id)
                         todo.append((d.id, False))
         if ready:
@@ -409,8 +442,10 @@ class AsyncMemoryResultStorage(BaseResultStorage):
         await self.set_many([result])
 
     async def set_many(self, results: Sequence[TaskResult]) -> None:
+        ser = default_manager()
+        stored = [ser.decode_result(ser.encode_result(r)) for r in results]
         with self._s.lock:
-            for result in results:
+            for result in stored:
                 self._s.results[result.task_id] = result
         self._s.notifier.notify_all()
 

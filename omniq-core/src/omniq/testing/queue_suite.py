@@ -187,6 +187,29 @@ class TaskQueueConformance(ConformanceBase):
             f"a stale SUCCESS replaced the newer FAILED result: {r!r}"
         )
 
+    async def test_prune_finished_deletes_only_old_finished_tasks(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        require(task_queue, "supports_pruning")
+        tasks = [make_task(i) for i in range(5)]
+        await task_queue.enqueue_many(tasks)
+        claimed = await task_queue.dequeue_many(["default"], 3, worker_id="w", lease=30)
+        assert len(claimed) == 3
+        assert await task_queue.complete(claimed[0])
+        assert await task_queue.fail(claimed[1], None, error="boom")
+        assert await task_queue.cancel(tasks[4].id)
+        # claimed[2] runs, tasks[3] waits: never pruned
+        assert await task_queue.prune_finished(time.time() - 3600) == 0, (
+            "nothing ended an hour ago"
+        )
+        assert await task_queue.prune_finished(time.time() + 1, limit=2) == 2
+        assert await task_queue.prune_finished(time.time() + 1) == 1
+        assert await task_queue.prune_finished(time.time() + 1) == 0
+        left = {t.id: t.status for t in await task_queue.list(limit=10)}
+        assert left == {claimed[2].id: TaskStatus.RUNNING, tasks[3].id: TaskStatus.PENDING}, (
+            f"only finished tasks may be pruned; left: {left}"
+        )
+
     async def test_fail_with_retry_at_requeues(self, task_queue: BaseTaskQueue) -> None:
         require(task_queue, "supports_delay")
         await task_queue.enqueue(make_task())

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from omniq.conversion import Converter, argument_converter
 from omniq.errors import (
     PayloadTooLargeError,
     SerializationError,
@@ -335,10 +336,12 @@ class AsyncWorker:
             await oq._call_hook("omniq_task_started", task=task)
         if not self.executor.can_stop(fn):
             self._unstoppable.add(task.id)
+        args, kwargs = tuple(task.args), dict(task.kwargs)
+        convert = _converter(fn)
+        if convert is not None:  # restore the annotated types MessagePack lost
+            args, kwargs = convert(args, kwargs)
         try:
-            value = await self.executor.run(
-                task.func, fn, tuple(task.args), dict(task.kwargs), task.timeout
-            )
+            value = await self.executor.run(task.func, fn, args, kwargs, task.timeout)
         except Exception as e:
             await oq._call_hook("omniq_task_finished", task=task, result=None, error=e)
             await self._handle_error(task, e, started)
@@ -515,6 +518,13 @@ class AsyncWorker:
             except Exception:
                 log.exception("maintenance (scheduler / TTL sweep) failed; will retry")
             await anyio.sleep(self.maintenance_interval)
+
+
+def _converter(fn: Any) -> Converter | None:
+    try:
+        return argument_converter(fn)
+    except TypeError:  # an unhashable callable object: its arguments go as they came
+        return None
 
 
 async def maybe_await(value: Any) -> Any:
