@@ -266,15 +266,6 @@ class AsyncOmniQ:
     ) -> None:
         await self.close()
 
-    async def _call_hook(self, name: str, **kwargs: Any) -> None:
-        for impl in getattr(self.plugins.hook, name).get_hookimpls():
-            try:
-                out = impl.function(**{k: kwargs[k] for k in impl.argnames})
-                if inspect.isawaitable(out):
-                    await out
-            except Exception:
-                log.exception("plugin hook %s of %s failed", name, impl.plugin_name)
-
     # --- tasks -----------------------------------------------------------------------------
 
     @overload
@@ -491,9 +482,9 @@ class AsyncOmniQ:
     async def enqueue_prepared(self, tasks: list[Task]) -> list[TaskStatus]:
         """Store ready-made tasks: hooks, cycle check, enqueue, events."""
         await self.connect()
-        if self.plugins.hook.omniq_before_enqueue.get_hookimpls():
+        if self.plugins.implemented("omniq_before_enqueue"):
             for t in tasks:
-                await self._call_hook("omniq_before_enqueue", task=t)
+                await self.plugins.acall("omniq_before_enqueue", task=t)
         if any(t.depends_on for t in tasks):
             await check_dependencies(tasks, self.task_queue.get)
         queue = self.task_queue

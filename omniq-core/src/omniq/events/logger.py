@@ -7,7 +7,6 @@ and no observers, ``emit`` returns at once.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +45,7 @@ class AsyncEventLogger:
     @property
     def enabled(self) -> bool:
         """True when events go anywhere (storage or observer hooks)."""
-        has_hooks = bool(self.plugins and self.plugins.hook.omniq_on_event.get_hookimpls())
+        has_hooks = bool(self.plugins and self.plugins.implemented("omniq_on_event"))
         return self.storage is not None or has_hooks
 
     def emit(self, event: TaskEvent) -> None:
@@ -66,19 +65,13 @@ class AsyncEventLogger:
                     await self.storage.log_many(batch)
                 except Exception:
                     log.exception("could not write %d events; they are dropped", len(batch))
-            if self.plugins is not None:
+            if self.plugins is not None and self.plugins.implemented("omniq_on_event"):
                 for event in batch:
                     await self._notify(event)
 
     async def _notify(self, event: TaskEvent) -> None:
         assert self.plugins is not None
-        for impl in self.plugins.hook.omniq_on_event.get_hookimpls():
-            try:
-                out = impl.function(event=event)
-                if inspect.isawaitable(out):
-                    await out
-            except Exception:
-                log.exception("omniq_on_event observer %s failed", impl.plugin_name)
+        await self.plugins.acall("omniq_on_event", event=event)
 
     async def run(self) -> None:
         """Flush periodically until cancelled (then flush what is left)."""

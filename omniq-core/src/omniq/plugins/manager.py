@@ -14,6 +14,7 @@ and does not stop the others from loading.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -93,13 +94,39 @@ class PluginManager(pluggy.PluginManager):
         self._backends = None
         return super().unregister(plugin, name)
 
+    # --- calling the lifecycle hooks -----------------------------------------------------
+
+    def implemented(self, name: str) -> bool:
+        """True when some plugin implements hook ``name`` (lets hot paths skip a call)."""
+        return bool(getattr(self.hook, name).get_hookimpls())
+
+    async def acall(self, name: str, **kwargs: Any) -> None:
+        """Call hook ``name`` through pluggy (``tryfirst``/``trylast``, hookwrappers and
+        tracing apply as pluggy documents), then await the awaitables the
+        implementations returned, in pluggy's call order. A failing implementation is
+        logged, never raised into the engine: pluggy stops the call at an exception, so
+        the implementations after it in the order do not run for that call."""
+        try:
+            outcomes = getattr(self.hook, name)(**kwargs)
+        except Exception:
+            log.exception("plugin hook %s failed", name)
+            return
+        for out in outcomes or ():
+            if inspect.isawaitable(out):
+                try:
+                    await out
+                except Exception:
+                    log.exception("plugin hook %s failed (awaited implementation)", name)
+
     # --- what plugins offer ------------------------------------------------------------
 
     def backends(self) -> dict[str, tuple[BackendSpec, str]]:
         """Backends by name, each with the name of the plugin that registered it."""
         if self._backends is None:
             found: dict[str, tuple[BackendSpec, str]] = {}
-            # registration order: built-ins first, so a plugin cannot shadow them
+            # registration order: built-ins first, so a plugin cannot shadow them. Called
+            # per implementation (not through pluggy) so that one broken plugin is
+            # reported by name and the others' backends are still found.
             for impl in self.hook.omniq_backends.get_hookimpls():
                 try:
                     specs: list[BackendSpec] = impl.function()  # type: ignore[assignment]

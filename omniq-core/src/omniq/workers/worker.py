@@ -127,7 +127,7 @@ class AsyncWorker:
         oq = self.oq
         await oq.connect()
         await self.executor.start()
-        await oq._call_hook("omniq_worker_startup", worker=self)
+        await oq.plugins.acall("omniq_worker_startup", worker=self)
         log.info("worker %s started on queues %s", self.id, self.queues)
         try:
             async with anyio.create_task_group() as tg:
@@ -145,7 +145,7 @@ class AsyncWorker:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.executor.stop()
-                await oq._call_hook("omniq_worker_shutdown", worker=self)
+                await oq.plugins.acall("omniq_worker_shutdown", worker=self)
                 await oq.events.flush()
                 self._stopped.set()
                 log.info("worker %s stopped (%d processed)", self.id, self.processed)
@@ -331,9 +331,9 @@ class AsyncWorker:
         started = time.time()
         if oq.events.enabled:
             oq.events.emit(self._event(EventType.EXECUTING, task))
-        hooks = oq.plugins.hook
-        if hooks.omniq_task_started.get_hookimpls():
-            await oq._call_hook("omniq_task_started", task=task)
+        plugins = oq.plugins
+        if plugins.implemented("omniq_task_started"):
+            await plugins.acall("omniq_task_started", task=task)
         if not self.executor.can_stop(fn):
             self._unstoppable.add(task.id)
         args, kwargs = tuple(task.args), dict(task.kwargs)
@@ -343,11 +343,11 @@ class AsyncWorker:
         try:
             value = await self.executor.run(task.func, fn, args, kwargs, task.timeout)
         except Exception as e:
-            await oq._call_hook("omniq_task_finished", task=task, result=None, error=e)
+            await plugins.acall("omniq_task_finished", task=task, result=None, error=e)
             await self._handle_error(task, e, started)
             return
-        if hooks.omniq_task_finished.get_hookimpls():
-            await oq._call_hook("omniq_task_finished", task=task, result=value, error=None)
+        if plugins.implemented("omniq_task_finished"):
+            await plugins.acall("omniq_task_finished", task=task, result=value, error=None)
         await self._finish_success(task, value, started)
 
     async def _finish_success(self, task: Task, value: Any, started: float) -> None:
