@@ -7,7 +7,6 @@ Every method has an async form and a blocking ``_sync`` twin.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import (
@@ -182,7 +181,6 @@ class TaskFunction(Generic[P, R]):
         self.name = name
         self.defaults = options
         self.rate_limit = rate_limit
-        self.is_async = inspect.iscoroutinefunction(fn)
         self.result_type = return_type(fn)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
@@ -235,11 +233,6 @@ class TaskFunction(Generic[P, R]):
     ) -> list[TaskHandle[R]]:
         """Blocking twin of :meth:`map`."""
         return run_sync(self.map, arg_list, batch_size=batch_size)
-
-    async def call_async(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the function here, awaiting it if it is a coroutine function."""
-        out = self.fn(*args, **kwargs)
-        return await out if isinstance(out, Awaitable) else out
 
 
 def delay_to_run_at(delay: float | None, eta: Any) -> float | None:

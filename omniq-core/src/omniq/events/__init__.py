@@ -1,6 +1,5 @@
-"""Task lifecycle events: batched logging and querying."""
+"""Task lifecycle events: buffered, batched logging (query them with ``oq.get_events``)."""
 
 from omniq.events.logger import AsyncEventLogger, EventLogger
-from omniq.events.processor import AsyncEventProcessor, EventProcessor
 
-__all__ = ["AsyncEventLogger", "AsyncEventProcessor", "EventLogger", "EventProcessor"]
+__all__ = ["AsyncEventLogger", "EventLogger"]

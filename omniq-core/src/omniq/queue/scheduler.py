@@ -11,8 +11,6 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import anyio
-
 from omniq.models import Schedule, Task
 from omniq.sync import SyncWrapper
 
@@ -76,15 +74,6 @@ class AsyncScheduler:
             await self.oq.enqueue_prepared(tasks)
             log.debug("scheduler enqueued %d runs", len(tasks))
         return tasks
-
-    async def run(self) -> None:
-        """Tick every ``interval`` seconds until cancelled."""
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("scheduler tick failed; retrying")
-            await anyio.sleep(self.interval)
 
 
 class Scheduler(SyncWrapper[AsyncScheduler], async_class=AsyncScheduler):

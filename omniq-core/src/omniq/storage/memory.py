@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from omniq import rules
 from omniq.errors import ConfigurationError
 from omniq.models import (
     EventType,
@@ -157,7 +158,7 @@ class AsyncMemoryQueue(BaseTaskQueue):
                     continue
                 if t.is_expired(now):
                     t.status = TaskStatus.EXPIRED
-                    t.error = "expired before it ran (TTL)"
+                    t.error = rules.EXPIRED_MESSAGE
                     s.finished_at[t.id] = now
                     s.newly_expired.append(t.id)
                     continue
@@ -178,16 +179,14 @@ class AsyncMemoryQueue(BaseTaskQueue):
         return t
 
     def _dependency_status(self, t: Task) -> tuple[TaskStatus, str | None]:
-        statuses = []
-        for dep in t.depends_on:
-            d = self._s.tasks.get(dep)
-            statuses.append(d.effective_status() if d else None)
-        for dep, st in zip(t.depends_on, statuses, strict=True):
-            if st in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED):
-                return TaskStatus.CANCELLED, f"dependency {dep} ended {st.value}"
-        if all(st is TaskStatus.SUCCESS for st in statuses):
-            return TaskStatus.PENDING, None
-        return TaskStatus.WAITING, None
+        statuses = [self._status_of(dep) for dep in t.depends_on]
+        outcome, failed = rules.dependency_outcome(statuses)
+        reason = None if failed is None else rules.dependency_failed(t.depends_on[failed])
+        return outcome, reason
+
+    def _status_of(self, task_id: str) -> TaskStatus | None:
+        d = self._s.tasks.get(task_id)
+        return d.effective_status() if d else None
 
     def _insert(self, task: Task, now: float) -> TaskStatus:
         s = self._s
@@ -365,7 +364,7 @@ class AsyncMemoryQueue(BaseTaskQueue):
             expired, self._s.newly_expired = self._s.newly_expired, []
             for t in self._s.tasks.values():
                 if t.status in (TaskStatus.PENDING, TaskStatus.WAITING) and t.is_expired(now):
-                    t.status, t.error = TaskStatus.EXPIRED, "expired before it ran (TTL)"
+                    t.status, t.error = TaskStatus.EXPIRED, rules.EXPIRED_MESSAGE
                     self._s.finished_at[t.id] = now
                     expired.append(t.id)
         return expired
@@ -380,38 +379,44 @@ class AsyncMemoryQueue(BaseTaskQueue):
         return len(old)
 
     async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
+        return await self.release_dependents_many([task_id], succeeded)
+
+    async def release_dependents_many(self, task_ids: Sequence[str], succeeded: bool) -> Released:
         s = self._s
-        ready: builtins.list[str] = []
-        cancelled: builtins.list[str] = []
+        out = Released()
         now = time.time()
         with s.lock:
-            todo = [(task_id, succeeded)]
-            while todo:
-                tid, ok = todo.pop()
-                for dep_id in sorted(s.dependents.pop(tid, set())):
-                    d = s.tasks.get(dep_id)
-                    if d is None or d.status is not TaskStatus.WAITING:
-                        continue
-                    release = ok
-                    if ok:
-                        status, _ = self._dependency_status(d)
-                        if status is TaskStatus.PENDING:
-                            d.status = TaskStatus.PENDING
-                            self._push_pending(d, now)
-                            ready.append(d.id)
-                            continue
-                        if status is TaskStatus.WAITING:
-                            continue  # still waiting on another dependency
-                        release = False  # another dependency failed meanwhile
-                    if not release:
-                        d.status = TaskStatus.CANCELLED
-                        d.error = f"dependency {tid} did not succeed"
-                        s.finished_at[d.id] = now
-                        cancelled.append(d.id)
-                        todo.append((d.id, False))
-        if ready:
+            ended = [(tid, succeeded) for tid in task_ids]
+            while ended:  # the release walk of omniq.rules
+                step = rules.release_step(ended, self._waiting_dependents(ended))
+                for dep_id in step.ready:
+                    d = s.tasks[dep_id]
+                    d.status = TaskStatus.PENDING
+                    self._push_pending(d, now)
+                for dep_id, reason in step.cancelled:
+                    d = s.tasks[dep_id]
+                    d.status, d.error = TaskStatus.CANCELLED, reason
+                    s.finished_at[dep_id] = now
+                out.ready.extend(step.ready)
+                out.cancelled.extend(dep_id for dep_id, _ in step.cancelled)
+                ended = step.next_ended
+        if out.ready:
             s.notifier.notify_all()
-        return Released(ready=ready, cancelled=cancelled)
+        return out
+
+    def _waiting_dependents(
+        self, ended: Sequence[tuple[str, bool]]
+    ) -> builtins.list[rules.WaitingDependent]:
+        s = self._s
+        found = []
+        for tid, _ in ended:
+            for dep_id in sorted(s.dependents.pop(tid, set())):
+                d = s.tasks.get(dep_id)
+                if d is None or d.status is not TaskStatus.WAITING:
+                    continue
+                statuses = [self._status_of(x) for x in d.depends_on]
+                found.append(rules.WaitingDependent(dep_id, tid, d.depends_on, statuses))
+        return found
 
 
 # --- results ----------------------------------------------------------------------------

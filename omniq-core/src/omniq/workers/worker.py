@@ -9,7 +9,6 @@ the grace period, and hands the rest back (their leases are released to other wo
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import socket
@@ -525,11 +524,6 @@ def _converter(fn: Any) -> Converter | None:
         return argument_converter(fn)
     except TypeError:  # an unhashable callable object: its arguments go as they came
         return None
-
-
-async def maybe_await(value: Any) -> Any:
-    """Await ``value`` if it is awaitable (hook implementations may be async)."""
-    return await value if inspect.isawaitable(value) else value
 
 
 __all__ = ["AsyncWorker", "TaskTimeoutError"]
