@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from omniq import rules
 from omniq.errors import SerializationError
 from omniq.models import Task, TaskStatus
 from omniq.models.enums import FINAL_STATUSES
@@ -38,8 +39,7 @@ from omniq_sqlite._staging import (
 
 log = logging.getLogger("omniq.sqlite")
 
-EXPIRED_MSG = "expired before it ran (TTL)"
-_LIVE = ("pending", "waiting")
+EXPIRED_MSG = rules.EXPIRED_MESSAGE
 
 #: Columns read back into a Task, in this order.
 TASK_COLUMNS = (
@@ -121,10 +121,8 @@ Row = tuple[Any, ...]
 
 
 def effective(status: str, expires_at: float | None, now: float) -> TaskStatus:
-    """The status a reader sees: a pending or waiting task past its TTL reads EXPIRED."""
-    if status in _LIVE and expires_at is not None and now >= expires_at:
-        return TaskStatus.EXPIRED
-    return TaskStatus(status)
+    """A row's status as a reader sees it (see :func:`omniq.rules.effective_status`)."""
+    return rules.effective_status(TaskStatus(status), expires_at, now)
 
 
 def encode(serializer: SerializationManager, task: Task) -> Encoded:
@@ -178,13 +176,8 @@ def _dependency_status(
             (_ids_param(depends_on),),
         )
     }
-    statuses = [found.get(dep) for dep in depends_on]
-    for dep, st in zip(depends_on, statuses, strict=True):
-        if st in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED):
-            return TaskStatus.CANCELLED, f"dependency {dep} ended {st.value}"
-    if all(st is TaskStatus.SUCCESS for st in statuses):
-        return TaskStatus.PENDING, None
-    return TaskStatus.WAITING, None
+    outcome, failed = rules.dependency_outcome([found.get(dep) for dep in depends_on])
+    return outcome, None if failed is None else rules.dependency_failed(depends_on[failed])
 
 
 def enqueue_encoded(
@@ -457,23 +450,6 @@ def fenced(conn: sqlite3.Connection, ops: list[FenceOp]) -> list[bool]:
 # --- dependencies --------------------------------------------------------------------------
 
 
-def _waiting_on(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus:
-    """PENDING when every dependency succeeded, CANCELLED when one ended otherwise."""
-    statuses = [
-        None if st is None else effective(st, exp, now)
-        for st, exp in conn.execute(
-            "SELECT t.status, t.expires_at FROM task_deps d "
-            "LEFT JOIN tasks t ON t.id = d.depends_on WHERE d.task_id = ?",
-            (task_id,),
-        )
-    ]
-    if any(st in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED) for st in statuses):
-        return TaskStatus.CANCELLED
-    if all(st is TaskStatus.SUCCESS for st in statuses):
-        return TaskStatus.PENDING
-    return TaskStatus.WAITING
-
-
 def release(
     conn: sqlite3.Connection, task_id: str, succeeded: bool, now: float | None = None
 ) -> tuple[list[str], list[str]]:
@@ -495,10 +471,31 @@ def release_many(
     now = time.time() if now is None else now
     ready: list[str] = []
     cancelled: list[str] = []
-    todo = [(tid, succeeded) for tid in reversed(task_ids)]
-    while todo:
-        tid, ok = todo.pop()
-        dependents = sorted(
+    ended = [(tid, succeeded) for tid in task_ids]
+    while ended:  # the release walk of omniq.rules
+        step = rules.release_step(ended, _waiting_dependents(conn, ended, now))
+        conn.executemany(
+            "UPDATE tasks SET status = 'pending' WHERE id = ?", [(t,) for t in step.ready]
+        )
+        conn.executemany(
+            "UPDATE tasks SET status = 'cancelled', error = ?, lease_until = ? WHERE id = ?",
+            [(reason, now, t) for t, reason in step.cancelled],
+        )
+        done = [*step.ready, *(t for t, _ in step.cancelled)]
+        conn.executemany("DELETE FROM task_deps WHERE task_id = ?", [(t,) for t in done])
+        ready += step.ready
+        cancelled += [t for t, _ in step.cancelled]
+        ended = step.next_ended
+    return ready, cancelled
+
+
+def _waiting_dependents(
+    conn: sqlite3.Connection, ended: list[tuple[str, bool]], now: float
+) -> list[rules.WaitingDependent]:
+    """The WAITING dependents of the ended tasks, with their dependencies' statuses."""
+    found = []
+    for tid, _ in ended:
+        waiting = sorted(
             r[0]
             for r in conn.execute(
                 "SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.task_id "
@@ -506,26 +503,21 @@ def release_many(
                 (tid,),
             )
         )
-        for dep_id in dependents:
-            release_it = ok
-            if ok:
-                status = _waiting_on(conn, dep_id, now)
-                if status is TaskStatus.WAITING:
-                    continue  # still waiting on another dependency
-                release_it = status is TaskStatus.PENDING
-            if release_it:
-                conn.execute("UPDATE tasks SET status = 'pending' WHERE id = ?", (dep_id,))
-                ready.append(dep_id)
-            else:
-                conn.execute(
-                    "UPDATE tasks SET status = 'cancelled', error = ?, lease_until = ? "
-                    "WHERE id = ?",
-                    (f"dependency {tid} did not succeed", now, dep_id),
+        for dep_id in waiting:
+            rows = conn.execute(
+                "SELECT d.depends_on, t.status, t.expires_at FROM task_deps d "
+                "LEFT JOIN tasks t ON t.id = d.depends_on WHERE d.task_id = ?",
+                (dep_id,),
+            ).fetchall()
+            found.append(
+                rules.WaitingDependent(
+                    task_id=dep_id,
+                    ended=tid,
+                    dependencies=[r[0] for r in rows],
+                    statuses=[None if r[1] is None else effective(r[1], r[2], now) for r in rows],
                 )
-                cancelled.append(dep_id)
-                todo.append((dep_id, False))
-            conn.execute("DELETE FROM task_deps WHERE task_id = ?", (dep_id,))
-    return ready, cancelled
+            )
+    return found
 
 
 # --- reads, cancel, purge, expiry ------------------------------------------------------------
