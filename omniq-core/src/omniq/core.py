@@ -34,6 +34,7 @@ from omniq.models import (
     TaskStatus,
     new_ids,
 )
+from omniq.options import SCHEDULE_OPTIONS, check_options, resolve_options, seconds
 from omniq.plugins import COMPONENTS, PluginManager, find_backend, get_plugin_manager
 from omniq.plugins.specs import load_object
 from omniq.queue.dependencies import check_dependencies
@@ -295,13 +296,7 @@ class AsyncOmniQ:
         **options: Any,
     ) -> Any:
         """Register a function as a task: ``@oq.task`` or ``@oq.task(queue=..., ...)``."""
-        from omniq.tasks import TASK_OPTIONS
-
-        unknown = set(options) - TASK_OPTIONS
-        if unknown:
-            raise TypeError(
-                f"unknown task option(s) {sorted(unknown)}; valid: {sorted(TASK_OPTIONS)}"
-            )
+        check_options(options)
         if rate_limit is not None:
             from omniq.workers.ratelimit import parse_rate
 
@@ -376,29 +371,26 @@ class AsyncOmniQ:
     ) -> Task:
         """The Task for one call of ``tf`` with its options and the configured defaults."""
         o = tf.defaults
-        c = self.config
         now = time.time()
-        ttl = o.get("ttl", c.task_ttl)
-        if isinstance(ttl, timedelta):
-            ttl = ttl.total_seconds()
+        r = resolve_options(o, self.task_defaults())
         fields: dict[str, Any] = {
             "func": tf.name,
             "args": tuple(args),
             "kwargs": dict(kwargs),
-            "queue": o.get("queue") or "default",
-            "priority": int(o.get("priority") or 0),
+            "queue": r.queue,
+            "priority": r.priority,
             "created_at": now,
             "run_at": delay_to_run_at(o.get("delay"), o.get("eta")),
-            "expires_at": now + float(ttl) if ttl else None,
-            "timeout": o.get("timeout", c.task_timeout),
-            "retries": int(o.get("retries", c.retry_attempts) or 0),
-            "retry_delay": float(o.get("retry_delay", c.retry_delay)),
+            "expires_at": r.expires_at(now),
+            "timeout": r.timeout,
+            "retries": r.retries,
+            "retry_delay": r.retry_delay,
             "depends_on": [getattr(d, "id", d) for d in o.get("depends_on") or []],
             "on_success": self._callback_name(o.get("on_success")),
             "on_failure": self._callback_name(o.get("on_failure")),
-            "result_ttl": o.get("result_ttl"),
-            "metadata": dict(o.get("metadata") or {}),
-            "serializer": o.get("serializer"),
+            "result_ttl": r.result_ttl,
+            "metadata": r.metadata,
+            "serializer": r.serializer,
         }
         if fields["serializer"] is not None:
             default_manager().check_format(fields["serializer"])
@@ -595,6 +587,7 @@ class AsyncOmniQ:
                 task_id=task_id,
                 status=status,
                 error=reason,
+                attempt=task.attempt if task else 0,
                 expires_at=self.result_expiry(task) if task else None,
             )
         )
@@ -735,21 +728,21 @@ class AsyncOmniQ:
         """Create a cron, interval or one-shot schedule; returns its id."""
         await self.connect()
         tf = self._as_task_function(fn)
+        check_options(options)
         o = {**tf.defaults, **options}
-        fields: dict[str, Any] = {
-            "args": tuple(args),
-            "kwargs": dict(kwargs or {}),
-            "timezone": timezone,
-            "catch_up": CatchUp(catch_up),
-            "queue": o.get("queue") or "default",
-            "priority": int(o.get("priority") or 0),
-            "timeout": o.get("timeout"),
-            "retries": o.get("retries"),
-            "retry_delay": o.get("retry_delay"),
-            "ttl": o.get("ttl"),
-            "result_ttl": o.get("result_ttl"),
-            "metadata": dict(o.get("metadata") or {}),
-        }
+        # stored as given: each fired run resolves them against the defaults then
+        fields: dict[str, Any] = {name: o.get(name) for name in SCHEDULE_OPTIONS}
+        fields.update(
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            timezone=timezone,
+            catch_up=CatchUp(catch_up),
+            queue=o.get("queue") or "default",
+            priority=int(o.get("priority") or 0),
+            ttl=seconds(o.get("ttl")),
+            result_ttl=seconds(o.get("result_ttl")),
+            metadata=dict(o.get("metadata") or {}),
+        )
         if schedule_id:
             fields["id"] = schedule_id
         if start_at is not None:

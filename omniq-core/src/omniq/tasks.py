@@ -29,6 +29,7 @@ from omniq.errors import (
     TaskNotFoundError,
 )
 from omniq.models import TaskResult, TaskStatus
+from omniq.options import check_options
 from omniq.sync import run_sync
 
 if TYPE_CHECKING:
@@ -36,28 +37,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: Option names accepted by ``@oq.task(...)`` and ``.options(...)``.
-TASK_OPTIONS = frozenset(
-    {
-        "queue",
-        "priority",
-        "delay",
-        "eta",
-        "ttl",
-        "timeout",
-        "retries",
-        "retry_delay",
-        "depends_on",
-        "on_success",
-        "on_failure",
-        "metadata",
-        "result_ttl",
-        "task_id",
-        "serializer",
-    }
-)
-
 
 def task_name(fn: Callable[..., Any]) -> str:
     """The default registered name of a function: ``module:qualname``."""
@@ -197,11 +176,7 @@ class TaskFunction(Generic[P, R]):
 
     def options(self, **options: Any) -> TaskFunction[P, R]:
         """A copy with per-call options (queue, priority, delay, depends_on, ...)."""
-        unknown = set(options) - TASK_OPTIONS
-        if unknown:
-            raise TypeError(
-                f"unknown task option(s) {sorted(unknown)}; valid options: {sorted(TASK_OPTIONS)}"
-            )
+        check_options(options)
         clone: TaskFunction[P, R] = TaskFunction(
             self._oq, self.fn, self.name, {**self.defaults, **options}, self.rate_limit
         )

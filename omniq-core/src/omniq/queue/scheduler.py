@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from omniq.models import Schedule, Task
+from omniq.options import SCHEDULE_OPTIONS, resolve_options
 from omniq.sync import SyncWrapper
 
 if TYPE_CHECKING:
@@ -24,27 +25,21 @@ def fire_task(
     schedule: Schedule, fire_time: float, defaults: dict[str, float | int | None]
 ) -> Task:
     """The task that runs ``schedule`` for due time ``fire_time``."""
-    ttl = schedule.ttl if schedule.ttl is not None else defaults.get("ttl")
+    r = resolve_options({name: getattr(schedule, name) for name in SCHEDULE_OPTIONS}, defaults)
     return Task(
         id=schedule.fire_id(fire_time),
         func=schedule.func,
         args=tuple(schedule.args),
         kwargs=dict(schedule.kwargs),
-        queue=schedule.queue,
-        priority=schedule.priority,
-        timeout=schedule.timeout if schedule.timeout is not None else defaults.get("timeout"),
-        retries=int(
-            schedule.retries if schedule.retries is not None else defaults.get("retries") or 0
-        ),
-        retry_delay=float(
-            schedule.retry_delay
-            if schedule.retry_delay is not None
-            else defaults.get("retry_delay") or 1.0
-        ),
-        expires_at=fire_time + ttl if ttl else None,
-        result_ttl=schedule.result_ttl,
+        queue=r.queue,
+        priority=r.priority,
+        timeout=r.timeout,
+        retries=r.retries,
+        retry_delay=r.retry_delay,
+        expires_at=r.expires_at(fire_time),
+        result_ttl=r.result_ttl,
         schedule_id=schedule.id,
-        metadata={**schedule.metadata, "fire_time": fire_time},
+        metadata={**r.metadata, "fire_time": fire_time},
     )
 
 
