@@ -243,6 +243,6 @@ async def test_sweep_releases_dependents_of_a_task_whose_worker_died_after_finis
     claim = await _claim(worker, parent.id)
     assert await worker.complete_many([claim]) == [True]  # ... and the worker dies here
     async with AsyncOmniQ(task_queue=other) as oq:
-        assert await oq.sweep_waiting() == 1
+        assert await oq.lifecycle.sweep_waiting() == 1
     got = await _claim(other, child.id)
     assert await other.complete(got)

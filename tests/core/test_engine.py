@@ -25,6 +25,7 @@ from omniq.errors import (
     DependencyCycleError,
     TaskExpiredError,
 )
+from omniq.sync import run_sync
 from omniq.workers.worker import PREFETCH_MAX_FACTOR
 
 
@@ -590,10 +591,10 @@ def test_sweep_releases_dependents_stranded_by_a_crash(oq: OmniQ) -> None:
     cbad = q.dequeue_sync(["default"], worker_id="w")
     assert q.complete_sync(ca) and q.fail_sync(cbad, None, error="x")  # "crash" here
     assert b.status_sync() is TaskStatus.WAITING
-    assert oq.sweep_waiting_sync() == 2
+    assert run_sync(oq.async_.lifecycle.sweep_waiting) == 2
     assert b.status_sync() is TaskStatus.PENDING
     assert c.status_sync() is TaskStatus.CANCELLED
-    assert oq.sweep_waiting_sync() == 0
+    assert run_sync(oq.async_.lifecycle.sweep_waiting) == 0
 
 
 def test_every_lifecycle_hook_reaches_a_plugin() -> None:

@@ -1,17 +1,17 @@
 """AsyncOmniQ and OmniQ: the public entry points (DESIGN §3).
 
-``AsyncOmniQ`` composes a task queue, result storage, event storage (optional) and
-schedule storage, each chosen independently (type, URL, dict or instance), and offers
-enqueueing, results, cancellation, schedules, events and workers. ``OmniQ`` is its
-blocking twin: the same methods with a ``_sync`` suffix.
+``AsyncOmniQ`` is a thin front: it builds its components (:mod:`omniq.components`),
+registers tasks, builds and enqueues them (options resolved by :mod:`omniq.options`),
+reads results and state, manages schedules, and starts workers. What happens around a
+task's end and the periodic sweeps is :class:`~omniq.lifecycle.TaskLifecycle`; the
+rules behind them are :mod:`omniq.rules`. ``OmniQ`` is its blocking twin, made by the
+generic sync layer (:mod:`omniq.sync`): every coroutine method ``m`` as ``m_sync``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -20,9 +20,12 @@ from typing import Any, ParamSpec, Self, TypeVar, overload
 
 import msgspec
 
+from omniq import rules
+from omniq.components import build_components, sync_twin, unique_components, unwrap
 from omniq.config import ComponentConfig, OmniQConfig, load_config
 from omniq.errors import ConfigurationError
 from omniq.events import AsyncEventLogger
+from omniq.lifecycle import TaskLifecycle
 from omniq.models import (
     CatchUp,
     EventType,
@@ -35,33 +38,19 @@ from omniq.models import (
     new_ids,
 )
 from omniq.options import SCHEDULE_OPTIONS, check_options, resolve_options, seconds
-from omniq.plugins import COMPONENTS, PluginManager, find_backend, get_plugin_manager
-from omniq.plugins.specs import load_object
+from omniq.plugins import PluginManager, get_plugin_manager
 from omniq.queue.dependencies import check_dependencies
 from omniq.queue.scheduler import AsyncScheduler
 from omniq.serialization import SerializationManager, default_manager, set_default_manager
-from omniq.sync import SyncWrapper, portal, run_sync
+from omniq.sync import SyncWrapper, portal
 from omniq.tasks import TaskDecorator, TaskFunction, TaskHandle, delay_to_run_at, task_name
 from omniq.workers.resolve import resolve_task
 from omniq.workers.runner import AsyncWorkerHandle, WorkerHandle, make_worker
 
 log = logging.getLogger("omniq")
 
-#: Seconds between TTL sweeps (expired tasks are never claimed in between; the sweep
-#: records them as EXPIRED and cancels their dependents).
-TTL_SWEEP_INTERVAL = 5.0
-#: Seconds between sweeps for WAITING tasks whose dependencies already ended.
-DEPENDENCY_SWEEP_INTERVAL = 10.0
-#: Seconds between retention sweeps (expired results, old events, old finished tasks).
-RETENTION_SWEEP_INTERVAL = 60.0
-#: Rows deleted per call in a retention sweep (each call is one short write).
-PRUNE_BATCH = 1000
 R = TypeVar("R")
 P = ParamSpec("P")
-
-
-def _unwrap(component: Any) -> Any:
-    return component.async_ if isinstance(component, SyncWrapper) else component
 
 
 class AsyncOmniQ:
@@ -94,7 +83,7 @@ class AsyncOmniQ:
             if isinstance(value, (str, dict, ComponentConfig)):
                 overrides[kind] = value
             else:
-                instances[kind] = _unwrap(value)
+                instances[kind] = unwrap(value)
         if worker is not None:
             overrides["default_worker"] = worker
         if max_workers is not None:
@@ -109,15 +98,23 @@ class AsyncOmniQ:
                     self.plugins.serializers(),
                 )
             )
-        self._components = self._build_components(instances)
+        self._components = build_components(self.config, self.plugins, instances)
         self.events = AsyncEventLogger(self.event_storage, self.plugins)
         self.registry: dict[str, TaskFunction[Any, Any]] = {}
-        self.scheduler = AsyncScheduler(self)
+        self.scheduler = AsyncScheduler(
+            self.schedule_storage, enqueue=self._enqueue_prepared, defaults=self._task_defaults
+        )
+        self.lifecycle = TaskLifecycle(
+            queue=self.task_queue,
+            results=self.result_storage,
+            event_storage=self.event_storage,
+            events=self.events,
+            config=self.config,
+            scheduler=self.scheduler,
+            enqueue=self._enqueue_prepared,
+        )
         self._connected = False
         self._flusher: asyncio.Task[None] | None = None
-        self._last_sweep = 0.0
-        self._last_dependency_sweep = time.time()
-        self._last_prune = 0.0
 
     @classmethod
     def from_config(cls, source: OmniQConfig | dict[str, Any] | str, **overrides: Any) -> Self:
@@ -125,79 +122,6 @@ class AsyncOmniQ:
         return cls(config=source, **overrides)
 
     # --- components ------------------------------------------------------------------------
-
-    def _build_components(self, instances: dict[str, Any]) -> dict[str, Any]:
-        cfg = self.config
-        wanted: dict[str, ComponentConfig | None] = {
-            "task_queue": cfg.task_queue,
-            "result_storage": cfg.effective_result_storage(),
-            "event_storage": cfg.event_storage,
-            "schedule_storage": cfg.effective_schedule_storage(),
-        }
-        if "task_queue" in instances:
-            # an instance given for the queue: results/schedules follow it unless configured
-            if cfg.result_storage is None:
-                wanted["result_storage"] = None
-            if cfg.schedule_storage is None:
-                wanted["schedule_storage"] = None
-        built: dict[str, Any] = dict(instances)
-        bundles: dict[tuple[str, str, str], Any] = {}
-        for kind in COMPONENTS:
-            if kind in built:
-                continue
-            cc = wanted[kind]
-            if cc is None:
-                built[kind] = self._follow_queue(kind, instances)
-                continue
-            spec = find_backend(cc.type, cc.url, pm=self.plugins)
-            url = cc.url or spec.default_url
-            if url is None:
-                raise ConfigurationError(f"backend {spec.name!r} needs a URL for {kind}")
-            if not spec.offers(kind):
-                if kind == "event_storage":
-                    raise ConfigurationError(
-                        f"backend {spec.name!r} does not provide event storage; set "
-                        "OMNIQ_EVENT_STORAGE_TYPE to one that does"
-                    )
-                raise ConfigurationError(f"backend {spec.name!r} does not provide {kind}")
-            key = (spec.name, url, repr(sorted(cc.options.items())))
-            if spec.bundle is not None:
-                bundle = bundles.get(key)
-                if bundle is None:
-                    bundle_cls = load_object(spec.bundle, spec.name)
-                    bundle = bundles[key] = bundle_cls.from_url(
-                        url, **self._backend_options(bundle_cls, cc.options)
-                    )
-                built[kind] = getattr(bundle, kind)
-            else:
-                cls = spec.component(kind)
-                assert cls is not None
-                built[kind] = cls.from_url(url, **self._backend_options(cls, cc.options))
-        return built
-
-    def _backend_options(self, cls: type, options: dict[str, Any]) -> dict[str, Any]:
-        """Options for a backend class, plus ``base_dir`` when its constructor takes one."""
-        try:
-            takes_base_dir = "base_dir" in inspect.signature(cls).parameters
-        except (TypeError, ValueError):
-            takes_base_dir = False
-        if takes_base_dir and "base_dir" not in options:
-            return {**options, "base_dir": self.config.base_dir}
-        return options
-
-    def _follow_queue(self, kind: str, instances: dict[str, Any]) -> Any:
-        """Results/schedules of a queue given as an instance: same backend, in memory."""
-        if kind == "event_storage":
-            return None
-        from omniq.storage import memory
-
-        queue = instances.get("task_queue")
-        url = getattr(queue, "url", None) if isinstance(queue, memory.AsyncMemoryQueue) else None
-        return (
-            memory.AsyncMemoryResultStorage(url)
-            if kind == "result_storage"
-            else memory.AsyncMemoryScheduleStorage(url)
-        )
 
     @property
     def task_queue(self) -> Any:
@@ -219,20 +143,13 @@ class AsyncOmniQ:
         """The async schedule storage component."""
         return self._components["schedule_storage"]
 
-    def _unique_components(self) -> list[Any]:
-        seen: dict[int, Any] = {}
-        for c in self._components.values():
-            if c is not None:
-                seen.setdefault(id(c), c)
-        return list(seen.values())
-
     # --- lifecycle -------------------------------------------------------------------------
 
     async def connect(self) -> None:
         """Connect every component (idempotent)."""
         if self._connected:
             return
-        for c in self._unique_components():
+        for c in unique_components(self._components):
             await c.connect()
         self._connected = True
         if self.events.enabled and self._flusher is None:
@@ -248,7 +165,7 @@ class AsyncOmniQ:
                 pass
             self._flusher = None
         await self.events.flush()
-        for c in self._unique_components():
+        for c in unique_components(self._components):
             try:
                 await c.close()
             except Exception:
@@ -356,7 +273,7 @@ class AsyncOmniQ:
             return cb.name
         return self._register_callable(cb).name
 
-    def task_defaults(self) -> dict[str, float | int | None]:
+    def _task_defaults(self) -> dict[str, float | int | None]:
         """Defaults from the configuration for tasks that do not set them."""
         c = self.config
         return {
@@ -366,13 +283,13 @@ class AsyncOmniQ:
             "retry_delay": c.retry_delay,
         }
 
-    def build_task(
+    def _build_task(
         self, tf: TaskFunction[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]
     ) -> Task:
         """The Task for one call of ``tf`` with its options and the configured defaults."""
         o = tf.defaults
         now = time.time()
-        r = resolve_options(o, self.task_defaults())
+        r = resolve_options(o, self._task_defaults())
         fields: dict[str, Any] = {
             "func": tf.name,
             "args": tuple(args),
@@ -398,17 +315,17 @@ class AsyncOmniQ:
             fields["id"] = str(o["task_id"])
         return Task(**fields)
 
-    def build_tasks(
+    def _build_tasks(
         self, tf: TaskFunction[Any, Any], calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]
     ) -> list[Task]:
-        """:meth:`build_task` for many calls: the options are resolved once and each
+        """:meth:`_build_task` for many calls: the options are resolved once and each
         further task is a copy of the first with its own id and arguments."""
         calls = list(calls)
         if not calls:
             return []
-        first = self.build_task(tf, *calls[0])
+        first = self._build_task(tf, *calls[0])
         if len(calls) == 1 or tf.defaults.get("task_id"):
-            return [first, *(self.build_task(tf, a, k) for a, k in calls[1:])]
+            return [first, *(self._build_task(tf, a, k) for a, k in calls[1:])]
         replace = msgspec.structs.replace
         out = [first]
         for (args, kwargs), task_id in zip(calls[1:], new_ids(len(calls) - 1), strict=True):
@@ -427,17 +344,17 @@ class AsyncOmniQ:
 
     async def enqueue(self, fn: Any, /, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
         """Enqueue ``fn(*args, **kwargs)``: a task function, any callable, or a name."""
-        return await self.enqueue_task(self._as_task_function(fn), args, kwargs)
+        return await self._enqueue_task(self._as_task_function(fn), args, kwargs)
 
-    async def enqueue_task(
+    async def _enqueue_task(
         self, tf: TaskFunction[Any, R], args: Sequence[Any], kwargs: dict[str, Any]
     ) -> TaskHandle[R]:
         """Enqueue one call of a task function (what ``tf.enqueue`` does)."""
-        task = self.build_task(tf, args, kwargs)
-        await self.enqueue_prepared([task])
+        task = self._build_task(tf, args, kwargs)
+        await self._enqueue_prepared([task])
         return TaskHandle(self, task.id, tf.result_type)
 
-    async def enqueue_many_tasks(
+    async def _enqueue_many_tasks(
         self,
         tf: TaskFunction[Any, R],
         calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
@@ -447,8 +364,8 @@ class AsyncOmniQ:
         """Enqueue many calls of one task function, one round trip per batch."""
         calls = list(calls)
         if len(calls) <= batch_size:
-            tasks = self.build_tasks(tf, calls)
-            await self.enqueue_prepared(tasks)
+            tasks = self._build_tasks(tf, calls)
+            await self._enqueue_prepared(tasks)
             return [TaskHandle(self, t.id, tf.result_type) for t in tasks]
         tasks = []
         # each batch goes out as soon as it is built, while the next one is built: a
@@ -459,9 +376,9 @@ class AsyncOmniQ:
             for i in range(0, len(calls), batch_size):
                 if any(f.done() and (f.cancelled() or f.exception()) for f in sent):
                     break  # a batch failed: send no more
-                batch = self.build_tasks(tf, calls[i : i + batch_size])
+                batch = self._build_tasks(tf, calls[i : i + batch_size])
                 tasks.extend(batch)
-                sent.append(asyncio.ensure_future(self.enqueue_prepared(batch)))
+                sent.append(asyncio.ensure_future(self._enqueue_prepared(batch)))
                 await asyncio.sleep(0)
         finally:
             # every batch sent has ended (stored or failed) before an error is raised
@@ -471,7 +388,7 @@ class AsyncOmniQ:
                 raise outcome
         return [TaskHandle(self, t.id, tf.result_type) for t in tasks]
 
-    async def enqueue_prepared(self, tasks: list[Task]) -> list[TaskStatus]:
+    async def _enqueue_prepared(self, tasks: list[Task]) -> list[TaskStatus]:
         """Store ready-made tasks: hooks, cycle check, enqueue, events."""
         await self.connect()
         if self.plugins.implemented("omniq_before_enqueue"):
@@ -497,7 +414,7 @@ class AsyncOmniQ:
                     )
                 )
             if st is TaskStatus.CANCELLED:
-                await self._record_end(t.id, TaskStatus.CANCELLED, "a dependency did not succeed")
+                await self.lifecycle.record_end(t.id, TaskStatus.CANCELLED, rules.DEPENDENCY_FAILED)
         return statuses
 
     # --- results and state -----------------------------------------------------------------
@@ -560,11 +477,6 @@ class AsyncOmniQ:
             worker_id=task.worker_id,
         )
 
-    def result_expiry(self, task: Task) -> float | None:
-        """When the task's result expires (its ``result_ttl`` or the configured one)."""
-        ttl = task.result_ttl if task.result_ttl is not None else self.config.result_ttl
-        return time.time() + ttl if ttl else None
-
     async def status(self, task_id: str) -> TaskStatus | None:
         """The task's status, or None when unknown."""
         task = await self.get_task(task_id)
@@ -574,139 +486,14 @@ class AsyncOmniQ:
         """Cancel a task: a queued one never runs; a running one is stopped at its next
         heartbeat. Dependents are cancelled too. False if unknown or already finished."""
         await self.connect()
-        if not await self.task_queue.cancel(task_id, "cancelled by request"):
-            return False
-        await self._record_end(task_id, TaskStatus.CANCELLED, "cancelled by request")
-        await self._release(task_id, succeeded=False)
-        return True
-
-    async def _record_end(self, task_id: str, status: TaskStatus, reason: str) -> None:
-        task = await self.task_queue.get(task_id)
-        await self.result_storage.set(
-            TaskResult(
-                task_id=task_id,
-                status=status,
-                error=reason,
-                attempt=task.attempt if task else 0,
-                expires_at=self.result_expiry(task) if task else None,
-            )
-        )
-        kind = EventType.CANCELLED if status is TaskStatus.CANCELLED else EventType.EXPIRED
-        self.events.emit(
-            TaskEvent(
-                event_type=kind,
-                task_id=task_id,
-                message=reason,
-                queue=task.queue if task else None,
-                func=task.func if task else None,
-            )
-        )
-
-    async def _release(self, task_id: str, *, succeeded: bool) -> None:
-        released = await self.task_queue.release_dependents(task_id, succeeded)
-        for dep in released.cancelled:
-            await self._record_end(
-                dep, TaskStatus.CANCELLED, f"dependency {task_id} did not succeed"
-            )
-
-    async def after_finish(self, task: Task, *, succeeded: bool, value: Any) -> None:
-        """Release or cancel dependents and enqueue callbacks (called by workers)."""
-        await self.after_finish_many([(task, value)], succeeded=succeeded)
-
-    async def after_finish_many(
-        self, finished: Sequence[tuple[Task, Any]], *, succeeded: bool
-    ) -> None:
-        """:meth:`after_finish` for a batch: one dependents release for all of them."""
-        if not finished:
-            return
-        ids = [t.id for t, _ in finished]
-        released = await self.task_queue.release_dependents_many(ids, succeeded)
-        for dep in released.cancelled:
-            await self._record_end(dep, TaskStatus.CANCELLED, "a dependency did not succeed")
-        callbacks = []
-        for task, value in finished:
-            callback = task.on_success if succeeded else task.on_failure
-            if callback:
-                args = (value,) if succeeded else (task.id, value)
-                callbacks.append(
-                    Task(
-                        func=callback,
-                        args=args,
-                        queue=task.queue,
-                        metadata={"callback_of": task.id},
-                    )
-                )
-        if callbacks:
-            await self.enqueue_prepared(callbacks)
-
-    async def maintenance(self, *, run_scheduler: bool = True) -> None:
-        """One round of background duties: scheduler tick, TTL sweep, event flush."""
-        if run_scheduler:
-            await self.scheduler.tick()
-        now = time.time()
-        if now - self._last_sweep >= TTL_SWEEP_INTERVAL:
-            self._last_sweep = now
-            for task_id in await self.task_queue.cleanup_expired():
-                await self._record_end(task_id, TaskStatus.EXPIRED, "expired before it ran (TTL)")
-                await self._release(task_id, succeeded=False)
-        if now - self._last_dependency_sweep >= DEPENDENCY_SWEEP_INTERVAL:
-            self._last_dependency_sweep = now
-            await self.sweep_waiting()
-        if now - self._last_prune >= RETENTION_SWEEP_INTERVAL:
-            self._last_prune = now
-            await self.prune(now)
-        await self.events.flush()
+        return await self.lifecycle.cancel(task_id)
 
     async def prune(self, now: float | None = None) -> dict[str, int]:
-        """Delete what the retention settings no longer keep, in bounded batches:
-        results past their TTL, events older than ``event_retention``, and finished
-        tasks that ended more than ``result_ttl`` ago (a finished task is kept as long
-        as its result). Workers run this every ``RETENTION_SWEEP_INTERVAL`` seconds.
-        Returns how many of each were deleted."""
+        """Delete what the retention settings no longer keep (results past their TTL,
+        old events, finished tasks older than ``result_ttl``); workers do it every
+        minute. Returns how many of each were deleted."""
         await self.connect()
-        now = time.time() if now is None else now
-        cfg = self.config
-        counts = {"results": await self.result_storage.cleanup_expired(now)}
-        counts["events"] = 0
-        if self.event_storage is not None and cfg.event_retention:
-            await self.events.flush()
-            counts["events"] = await self.event_storage.cleanup(now - cfg.event_retention)
-        counts["tasks"] = 0
-        if cfg.result_ttl:
-            before = now - cfg.result_ttl
-            while True:
-                n = await self.task_queue.prune_finished(before, PRUNE_BATCH)
-                counts["tasks"] += n
-                if n < PRUNE_BATCH:
-                    break
-        if any(counts.values()):
-            log.info("retention sweep deleted %s", counts)
-        return counts
-
-    async def sweep_waiting(self, limit: int = 1000) -> int:
-        """Release (or cancel) WAITING tasks whose dependencies have all ended.
-
-        Normally the worker that finishes a dependency releases its dependents at once;
-        this catches the ones stranded by a worker killed between the two steps.
-        Returns how many dependencies were re-released.
-        """
-        queue = self.task_queue
-        released = 0
-        for task in await queue.list(status=TaskStatus.WAITING, limit=limit):
-            deps = [await queue.get(d) for d in task.depends_on]
-            statuses = [d.status if d else None for d in deps]
-            failed = [
-                d.id
-                for d in deps
-                if d is not None and d.status.is_final and d.status is not TaskStatus.SUCCESS
-            ]
-            if failed:
-                await self._release(failed[0], succeeded=False)
-                released += 1
-            elif deps and all(s is TaskStatus.SUCCESS for s in statuses):
-                await self._release(task.depends_on[-1], succeeded=True)
-                released += 1
-        return released
+        return await self.lifecycle.prune(now)
 
     # --- schedules -------------------------------------------------------------------------
 
@@ -859,38 +646,20 @@ def _unregistered(name: str) -> Callable[..., Any]:
     return missing
 
 
-class OmniQ:
-    """The blocking API: every AsyncOmniQ method with a ``_sync`` suffix.
-
-    Work runs on OmniQ's background event-loop thread (see :mod:`omniq.sync`).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._async = AsyncOmniQ(*args, **kwargs)
+class OmniQ(SyncWrapper[AsyncOmniQ], async_class=AsyncOmniQ):
+    """The blocking API: every coroutine method ``m`` of :class:`AsyncOmniQ` as
+    ``m_sync`` (made by :class:`~omniq.sync.SyncWrapper`), run on OmniQ's background
+    event-loop thread (see :mod:`omniq.sync`). Other attributes (``config``,
+    ``registry``, ``plugins``) are the async app's."""
 
     @classmethod
     def from_config(cls, source: OmniQConfig | dict[str, Any] | str, **overrides: Any) -> OmniQ:
         """Build from a YAML path, a dict or an OmniQConfig (overrides win)."""
         return cls(config=source, **overrides)
 
-    @property
-    def async_(self) -> AsyncOmniQ:
-        """The async twin (shares components and registered tasks)."""
-        return self._async
-
-    @property
-    def config(self) -> OmniQConfig:
-        return self._async.config
-
-    @property
-    def registry(self) -> dict[str, TaskFunction[Any, Any]]:
-        return self._async.registry
-
     def _wrapped(self, kind: str) -> Any:
         component = self._async._components[kind]
-        if component is None:
-            return None
-        return _sync_twin(component)
+        return None if component is None else sync_twin(component)
 
     @property
     def task_queue(self) -> Any:
@@ -912,26 +681,7 @@ class OmniQ:
         """The blocking twin of the schedule storage."""
         return self._wrapped("schedule_storage")
 
-    # lifecycle
-    def connect_sync(self) -> None:
-        run_sync(self._async.connect)
-
-    def close_sync(self) -> None:
-        run_sync(self._async.close)
-
-    def __enter__(self) -> OmniQ:
-        self.connect_sync()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close_sync()
-
-    # tasks
+    # task() is synchronous in both APIs; spelled out so type checkers see its overloads
     @overload
     def task(self, fn: Callable[P, Awaitable[R]], /) -> TaskFunction[P, R]: ...  # type: ignore[overload-overlap]
 
@@ -953,82 +703,7 @@ class OmniQ:
         """Register a task (same as :meth:`AsyncOmniQ.task`)."""
         return self._async.task(fn, **options) if fn is not None else self._async.task(**options)
 
-    def enqueue_sync(self, fn: Any, /, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
-        return run_sync(self._async.enqueue, fn, *args, **kwargs)
-
-    def enqueue_task_sync(
-        self, tf: TaskFunction[Any, R], args: Sequence[Any], kwargs: dict[str, Any]
-    ) -> TaskHandle[R]:
-        return run_sync(self._async.enqueue_task, tf, args, kwargs)
-
-    def enqueue_many_tasks_sync(
-        self,
-        tf: TaskFunction[Any, R],
-        calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
-        *,
-        batch_size: int = 500,
-    ) -> list[TaskHandle[R]]:
-        return run_sync(self._async.enqueue_many_tasks, tf, calls, batch_size=batch_size)
-
-    def enqueue_prepared_sync(self, tasks: list[Task]) -> list[TaskStatus]:
-        return run_sync(self._async.enqueue_prepared, tasks)
-
-    def after_finish_sync(self, task: Task, *, succeeded: bool, value: Any) -> None:
-        run_sync(self._async.after_finish, task, succeeded=succeeded, value=value)
-
-    def sweep_waiting_sync(self, limit: int = 1000) -> int:
-        return run_sync(self._async.sweep_waiting, limit)
-
-    def after_finish_many_sync(
-        self, finished: Sequence[tuple[Task, Any]], *, succeeded: bool
-    ) -> None:
-        run_sync(self._async.after_finish_many, finished, succeeded=succeeded)
-
-    def prune_sync(self, now: float | None = None) -> dict[str, int]:
-        return run_sync(self._async.prune, now)
-
-    def maintenance_sync(self, *, run_scheduler: bool = True) -> None:
-        run_sync(self._async.maintenance, run_scheduler=run_scheduler)
-
-    def get_task_sync(self, task_id: str) -> Task | None:
-        return run_sync(self._async.get_task, task_id)
-
-    def get_result_sync(self, task_id: str) -> TaskResult | None:
-        return run_sync(self._async.get_result, task_id)
-
-    def wait_result_sync(self, task_id: str, timeout: float | None = None) -> TaskResult | None:
-        return run_sync(self._async.wait_result, task_id, timeout)
-
-    def status_sync(self, task_id: str) -> TaskStatus | None:
-        return run_sync(self._async.status, task_id)
-
-    def cancel_sync(self, task_id: str) -> bool:
-        return run_sync(self._async.cancel, task_id)
-
-    # schedules
-    def schedule_sync(self, fn: Any, **kwargs: Any) -> str:
-        return run_sync(self._async.schedule, fn, **kwargs)
-
-    def pause_schedule_sync(self, schedule_id: str) -> bool:
-        return run_sync(self._async.pause_schedule, schedule_id)
-
-    def resume_schedule_sync(self, schedule_id: str) -> bool:
-        return run_sync(self._async.resume_schedule, schedule_id)
-
-    def list_schedules_sync(self, state: ScheduleState | None = None) -> list[Schedule]:
-        return run_sync(self._async.list_schedules, state)
-
-    def get_schedule_sync(self, schedule_id: str) -> Schedule | None:
-        return run_sync(self._async.get_schedule, schedule_id)
-
-    def delete_schedule_sync(self, schedule_id: str) -> bool:
-        return run_sync(self._async.delete_schedule, schedule_id)
-
-    # events
-    def get_events_sync(self, task_id: str | None = None, **filters: Any) -> list[TaskEvent]:
-        return run_sync(self._async.get_events, task_id, **filters)
-
-    # workers
+    # workers run on the background loop, so these are not plain blocking calls
     def run_worker_sync(self, queues: Sequence[str] | None = None, **options: Any) -> None:
         """Run a worker until stopped (Ctrl-C stops it gracefully)."""
         handle = self.start_worker_sync(queues, **options)
@@ -1052,23 +727,3 @@ class OmniQ:
             **options,
         )
         return WorkerHandle.start(w, portal())
-
-    def drain_sync(self, queues: Sequence[str] | None = None, **options: Any) -> None:
-        run_sync(self._async.drain, queues, **options)
-
-
-_TWINS: dict[type, type] = {}
-
-
-def _sync_twin(component: Any) -> Any:
-    """Wrap an async component in its sync twin (found by naming convention)."""
-    cls = type(component)
-    twin = _TWINS.get(cls)
-    if twin is None:
-        module = sys.modules[cls.__module__]
-        name = cls.__name__.removeprefix("Async")
-        twin = getattr(module, name, None)
-        if twin is None or not issubclass(twin, SyncWrapper):
-            twin = type(name, (SyncWrapper,), {}, async_class=cls)
-        _TWINS[cls] = twin
-    return twin.wrap(component)  # type: ignore[union-attr]

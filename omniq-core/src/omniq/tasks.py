@@ -184,11 +184,11 @@ class TaskFunction(Generic[P, R]):
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Enqueue one run; returns its handle."""
-        return await self._oq.enqueue_task(self, args, kwargs)
+        return await self._oq._enqueue_task(self, args, kwargs)
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Blocking twin of :meth:`enqueue`."""
-        return run_sync(self._oq.enqueue_task, self, args, kwargs)
+        return run_sync(self._oq._enqueue_task, self, args, kwargs)
 
     async def map(
         self, arg_list: Iterable[Sequence[Any] | Any], *, batch_size: int = 500
@@ -201,7 +201,7 @@ class TaskFunction(Generic[P, R]):
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
             (tuple(a) if isinstance(a, (tuple, list)) else (a,), {}) for a in arg_list
         ]
-        return await self._oq.enqueue_many_tasks(self, calls, batch_size=batch_size)
+        return await self._oq._enqueue_many_tasks(self, calls, batch_size=batch_size)
 
     def map_sync(
         self, arg_list: Iterable[Sequence[Any] | Any], *, batch_size: int = 500

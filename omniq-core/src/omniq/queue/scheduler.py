@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from omniq.models import Schedule, Task
 from omniq.options import SCHEDULE_OPTIONS, resolve_options
 from omniq.sync import SyncWrapper
 
 if TYPE_CHECKING:
-    from omniq.core import AsyncOmniQ
+    from omniq.storage.base import BaseScheduleStorage
 
 log = logging.getLogger("omniq.scheduler")
 
@@ -46,18 +47,28 @@ def fire_task(
 class AsyncScheduler:
     """Claims due schedules and enqueues their runs."""
 
-    def __init__(self, oq: AsyncOmniQ, *, interval: float = 1.0, batch: int = 100) -> None:
-        self.oq = oq
+    def __init__(
+        self,
+        storage: BaseScheduleStorage | None,
+        *,
+        enqueue: Callable[[list[Task]], Awaitable[Any]],
+        defaults: Callable[[], dict[str, float | int | None]],
+        interval: float = 1.0,
+        batch: int = 100,
+    ) -> None:
+        self.storage = storage
+        self._enqueue = enqueue
+        self._defaults = defaults
         self.interval = interval
         self.batch = batch
 
     async def tick(self, now: float | None = None) -> list[Task]:
         """Enqueue every run due at ``now``; returns the tasks enqueued."""
-        storage = self.oq.schedule_storage
+        storage = self.storage
         if storage is None:
             return []
         now = time.time() if now is None else now
-        defaults = self.oq.task_defaults()
+        defaults = self._defaults()
         tasks: list[Task] = []
         while True:
             claimed = await storage.claim_due(now, self.batch)
@@ -66,7 +77,7 @@ class AsyncScheduler:
             if len(claimed) < self.batch:
                 break
         if tasks:
-            await self.oq.enqueue_prepared(tasks)
+            await self._enqueue(tasks)
             log.debug("scheduler enqueued %d runs", len(tasks))
         return tasks
 

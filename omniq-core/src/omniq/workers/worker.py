@@ -73,7 +73,15 @@ class AsyncWorker:
         poll_interval: float = 1.0,
         maintenance_interval: float = 0.25,
     ) -> None:
-        self.oq = oq
+        # the app's collaborators, taken once: the worker never calls back into the app
+        self.queue = oq.task_queue
+        self.results = oq.result_storage
+        self.events = oq.events
+        self.plugins = oq.plugins
+        self.lifecycle = oq.lifecycle
+        self._registry = oq.registry
+        self._resolve = oq.resolve_function
+        self._connect = oq.connect
         self.queues = queues or ["default"]
         self.concurrency = max(1, concurrency)
         self._fixed_prefetch = None if prefetch is None else max(0, prefetch)
@@ -123,10 +131,9 @@ class AsyncWorker:
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or until idle, in burst mode)."""
-        oq = self.oq
-        await oq.connect()
+        await self._connect()
         await self.executor.start()
-        await oq.plugins.acall("omniq_worker_startup", worker=self)
+        await self.plugins.acall("omniq_worker_startup", worker=self)
         log.info("worker %s started on queues %s", self.id, self.queues)
         try:
             async with anyio.create_task_group() as tg:
@@ -144,8 +151,8 @@ class AsyncWorker:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.executor.stop()
-                await oq.plugins.acall("omniq_worker_shutdown", worker=self)
-                await oq.events.flush()
+                await self.plugins.acall("omniq_worker_shutdown", worker=self)
+                await self.events.flush()
                 self._stopped.set()
                 log.info("worker %s stopped (%d processed)", self.id, self.processed)
 
@@ -189,7 +196,7 @@ class AsyncWorker:
     async def _hand_back(self, tasks: list[Task], *, started: bool) -> None:
         """Release the claims at once instead of waiting for the leases to lapse. A task
         that never started keeps its attempt (``unclaim``); one stopped mid-run counts."""
-        queue = self.oq.task_queue
+        queue = self.queue
         with anyio.CancelScope(shield=True):
             for task in tasks:
                 try:
@@ -227,7 +234,7 @@ class AsyncWorker:
         return room - len(self._running) - len(self._pending) - backlog
 
     async def _claim_loop(self) -> None:
-        queue = self.oq.task_queue
+        queue = self.queue
         # claim in batches: with tasks still running, wait briefly for a quarter of the
         # room to free up rather than paying one round trip per finished task
         while not self.stopping:
@@ -280,7 +287,7 @@ class AsyncWorker:
         """Burst mode: True when nothing runs here and nothing is pending or running."""
         if self._running or self._pending or self._unrecorded:
             return False  # finished tasks not yet recorded may still release dependents
-        q = self.oq.task_queue
+        q = self.queue
         for name in self.queues:
             if await q.count(name, TaskStatus.PENDING) or await q.count(name, TaskStatus.RUNNING):
                 return False
@@ -309,15 +316,14 @@ class AsyncWorker:
             self._slot_freed.set()
 
     async def _execute(self, task: Task) -> None:
-        oq = self.oq
         if task.attempt > task.retries + 1 + MAX_LOST_LEASES:
             await self._finish_failed(
                 task, "PoisonTaskError: the task lost its worker too many times", None, None
             )
             return
-        tf = oq.registry.get(task.func)
+        tf = self._registry.get(task.func)
         try:
-            fn = tf.fn if tf is not None else oq.resolve_function(task.func)
+            fn = tf.fn if tf is not None else self._resolve(task.func)
         except UnknownTaskError as e:
             log.error("task %s refused: %s", task.id, e)
             await self._finish_failed(task, f"UnknownTaskError: {e}", None, None)
@@ -328,9 +334,9 @@ class AsyncWorker:
                 limiter = self._limiters[task.func] = RateLimiter(tf.rate_limit)
             await limiter.acquire()
         started = time.time()
-        if oq.events.enabled:
-            oq.events.emit(self._event(EventType.EXECUTING, task))
-        plugins = oq.plugins
+        if self.events.enabled:
+            self.events.emit(self._event(EventType.EXECUTING, task))
+        plugins = self.plugins
         if plugins.implemented("omniq_task_started"):
             await plugins.acall("omniq_task_started", task=task)
         if not self.executor.can_stop(fn):
@@ -358,7 +364,7 @@ class AsyncWorker:
             attempt=task.attempt,
             worker_id=self.id,
             started_at=started,
-            expires_at=self.oq.result_expiry(task),
+            expires_at=self.lifecycle.result_expiry(task),
         )
         self._done.append((task, result))
         self._unrecorded += 1
@@ -413,10 +419,9 @@ class AsyncWorker:
         return retry
 
     async def _write_batch(self, batch: list[tuple[Task, TaskResult]]) -> None:
-        oq = self.oq
-        accepted = await oq.task_queue.complete_with_results(batch, oq.result_storage)
+        accepted = await self.queue.complete_with_results(batch, self.results)
         finished: list[tuple[Task, Any]] = []
-        events_on = oq.events.enabled
+        events_on = self.events.enabled
         for (task, result), ok in zip(batch, accepted, strict=True):
             if not ok:
                 log.info(
@@ -425,9 +430,9 @@ class AsyncWorker:
                 continue
             self.processed += 1
             if events_on:
-                oq.events.emit(self._event(EventType.COMPLETE, task))
+                self.events.emit(self._event(EventType.COMPLETE, task))
             finished.append((task, result.result))
-        await oq.after_finish_many(finished, succeeded=True)
+        await self.lifecycle.after_finish(finished, succeeded=True)
 
     async def _handle_error(
         self, task: Task, e: BaseException, started: float, *, retry: bool = True
@@ -439,8 +444,8 @@ class AsyncWorker:
             tb = format_traceback(e)
         if retry and should_retry(task.attempt, task.retries):
             delay = backoff_delay(task.attempt, task.retry_delay)
-            if await self.oq.task_queue.fail(task, time.time() + delay, error=error):
-                self.oq.events.emit(
+            if await self.queue.fail(task, time.time() + delay, error=error):
+                self.events.emit(
                     self._event(EventType.RETRY, task, message=f"{error}; retry in {delay:.2f} s")
                 )
             return
@@ -449,8 +454,7 @@ class AsyncWorker:
     async def _finish_failed(
         self, task: Task, error: str, tb: str | None, started: float | None
     ) -> None:
-        oq = self.oq
-        if not await oq.task_queue.fail(task, None, error=error):
+        if not await self.queue.fail(task, None, error=error):
             return
         self.failed += 1
         self.processed += 1
@@ -458,7 +462,7 @@ class AsyncWorker:
             "task %s (%s) failed on attempt %d: %s%s",
             task.id, task.func, task.attempt, error, f"\n{tb}" if tb else "",
         )  # fmt: skip
-        await oq.result_storage.set(
+        await self.results.set(
             TaskResult(
                 task_id=task.id,
                 status=TaskStatus.FAILED,
@@ -467,12 +471,12 @@ class AsyncWorker:
                 attempt=task.attempt,
                 worker_id=self.id,
                 started_at=started,
-                expires_at=oq.result_expiry(task),
+                expires_at=self.lifecycle.result_expiry(task),
             )
         )
         kind = EventType.ERROR
-        oq.events.emit(self._event(kind, task, message=error))
-        await oq.after_finish(task, succeeded=False, value=error)
+        self.events.emit(self._event(kind, task, message=error))
+        await self.lifecycle.after_finish([(task, error)], succeeded=False)
 
     def _event(self, kind: EventType, task: Task, message: str | None = None) -> TaskEvent:
         return TaskEvent(
@@ -489,7 +493,7 @@ class AsyncWorker:
     # --- background loops ------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        queue = self.oq.task_queue
+        queue = self.queue
         while True:
             await anyio.sleep(self.heartbeat_interval)
             held: list[tuple[Task, anyio.CancelScope | None]] = [
@@ -513,7 +517,7 @@ class AsyncWorker:
     async def _maintenance_loop(self) -> None:
         while True:
             try:
-                await self.oq.maintenance(run_scheduler=self.run_scheduler)
+                await self.lifecycle.maintenance(run_scheduler=self.run_scheduler)
             except Exception:
                 log.exception("maintenance (scheduler / TTL sweep) failed; will retry")
             await anyio.sleep(self.maintenance_interval)
