@@ -592,7 +592,7 @@ def test_hot_statements_use_indexes(tmp_path: Path) -> None:
             lambda: sql.release_many(conn, [dep.id], True),
             lambda: sql.claim(conn, ser, ["default"], 10, "w", 30.0),
             lambda: sql.claim(conn, ser, ["default"], 10, "w", 30.0),  # nothing ready
-            lambda: sql.fenced(conn, [("heartbeat", dep.id, 1, 30.0)]),
+            lambda: sql.fenced(conn, [sql.FenceOp(sql.Fence.HEARTBEAT, dep.id, 1, lease=30.0)]),
             lambda: sql.expire(conn, now),
             lambda: sql.select_tasks(conn, ser, None, TaskStatus.WAITING, 10),
             lambda: sql.select_tasks(conn, ser, "default", TaskStatus.RUNNING, 10),

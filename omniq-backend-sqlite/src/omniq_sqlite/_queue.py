@@ -132,7 +132,7 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
 
     async def complete(self, task: Task) -> bool:
         """Mark a claimed task SUCCESS; False for a stale claim."""
-        return await self._fenced(("complete", task.id, task.attempt))
+        return await self._fenced(sql.FenceOp(sql.Fence.COMPLETE, task.id, task.attempt))
 
     async def complete_many(self, tasks: Sequence[Task]) -> builtins.list[bool]:
         """Complete several claimed tasks in one transaction (one bool per task)."""
@@ -171,21 +171,25 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         self, task: Task, retry_at: float | None = None, *, error: str | None = None
     ) -> bool:
         """PENDING again at ``retry_at``, or FAILED when None; False for a stale claim."""
-        ok = await self._fenced(("fail", task.id, task.attempt, retry_at, error))
+        ok = await self._fenced(sql.FenceOp(sql.Fence.FAIL, task.id, task.attempt, retry_at, error))
         if ok and retry_at is not None:
             self._wake()
         return ok
 
     async def unclaim(self, task: Task) -> bool:
         """PENDING again at once without counting the claim; False for a stale claim."""
-        ok = await self._fenced(("unclaim", task.id, task.attempt))
+        ok = await self._fenced(sql.FenceOp(sql.Fence.UNCLAIM, task.id, task.attempt))
         if ok:
             self._wake()
         return ok
 
     async def heartbeat(self, task: Task, lease: float | None = None) -> bool:
         """Extend the lease; False when the claim is no longer current."""
-        return await self._fenced(("heartbeat", task.id, task.attempt, lease or self.default_lease))
+        return await self._fenced(
+            sql.FenceOp(
+                sql.Fence.HEARTBEAT, task.id, task.attempt, lease=lease or self.default_lease
+            )
+        )
 
     # --- reads and maintenance -------------------------------------------------------------
 

@@ -13,7 +13,8 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -347,25 +348,31 @@ def claim(
             expand_for_claim(conn, queue, want, now)
             params["queue"], params["limit"] = queue, want
             rows = conn.execute(CLAIM_SQL, params).fetchall()
-            rows.sort(key=lambda r: (-r[3], r[12], r[0]))
-            for row in rows:
-                if row[2] != "running":
+            rows.sort(key=_claim_order)
+            for (tid, _, status, _, _, run_at, _, attempt, lease_until, worker, error, data,
+                 _) in rows:  # fmt: skip
+                if status != "running":
                     continue  # expired at claim time
                 try:
-                    task = decode(row[11])
+                    task = decode(data)
                 except SerializationError as e:
-                    _fail_corrupt(conn, row[0], str(e), now)
+                    _fail_corrupt(conn, tid, str(e), now)
                     continue
                 # a fresh object: set the columns' fields in place (cheaper than replace)
-                task.id, task.status, task.attempt = row[0], TaskStatus.RUNNING, row[7]
-                task.lease_until, task.worker_id, task.error = row[8], row[9], row[10]
-                task.run_at = row[5]
+                task.id, task.status, task.attempt = tid, TaskStatus.RUNNING, attempt
+                task.lease_until, task.worker_id, task.error = lease_until, worker, error
+                task.run_at = run_at
                 claimed.append(task)
             if len(rows) < want:
                 break  # this queue has nothing more
         if len(claimed) >= limit:
             break
     return claimed, True
+
+
+def _claim_order(row: Row) -> tuple[int, float, str]:
+    """CLAIM_SQL's RETURNING order, sorted as claimed: priority, due, id."""
+    return -row[3], row[12], row[0]
 
 
 def _fail_corrupt(conn: sqlite3.Connection, task_id: str, reason: str, now: float) -> None:
@@ -386,9 +393,27 @@ def unclaim(conn: sqlite3.Connection, claims: list[tuple[str, int]]) -> None:
 
 # --- fenced updates (group-committed) ------------------------------------------------------
 
-#: ("complete", id, attempt) | ("fail", id, attempt, retry_at, error) |
-#: ("heartbeat", id, attempt, lease_seconds)
-FenceOp = tuple[Any, ...]
+class Fence(StrEnum):
+    """The kinds of fenced update: each applies only to the current claim."""
+
+    COMPLETE = "complete"
+    FAIL = "fail"
+    UNCLAIM = "unclaim"
+    HEARTBEAT = "heartbeat"
+
+
+class FenceOp(NamedTuple):
+    """One fenced update of the claim (``task_id``, ``attempt``)."""
+
+    kind: Fence
+    task_id: str
+    attempt: int
+    retry_at: float | None = None
+    """FAIL: PENDING again at this time; None: FAILED for good."""
+    error: str | None = None
+    """FAIL: the error recorded."""
+    lease: float = 0.0
+    """HEARTBEAT: seconds the lease is extended by."""
 
 
 def complete_many(
@@ -432,17 +457,18 @@ def fenced(conn: sqlite3.Connection, ops: list[FenceOp]) -> list[bool]:
     now = time.time()
     out: list[bool] = []
     for op in ops:
-        kind, tid, attempt = op[0], op[1], op[2]
-        if kind == "complete":
-            cur = conn.execute(COMPLETE_SQL, (tid, attempt))
-        elif kind == "fail":
-            retry_at, error = op[3], op[4]
-            status = "failed" if retry_at is None else "pending"
-            cur = conn.execute(FAIL_SQL, (status, error, retry_at, retry_at, tid, attempt))
-        elif kind == "unclaim":
-            cur = conn.execute(UNCLAIM_SQL, (tid, attempt))
+        if op.kind is Fence.COMPLETE:
+            cur = conn.execute(COMPLETE_SQL, (op.task_id, op.attempt))
+        elif op.kind is Fence.FAIL:
+            status = "failed" if op.retry_at is None else "pending"
+            cur = conn.execute(
+                FAIL_SQL,
+                (status, op.error, op.retry_at, op.retry_at, op.task_id, op.attempt),
+            )
+        elif op.kind is Fence.UNCLAIM:
+            cur = conn.execute(UNCLAIM_SQL, (op.task_id, op.attempt))
         else:
-            cur = conn.execute(HEARTBEAT_SQL, (now + op[3], tid, attempt))
+            cur = conn.execute(HEARTBEAT_SQL, (now + op.lease, op.task_id, op.attempt))
         out.append(cur.rowcount == 1)
     return out
 
