@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from omniq.errors import BackendError
+from omniq_sqlite._aiosqlite import daemonize, raw_connection, run_on_thread
 from omniq_sqlite._errors import is_busy, translate
 from omniq_sqlite._migrations import migrate
 from omniq_sqlite._url import Location, SQLiteOptions, build_options, check_location, parse_url
@@ -200,15 +201,13 @@ class Database:
             timeout=self.options.busy_timeout,
             factory=Connection,
         )
-        thread = getattr(conn, "_thread", None)
-        if isinstance(thread, threading.Thread):
-            thread.daemon = True  # an unclosed component must not hang interpreter exit
+        daemonize(conn)  # an unclosed component must not hang interpreter exit
         try:
             await conn
         except sqlite3.Error as e:
             raise translate(e, self.path) from e
         self._conn = conn
-        self._raw = conn._conn
+        self._raw = raw_connection(conn)
         try:
             self.applied_migrations = await self.run(self._setup)
         except BaseException:
@@ -273,7 +272,7 @@ class Database:
         """
         conn = self._connection()
         try:
-            result: T = await conn._execute(self._transaction, fn, args)
+            result: T = await run_on_thread(conn, self._transaction, fn, args)
         except sqlite3.Error as e:
             raise translate(e, self.path) from e
         return result
@@ -332,7 +331,7 @@ class Database:
             self._flush_queued = True
         if drive:  # nothing queued on the connection's thread yet: queue one flush
             try:
-                await conn._execute(self._flush)
+                await run_on_thread(conn, self._flush)
             except ValueError as e:  # aiosqlite: the connection was closed meanwhile
                 with self._batch_lock:
                     orphans = list(self._batches.values())
