@@ -1,4 +1,24 @@
-"""OmniQ: an async-first task queue with pluggable storage backends."""
+"""OmniQ: an async-first task queue with pluggable storage backends.
+
+Where things live (one concern per module):
+
+* ``core`` -- ``AsyncOmniQ``/``OmniQ``, the public front: tasks, enqueue, results,
+  schedules, workers. ``tasks`` -- ``@oq.task`` functions and result handles.
+* ``options`` -- task options and their defaults; ``conversion`` -- arguments back to
+  their annotated types; ``rules`` -- the life of a task (final statuses, TTL,
+  dependency outcomes, release of dependents, messages), pure.
+* ``lifecycle`` -- what happens around a task's end, and the periodic sweeps;
+  ``components`` -- building the four storage components from settings.
+* ``workers`` -- the claim loop (``worker``), executors, the trust boundary
+  (``resolve``), rate limits; ``queue`` -- retry maths, dependency checks, scheduler.
+* ``storage`` -- the interfaces every backend implements (``base``) and the memory
+  backend; ``testing`` -- the conformance suite for backend authors.
+* ``models`` -- Task, TaskResult, TaskEvent, Schedule; ``serialization`` -- msgspec
+  first, signed dill; ``events`` -- batched event logging.
+* ``config`` -- settings and their loading; ``plugins`` -- hooks and discovery;
+  ``sync`` -- the blocking twins; ``errors`` -- one exception hierarchy; ``cli`` --
+  the ``omniq`` command.
+"""
 
 from omniq.core import AsyncOmniQ, OmniQ
 from omniq.errors import (

@@ -1,4 +1,8 @@
-"""Retry policy: exponential backoff with full jitter (pure maths, no I/O)."""
+"""Retry policy: exponential backoff with equal jitter (pure maths, no I/O).
+
+Equal jitter: a delay drawn uniformly from ``[d/2, d]`` for the exponential delay ``d``,
+so retries of many tasks spread out but never collapse to zero (full jitter would draw
+from ``[0, d]``)."""
 
 from __future__ import annotations
 
