@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from omniq.components import unique_components
 from omniq.models import EventType, TaskStatus
 from tests.backends import test_nats_support as support
 
@@ -35,7 +36,8 @@ async def test_enqueue_work_and_results_through_omniq(prefix: str) -> None:
     ) as oq:
         assert isinstance(oq.task_queue, AsyncNATSQueue)
         assert isinstance(oq.result_storage, AsyncNATSResultStorage)
-        loop_conns = {id(c._conns.get(next(iter(c._conns)))) for c in oq._unique_components()}
+        components = unique_components(oq._components)
+        loop_conns = {id(c._conns.get(next(iter(c._conns)))) for c in components}
         assert len(loop_conns) == 1, "components of one backend share one connection"
 
         @oq.task

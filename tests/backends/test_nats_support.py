@@ -8,6 +8,7 @@ with its own store directory, and stop it by PID.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +66,20 @@ def new_prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
+async def stream_names(nc: Any) -> list[str]:
+    """The name of every stream on the server. ``js.streams_info()`` returns only the
+    first page (256 streams): on a shared server that has seen many test runs, a test's
+    own streams are often not on it."""
+    names: list[str] = []
+    while True:
+        request = json.dumps({"offset": len(names)}).encode()
+        reply = await nc.request("$JS.API.STREAM.NAMES", request, timeout=5)
+        page = json.loads(reply.data)
+        names += page.get("streams") or []
+        if not page.get("streams") or len(names) >= page.get("total", 0):
+            return names
+
+
 async def drop_namespace(prefix: str, url: str = URL) -> None:
     """Delete every stream of a test prefix (tasks, events, KV buckets)."""
     import nats
@@ -71,8 +87,7 @@ async def drop_namespace(prefix: str, url: str = URL) -> None:
     nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1)
     try:
         js = nc.jetstream()
-        for info in await js.streams_info():
-            name = info.config.name or ""
+        for name in await stream_names(nc):
             if name.startswith((f"{prefix}_", f"KV_{prefix}_")):
                 with contextlib.suppress(Exception):
                     await js.delete_stream(name)

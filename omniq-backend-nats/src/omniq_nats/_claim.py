@@ -97,6 +97,9 @@ class QueueState:
     index: Bucket
     levels: dict[str, set[int]] = field(default_factory=dict)
     ensured: set[tuple[str, int]] = field(default_factory=set)
+    #: names of the consumers in ``levels`` (and of those being created here): their
+    #: creation advisories are no news (see ``_start_advisories``)
+    consumers: set[str] = field(default_factory=set)
     levels_checked: float = 0.0
     levels_event: asyncio.Event = field(default_factory=asyncio.Event)
     held: dict[str, Held] = field(default_factory=dict)
@@ -164,10 +167,17 @@ class ClaimMixin:
             max_waiting=4096,
             num_replicas=s.replicas,
         )
-        await st.conn.call(
-            f"creating consumer {name}",
-            lambda: st.conn.js.add_consumer(s.tasks_stream_name, config),
-        )
+        # known before the request: the server sends its creation advisory first
+        st.consumers.add(name)
+        try:
+            await st.conn.call(
+                f"creating consumer {name}",
+                lambda: st.conn.js.add_consumer(s.tasks_stream_name, config),
+            )
+        except BaseException:
+            if (queue, priority) not in st.ensured:
+                st.consumers.discard(name)
+            raise
         st.ensured.add((queue, priority))
         st.levels.setdefault(queue, set()).add(priority)
 
@@ -199,6 +209,7 @@ class ClaimMixin:
                     continue
                 st.levels.setdefault(queue, set()).add(level)
                 st.ensured.add((queue, level))
+                st.consumers.add(info.config.durable_name)
             if len(infos) < 256:
                 break
             offset += len(infos)
@@ -233,8 +244,13 @@ class ClaimMixin:
         return True
 
     async def _start_advisories(self, st: QueueState) -> None:
-        async def cb(_msg: Msg) -> None:
-            st.levels_event.set()
+        # A new consumer may be a new (queue, priority) level: wake the long polls so
+        # that the next claim pass lists the levels again. Not for consumers known here
+        # (created by this process, or listed): waking a long poll for nothing abandons
+        # its pull request, which then has to hand back what the server sends it.
+        async def cb(msg: Msg) -> None:
+            if msg.subject.rsplit(".", 1)[-1] not in st.consumers:
+                st.levels_event.set()
 
         st.advisory = await st.conn.nc.subscribe(
             f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.{self.settings.tasks_stream_name}.*", cb=cb
@@ -495,8 +511,8 @@ class ClaimMixin:
             unknown = [i for i in todo if i not in known]
             if unknown:
                 entries = await st.bucket.get_many([task_key(ids[i]) for i in unknown])
-                for i, e in zip(unknown, entries, strict=True):
-                    current[i] = (e.revision, e.value) if e is not None else (0, None)
+                for i, entry in zip(unknown, entries, strict=True):
+                    current[i] = (entry.revision, entry.value) if entry is not None else (0, None)
             for i in todo:
                 if i in known:
                     current[i] = known.pop(i)

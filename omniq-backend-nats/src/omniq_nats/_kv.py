@@ -388,11 +388,15 @@ class Bucket:
 
 
 async def publish_many(
-    conn: Connection, items: Sequence[tuple[str, bytes, dict[str, str]]], what: str
+    conn: Connection,
+    items: Sequence[tuple[str, bytes, dict[str, str]]],
+    what: str,
+    sent: Callable[[], None] | None = None,
 ) -> None:
     """Publish to JetStream pipelined and wait for every ack; failed items are re-sent
-    one by one (safe: callers set ``Nats-Msg-Id`` so the stream drops duplicates)."""
-    results = await publisher(conn).publish_many(items) if items else []
+    one by one (safe: callers set ``Nats-Msg-Id`` so the stream drops duplicates).
+    ``sent`` as in :meth:`Publisher.publish_many` (re-sent items come later)."""
+    results = await publisher(conn).publish_many(items, sent)
     for (subject, payload, headers), r in zip(items, results, strict=True):
         if isinstance(r, BaseException):
             await conn.call(

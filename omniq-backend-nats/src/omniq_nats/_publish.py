@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from omniq_nats._connection import Connection
 
-__all__ = ["Direct", "Publisher", "api_error", "publisher", "subscribe_direct"]
+__all__ = ["Direct", "Publisher", "Turnstile", "api_error", "publisher", "subscribe_direct"]
 
 _json = msgspec.json.Decoder(dict[str, Any])
 
@@ -128,11 +128,17 @@ class Publisher:
             batch.done.set_result(None)
 
     async def publish_many(
-        self, items: Sequence[tuple[str, bytes, dict[str, str] | None]]
+        self,
+        items: Sequence[tuple[str, bytes, dict[str, str] | None]],
+        sent: Callable[[], None] | None = None,
     ) -> list[Any]:
         """Publish every item, wait for the acks; per item the ack dict (with ``seq``) or
-        the exception (APIError, NoRespondersError, TimeoutError)."""
+        the exception (APIError, NoRespondersError, TimeoutError). ``sent`` is called
+        once every item is handed to the connection (in order, before any later
+        publish), before the acks are awaited."""
         if not items:
+            if sent is not None:
+                sent()
             return []
         if self._sub is None:
             await self._start()
@@ -144,6 +150,8 @@ class Publisher:
         try:
             for i, (subject, payload, headers) in enumerate(items):
                 await publish(subject, payload, reply=f"{reply}{i}", headers=headers or None)
+            if sent is not None:
+                sent()
             await asyncio.wait([batch.done], timeout=self._conn.settings.request_timeout)
         finally:
             del self._batches[name]
@@ -164,6 +172,51 @@ def _outcome(msg: Msg) -> Any:
     if "error" in resp:
         return api_error(resp["error"])
     return resp
+
+
+class Turnstile:
+    """Lets concurrent callers take one step in the order they arrived.
+
+    A caller takes a :meth:`ticket` on arrival (before its first ``await``), waits for
+    its :meth:`turn` before the step and calls :meth:`done` after it -- and in a
+    ``finally``, so that a caller that failed or was cancelled never holds up the
+    others (``done`` is idempotent)."""
+
+    __slots__ = ("_done", "_issued", "_serving", "_waiters")
+
+    def __init__(self) -> None:
+        self._issued = 0
+        self._serving = 0  # the lowest ticket not done
+        self._done: set[int] = set()  # tickets done ahead of their turn
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+
+    def ticket(self) -> int:
+        """The next place in line."""
+        self._issued += 1
+        return self._issued - 1
+
+    async def turn(self, ticket: int) -> None:
+        """Return once every earlier ticket is done."""
+        if ticket <= self._serving:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[ticket] = waiter
+        try:
+            await waiter
+        finally:
+            del self._waiters[ticket]
+
+    def done(self, ticket: int) -> None:
+        """``ticket`` has taken its step (or gives it up)."""
+        if ticket < self._serving or ticket in self._done:
+            return
+        self._done.add(ticket)
+        while self._serving in self._done:
+            self._done.remove(self._serving)
+            self._serving += 1
+        waiter = self._waiters.get(self._serving)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 def publisher(conn: Connection) -> Publisher:

@@ -12,6 +12,11 @@ Layout (names get ``{name_prefix}_`` / ``{name_prefix}.`` in front when set):
   lists a stream's subjects (``keys``) by walking all of them: listing the index must
   cost the size of the index, not the number of tasks.
 
+Order: the stream's order is the claim order within a (queue, priority) consumer, so
+concurrent enqueues (``map()`` sends its batches overlapping) hand their messages to
+the connection in the order the calls were made (:class:`~omniq_nats._publish.Turnstile`),
+whatever their records' writes took.
+
 Delays: a delayed task is published at once; a worker that fetches it early NAKs it with
 ``delay = run_at - now`` (2.9 has no scheduled messages), so it comes back when due.
 Retries the same way. Cancel: the record turns CANCELLED; its message is dropped when next
@@ -20,10 +25,11 @@ fetched, and a running worker learns it from its next heartbeat (False).
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from nats.js import api
@@ -37,6 +43,7 @@ from omniq_nats._config import decode_token, encode_token
 from omniq_nats._connection import Connection
 from omniq_nats._deps import DependencyMixin, decode_entry
 from omniq_nats._kv import Bucket, Entry, ensure_stream, publish_many
+from omniq_nats._publish import Turnstile
 from omniq_nats._records import (
     Record,
     decode_record,
@@ -65,6 +72,8 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         super().__init__(url, **options)
         self.default_lease = default_lease or self.settings.ack_wait
         self._states: dict[int, QueueState] = {}
+        #: per event loop: enqueue calls publish their messages in the order they came
+        self._order: dict[int, Turnstile] = {}
 
     # --- connection ----------------------------------------------------------------
 
@@ -116,7 +125,21 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         return (await self.enqueue_many([task]))[0]
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[TaskStatus]:
-        """Store many tasks: records and messages each in one pipelined round trip."""
+        """Store many tasks: records and messages each in one pipelined round trip.
+
+        Concurrent calls overlap, but each publishes its messages only after every
+        earlier call has (or has failed): tasks are claimed in the order they were
+        enqueued, within a queue and priority."""
+        order = self._order.setdefault(id(asyncio.get_running_loop()), Turnstile())
+        ticket = order.ticket()  # before any await: the place of this call
+        try:
+            return await self._enqueue_many(tasks, order, ticket)
+        finally:
+            order.done(ticket)
+
+    async def _enqueue_many(
+        self, tasks: Sequence[Task], order: Turnstile, ticket: int
+    ) -> builtins.list[TaskStatus]:
         st = await self._state()
         limit = st.conn.max_payload - OVERHEAD
         bodies: list[bytes] = []
@@ -149,12 +172,14 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         }
         revs = await st.bucket.create_many([(task_key(tasks[i].id), records[i]) for i in simple])
         created = [(i, rev) for i, rev in zip(simple, revs, strict=True) if rev is not None]
+        await order.turn(ticket)
         await self._publish(
             st,
             [
                 (tasks[i].queue, tasks[i].priority, tasks[i].id, rev, records[i])
                 for i, rev in created
             ],
+            sent=functools.partial(order.done, ticket),  # later calls may go on
         )
         for i, _ in created:
             statuses[i] = TaskStatus.PENDING
@@ -175,6 +200,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         st: QueueState,
         tickets: Sequence[tuple[str, int, str, int, bytes]],
         msg_id: str = "{id}:{rev}",
+        sent: Callable[[], None] | None = None,
     ) -> None:
         """Publish work-queue messages ``(queue, priority, task id, revision, record)``.
 
@@ -194,6 +220,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
                 for queue, priority, task_id, rev, record in tickets
             ],
             "enqueueing tasks",
+            sent,
         )
 
     async def _existing(self, st: QueueState, task: Task) -> TaskStatus:
@@ -544,6 +571,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         st.finished.clear()
         st.ensured.clear()
         st.levels.clear()
+        st.consumers.clear()
 
 
 def _dependencies_first(tasks: Sequence[Task], indices: Sequence[int]) -> builtins.list[int]:
