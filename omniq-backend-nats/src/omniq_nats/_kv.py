@@ -348,6 +348,22 @@ class Bucket:
             lambda: self.conn.js.publish(self.pre + key, b"", headers={KV_OP: "DEL"}),
         )
 
+    async def delete_if(self, key: str, last: int) -> bool:
+        """Delete a key with a marker only if its revision is still ``last``; False
+        when it was written since (then it is left alone)."""
+        headers = {KV_OP: "DEL", "Nats-Expected-Last-Subject-Sequence": str(last)}
+
+        async def run() -> bool:
+            try:
+                await self.conn.js.publish(self.pre + key, b"", headers=dict(headers))
+                return True
+            except nats.js.errors.APIError as e:
+                if e.err_code in WRONG_LAST:
+                    return False
+                raise
+
+        return bool(await self.conn.call(f"deleting {self.name}/{key}", run))
+
     async def purge_key(self, key: str) -> None:
         """Remove a key and its history without leaving a marker."""
         await self.purge_subjects(self.pre + key)

@@ -337,16 +337,30 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
     async def complete_with_results(
         self, finished: Sequence[tuple[Task, TaskResult]], results: BaseResultStorage
     ) -> builtins.list[bool]:
-        """Complete the claims (fenced CAS on each task record), then write the results
-        of the accepted ones in one pipelined round trip, so a stale attempt's result is
-        never written. Results are encoded (and size-checked) before anything changes.
-        JetStream 2.9 has no write across two buckets: a process killed between the
-        two round trips leaves a completed task without its result."""
+        """Write the results, then complete the claims (fenced CAS on each task record).
+
+        JetStream 2.9 cannot write two buckets in one step, so the order keeps both
+        promises: a result is written first, and only if no result of the same or a
+        newer attempt is stored (so a stale attempt never replaces a newer result, nor
+        a cancellation's); a completed task therefore always has its result, even when
+        the worker is killed between the two steps (the task then runs again and its
+        newer result replaces this one). A result whose claim turns out stale is
+        deleted again. Results are encoded (and size-checked) before anything is
+        written."""
         if not isinstance(results, AsyncNATSResultStorage):
             return await super().complete_with_results(finished, results)
         encoded = await results.encode_many([r for _, r in finished])
+        revs = await results.put_fenced(
+            [(e, task.attempt) for e, (task, _) in zip(encoded, finished, strict=True)]
+        )
         accepted = await self.complete_many([t for t, _ in finished])
-        await results.put_encoded([e for e, ok in zip(encoded, accepted, strict=True) if ok])
+        await results.unwrite(
+            [
+                (key, rev)
+                for (key, _), rev, ok in zip(encoded, revs, accepted, strict=True)
+                if rev is not None and not ok
+            ]
+        )
         return accepted
 
     async def fail(

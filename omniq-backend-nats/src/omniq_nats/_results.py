@@ -91,6 +91,49 @@ class AsyncNATSResultStorage(BucketComponent, BaseResultStorage):
             if isinstance(ack, BaseException):
                 await bucket.put(key, data)
 
+    async def put_fenced(self, items: Sequence[tuple[Encoded, int]]) -> builtins.list[int | None]:
+        """Write encoded results, each ``((key, value), attempt)``, unless a result of
+        the same or a newer attempt is stored (a newer claim finished, or the task was
+        cancelled meanwhile): the new revision of each, or None where the stored one
+        stands. One pipelined round trip when no result exists yet (the usual case)."""
+        if not items:
+            return []
+        bucket = await self._bucket()
+        revs = await bucket.create_many([encoded for encoded, _ in items])
+        for i, rev in enumerate(revs):
+            if rev is None:
+                (key, value), attempt = items[i]
+                revs[i] = await self._replace_older(bucket, key, value, attempt)
+        return revs
+
+    async def _replace_older(
+        self, bucket: Bucket, key: str, value: bytes, attempt: int
+    ) -> int | None:
+        for _ in range(10):  # compare-and-set: retried while other writers get in between
+            entry = await bucket.get(key)
+            if entry is None or entry.value is None:
+                rev = await bucket.create(key, value)
+            else:
+                try:
+                    stored = self.serializer.decode_result(entry.value).attempt
+                except OmniQError:
+                    stored = -1  # a corrupt result: replace it
+                if stored >= attempt:
+                    return None
+                rev = await bucket.cas(key, value, entry.revision)
+            if rev is not None:
+                return rev
+        return None
+
+    async def unwrite(self, written: Sequence[tuple[str, int]]) -> None:
+        """Delete results written by :meth:`put_fenced` (``(key, revision)``) whose
+        claims turned out stale, unless they were replaced meanwhile."""
+        if not written:
+            return
+        bucket = await self._bucket()
+        for key, rev in written:
+            await bucket.delete_if(key, rev)
+
     async def get(self, task_id: str) -> TaskResult | None:
         """The result, or None when absent or expired."""
         bucket = await self._bucket()
