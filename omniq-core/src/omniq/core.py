@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar, overload
+from typing import Any, ParamSpec, Self, TypeVar
 
 import msgspec
 
@@ -42,10 +41,12 @@ from omniq.plugins import PluginManager, get_plugin_manager
 from omniq.queue.dependencies import check_dependencies
 from omniq.queue.scheduler import AsyncScheduler
 from omniq.serialization import SerializationManager, default_manager, set_default_manager
-from omniq.sync import SyncWrapper, portal
-from omniq.tasks import TaskDecorator, TaskFunction, TaskHandle, delay_to_run_at, task_name
+from omniq.sync import AsyncResource, SyncWrapper, portal
+from omniq.tasks import TaskFunction, TaskHandle, TaskRegistration, delay_to_run_at, task_name
 from omniq.workers.resolve import resolve_task
 from omniq.workers.runner import AsyncWorkerHandle, WorkerHandle, make_worker
+
+__all__ = ["AsyncOmniQ", "OmniQ"]
 
 log = logging.getLogger("omniq")
 
@@ -53,7 +54,7 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
-class AsyncOmniQ:
+class AsyncOmniQ(TaskRegistration, AsyncResource):
     """The async API. ``async with AsyncOmniQ(...) as oq:`` connects and closes."""
 
     def __init__(
@@ -172,47 +173,18 @@ class AsyncOmniQ:
                 log.exception("closing %r failed", c)
         self._connected = False
 
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     # --- tasks -----------------------------------------------------------------------------
 
-    @overload
-    def task(self, fn: Callable[P, Awaitable[R]], /) -> TaskFunction[P, R]: ...  # type: ignore[overload-overlap]
+    def _app(self) -> AsyncOmniQ:
+        return self
 
-    @overload
-    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
-
-    @overload
-    def task(
+    def _register_task(
         self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        rate_limit: str | None = None,
-        **options: Any,
-    ) -> TaskDecorator: ...
-
-    def task(
-        self,
-        fn: Callable[..., Any] | None = None,
-        /,
-        *,
-        name: str | None = None,
-        rate_limit: str | None = None,
-        **options: Any,
+        fn: Callable[..., Any] | None,
+        name: str | None,
+        rate_limit: str | None,
+        options: dict[str, Any],
     ) -> Any:
-        """Register a function as a task: ``@oq.task`` or ``@oq.task(queue=..., ...)``."""
         check_options(options)
         if rate_limit is not None:
             from omniq.workers.ratelimit import parse_rate
@@ -646,7 +618,7 @@ def _unregistered(name: str) -> Callable[..., Any]:
     return missing
 
 
-class OmniQ(SyncWrapper[AsyncOmniQ], async_class=AsyncOmniQ):
+class OmniQ(TaskRegistration, SyncWrapper[AsyncOmniQ], async_class=AsyncOmniQ):
     """The blocking API: every coroutine method ``m`` of :class:`AsyncOmniQ` as
     ``m_sync`` (made by :class:`~omniq.sync.SyncWrapper`), run on OmniQ's background
     event-loop thread (see :mod:`omniq.sync`). Other attributes (``config``,
@@ -656,6 +628,9 @@ class OmniQ(SyncWrapper[AsyncOmniQ], async_class=AsyncOmniQ):
     def from_config(cls, source: OmniQConfig | dict[str, Any] | str, **overrides: Any) -> OmniQ:
         """Build from a YAML path, a dict or an OmniQConfig (overrides win)."""
         return cls(config=source, **overrides)
+
+    def _app(self) -> AsyncOmniQ:
+        return self._async
 
     def _wrapped(self, kind: str) -> Any:
         component = self._async._components[kind]
@@ -680,28 +655,6 @@ class OmniQ(SyncWrapper[AsyncOmniQ], async_class=AsyncOmniQ):
     def schedule_storage(self) -> Any:
         """The blocking twin of the schedule storage."""
         return self._wrapped("schedule_storage")
-
-    # task() is synchronous in both APIs; spelled out so type checkers see its overloads
-    @overload
-    def task(self, fn: Callable[P, Awaitable[R]], /) -> TaskFunction[P, R]: ...  # type: ignore[overload-overlap]
-
-    @overload
-    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
-
-    @overload
-    def task(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        rate_limit: str | None = None,
-        **options: Any,
-    ) -> TaskDecorator: ...
-
-    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-        """Register a task (same as :meth:`AsyncOmniQ.task`)."""
-        return self._async.task(fn, **options) if fn is not None else self._async.task(**options)
 
     # workers run on the background loop, so these are not plain blocking calls
     def run_worker_sync(self, queues: Sequence[str] | None = None, **options: Any) -> None:

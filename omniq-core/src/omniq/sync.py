@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
+from typing import Any, ClassVar, Generic, ParamSpec, Self, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -129,6 +129,54 @@ def portal() -> BlockingPortal:
     p = _get_loop().portal
     assert p is not None
     return p
+
+
+class AsyncResource:
+    """Something opened by ``connect()`` and released by ``close()``; ``async with``
+    does both. When the block raised, a failure to close is logged instead of raised,
+    so the block's exception is the one the caller sees."""
+
+    async def connect(self) -> None:
+        """Open connections (idempotent)."""
+
+    async def close(self) -> None:
+        """Release connections (idempotent)."""
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.close()
+            return
+        try:
+            await self.close()
+        except Exception:
+            log.warning("error while closing %r after an exception in the block", self,
+                        exc_info=True)  # fmt: skip
+
+
+class BlockingResource(AsyncResource):
+    """An :class:`AsyncResource` that a plain ``with`` opens and closes too (on OmniQ's
+    loop thread)."""
+
+    def __enter__(self) -> Self:
+        run_sync(self.connect)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        run_sync(self.__aexit__, exc_type, exc, tb)
 
 
 def public_coroutine_methods(cls: type) -> list[str]:

@@ -62,6 +62,45 @@ class TaskDecorator(Protocol):
     def __call__(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
 
+class TaskRegistration:
+    """``task()``, the decorator that registers tasks: one spelling of its overloads for
+    both APIs (``AsyncOmniQ`` and ``OmniQ`` register on the same async app)."""
+
+    def _app(self) -> AsyncOmniQ:
+        raise NotImplementedError
+
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> TaskFunction[P, R]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        rate_limit: str | None = None,
+        **options: Any,
+    ) -> TaskDecorator: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        rate_limit: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Register a function as a task: ``@oq.task`` or ``@oq.task(queue=..., ...)``
+        (options as ``.options()`` takes; ``name`` defaults to ``module:qualname``;
+        ``rate_limit`` like ``"100/m"``, per worker process)."""
+        return self._app()._register_task(fn, name, rate_limit, options)
+
+
 class TaskHandle(Generic[R]):
     """A reference to an enqueued task: wait for its result, read its status, cancel it."""
 

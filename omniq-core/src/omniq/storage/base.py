@@ -21,13 +21,13 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import anyio
 import msgspec
 
 from omniq.models import EventType, Schedule, ScheduleState, Task, TaskEvent, TaskResult, TaskStatus
+from omniq.sync import AsyncResource, BlockingResource
 
 log = logging.getLogger("omniq.storage")
 
@@ -56,7 +56,7 @@ class Released(msgspec.Struct, frozen=True):
     """Waiting tasks cancelled because a dependency failed (transitively)."""
 
 
-class StorageComponent(ABC):
+class StorageComponent(AsyncResource, ABC):
     """Lifecycle shared by every component: ``from_url``, connect/close, ``async with``."""
 
     #: URL schemes this component understands (informational; plugins declare them too).
@@ -73,29 +73,8 @@ class StorageComponent(ABC):
     async def close(self) -> None:
         """Release connections. Idempotent."""
 
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            await self.close()
-            return
-        # The body raised: close anyway, but the body's exception is the one the caller sees.
-        try:
-            await self.close()
-        except Exception:
-            log.warning(
-                "error while closing %r after an exception in the block", self, exc_info=True
-            )
-
-
-class BackendBundle:
+class BackendBundle(BlockingResource):
     """Base of a backend's ``{Name}Backend``: the four components over one connection.
 
     Subclasses set the four component attributes and implement ``connect``/``close``;
@@ -114,34 +93,6 @@ class BackendBundle:
     async def close(self) -> None:
         """Close every component and the shared connection."""
         raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def __enter__(self) -> Self:
-        from omniq.sync import run_sync
-
-        run_sync(self.connect)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        from omniq.sync import run_sync
-
-        run_sync(self.close)
 
 
 class BaseTaskQueue(StorageComponent):
