@@ -246,3 +246,74 @@ async def test_sweep_releases_dependents_of_a_task_whose_worker_died_after_finis
         assert await oq.lifecycle.sweep_waiting() == 1
     got = await _claim(other, child.id)
     assert await other.complete(got)
+
+
+async def test_release_walk_cancels_transitively_with_the_reasons_of_the_rules(
+    queues: tuple[Any, Any],
+) -> None:
+    from omniq import rules
+
+    q, _ = queues
+    a = make_task(1)
+    b = make_task(2, depends_on=[a.id])
+    c = make_task(3, depends_on=[b.id])
+    d = make_task(4, depends_on=[a.id])
+    await q.enqueue_many([a, b, c, d])
+    claim = await _claim(q, a.id)
+    assert await q.fail(claim, None, error="boom")
+    released = await q.release_dependents_many([a.id], False)
+    assert released.ready == []
+    assert released.cancelled == [*sorted([b.id, d.id]), c.id]  # step by step
+    for task, dependency in ((b, a), (c, b), (d, a)):
+        stored = await q.get(task.id)
+        assert stored is not None and stored.status is TaskStatus.CANCELLED
+        assert stored.error == rules.dependency_failed(dependency.id)
+    st = await q._state()
+    assert await st.index.keys("d.>") == []
+
+
+async def test_success_with_another_dependency_failed_cancels_naming_that_one(
+    queues: tuple[Any, Any],
+) -> None:
+    from omniq import rules
+
+    q, _ = queues
+    a, b = make_task(1), make_task(2)
+    both = make_task(3, depends_on=[a.id, b.id])
+    await q.enqueue_many([a, b, both])
+    claims = {t.id: t for t in await q.dequeue_many(["default"], 2, worker_id="w")}
+    assert await q.fail(claims[b.id], None, error="boom")  # ... its release never ran
+    assert await q.complete(claims[a.id])
+    released = await q.release_dependents_many([a.id], True)
+    assert released.cancelled == [both.id]
+    stored = await q.get(both.id)
+    assert stored is not None and stored.error == rules.dependency_failed(b.id)
+
+
+async def test_release_of_a_batch_reads_in_batches(
+    queues: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dependents of many tasks finished elsewhere: one listing of the index, one batch
+    read of the dependents and one of their dependencies, whatever the batch size."""
+    worker, other = queues
+    parents = [make_task(i) for i in range(50)]
+    children = [make_task(100 + i, depends_on=[p.id]) for i, p in enumerate(parents)]
+    await worker.enqueue_many([*parents, *children])
+    claims = await worker.dequeue_many(["default"], 50, worker_id="w")
+    assert len(claims) == 50 and all(await worker.complete_many(claims))
+    listings = _no_listing(other, monkeypatch)
+    st = await other._state()
+    reads: list[int] = []
+    original = st.bucket.get_many
+
+    async def get_many(keys: Any) -> Any:
+        reads.append(len(keys))
+        return await original(keys)
+
+    monkeypatch.setattr(st.bucket, "get_many", get_many)
+    released = await other.release_dependents_many([p.id for p in parents], True)
+    assert sorted(released.ready) == sorted(t.id for t in children)
+    assert listings == ["d.>"]
+    assert reads == [50, 50]
+    got = await worker.dequeue_many(["default"], 60, worker_id="w", wait=2)
+    assert sorted(t.id for t in got) == sorted(t.id for t in children)

@@ -89,13 +89,14 @@ async def test_message_dispatched_to_an_abandoned_long_poll_is_handed_back(prefi
     the poll's caller gives up. The task must be claimable again at once."""
     from omniq_nats import AsyncNATSQueue
     from omniq_nats._fetch import fetcher
+    from omniq_nats._natspy import reader_transport
 
     worker = AsyncNATSQueue(support.URL, name_prefix=prefix, shared=False, ack_wait=ACK_WAIT)
     producer = AsyncNATSQueue(support.URL, name_prefix=prefix, shared=False, ack_wait=ACK_WAIT)
     async with worker, producer:
         st = await worker._state()
-        await worker._ensure_consumer(st, "default", 0)
-        stream, consumer = worker.settings.tasks_stream_name, worker._consumer("default", 0)
+        await worker._claims.ensure_consumer(st, "default", 0)
+        stream, consumer = worker.settings.tasks_stream_name, worker._claims.consumer("default", 0)
         js = (await producer._state()).conn.js  # the worker's reads will be paused
 
         async def waiting(n: int) -> bool:
@@ -108,7 +109,7 @@ async def test_message_dispatched_to_an_abandoned_long_poll_is_handed_back(prefi
         f = fetcher(st.conn)
         poll = asyncio.ensure_future(f.fetch(stream, consumer, 1, 10.0))
         await _until("the long poll waits on the server", lambda: waiting(1))
-        reading = st.conn.nc._transport._io_writer.transport  # type: ignore[union-attr]
+        reading = reader_transport(st.conn.nc)
         reading.pause_reading()
         try:
             await producer.enqueue(Task(func="noop", id="t-in-flight", args=(1,)))

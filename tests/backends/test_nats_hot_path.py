@@ -139,14 +139,14 @@ async def test_tickets_fetched_ahead_beyond_a_smaller_claim_are_kept(prefix: str
 async def test_write_acks_and_pulls_bypass_subscription_tasks(prefix: str) -> None:
     """Pipelined writes' acks and pulled messages reach us without nats-py's queue and
     task per subscription (most of the client's time per message otherwise)."""
-    from omniq_nats._publish import Direct, publisher
+    from omniq_nats._natspy import delivers_directly
+    from omniq_nats._publish import publisher
 
     async with _queue(prefix) as q:
         await q.enqueue_many([make_task(i) for i in range(5)])
         st = await q._state()
         sub = publisher(st.conn)._sub
-        assert sub is not None and isinstance(sub._future, Direct)
-        assert sub._wait_for_msgs_task is None
+        assert sub is not None and delivers_directly(sub)
         seen: list[Any] = []
         original = st.conn.nc.subscribe
 
@@ -161,8 +161,24 @@ async def test_write_acks_and_pulls_bypass_subscription_tasks(prefix: str) -> No
         finally:
             del st.conn.nc.subscribe
         assert len(claimed) == 5 and await q.complete_many(claimed) == [True] * 5
-        assert seen and all(isinstance(s._future, Direct) for s in seen)
-        assert all(s._wait_for_msgs_task is None for s in seen)
+        assert seen and all(delivers_directly(s) for s in seen)
+
+
+async def test_installed_nats_py_is_the_tested_one() -> None:
+    """The driver internals in ``_natspy`` were tested with the pinned range only."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    from omniq_nats._natspy import TESTED_RANGE
+
+    pyproject = Path(__file__).parents[2] / "omniq-backend-nats" / "pyproject.toml"
+    deps = [Requirement(d) for d in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
+    pin = next(r for r in deps if r.name == "nats-py")
+    assert str(pin.specifier) == str(Requirement(f"nats-py{TESTED_RANGE}").specifier)
+    assert importlib.metadata.version("nats-py") in pin.specifier
 
 
 # --- retries ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,7 @@ from omniq.models import Task, TaskStatus
 from omniq_nats._config import decode_token, encode_token
 from omniq_nats._connection import log
 from omniq_nats._fetch import ConsumerMissingError, ack_info, fetcher
-from omniq_nats._kv import Bucket
+from omniq_nats._kv import Bucket, publish_many
 from omniq_nats._records import (
     Action,
     Decision,
@@ -45,6 +45,7 @@ from omniq_nats._records import (
     decode_record,
     decode_ticket,
     encode_record,
+    encode_ticket,
     level_of,
 )
 
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from omniq_nats._config import NATSSettings
     from omniq_nats._connection import Connection
 
-__all__ = ["ClaimMixin", "Held", "QueueState"]
+__all__ = ["Claims", "Held", "QueueState", "task_key", "ttl_key"]
 
 
 @dataclass
@@ -110,6 +111,10 @@ class QueueState:
     ahead: dict[tuple[str, int], Ahead] = field(default_factory=dict)
     claimed_at: float = 0.0
     background: set[asyncio.Future[None]] = field(default_factory=set)
+    #: ``prune_finished``: the last sequence of the tasks bucket it examined, and the
+    #: creation time of the stream that cursor is for
+    prune_cursor: int = 0
+    prune_stream: str = ""
 
     def note_finished(self, task_id: str, rec: Record) -> None:
         """Remember whether a task finished here has dependents to release (bounded)."""
@@ -128,36 +133,67 @@ def ttl_key(task_id: str) -> str:
     return f"x.{encode_token(task_id)}"
 
 
-class ClaimMixin:
-    """Dequeue machinery of :class:`~omniq_nats.AsyncNATSQueue`."""
+class Claims:
+    """Dequeue machinery of :class:`~omniq_nats.AsyncNATSQueue`, which owns one: the
+    (queue, priority) consumers, work-queue messages (tickets) out and in, claim passes,
+    tickets fetched ahead, lease timers. Works on the per-connection
+    :class:`QueueState` it is given; ``serializer`` returns the queue's current one."""
 
-    settings: NATSSettings
-    default_lease: float
-
-    if TYPE_CHECKING:  # provided by NATSComponent
-
-        @property
-        def serializer(self) -> SerializationManager: ...
+    def __init__(
+        self, settings: NATSSettings, serializer: Callable[[], SerializationManager]
+    ) -> None:
+        self.settings = settings
+        self._serializer = serializer
 
     # --- names ---------------------------------------------------------------------
 
-    def _subject(self, queue: str, priority: int) -> str:
+    def subject(self, queue: str, priority: int) -> str:
         return f"{self.settings.tasks_subject_prefix}.{encode_token(queue)}.{level_of(priority)}"
 
-    def _consumer(self, queue: str, priority: int) -> str:
+    def consumer(self, queue: str, priority: int) -> str:
         return f"{self.settings.consumer_prefix}_{encode_token(queue)}_{level_of(priority)}"
+
+    # --- tickets out ----------------------------------------------------------------
+
+    async def publish(
+        self,
+        st: QueueState,
+        tickets: Sequence[tuple[str, int, str, int, bytes]],
+        msg_id: str = "{id}:{rev}",
+        sent: Callable[[], None] | None = None,
+    ) -> None:
+        """Publish work-queue messages ``(queue, priority, task id, revision, record)``.
+
+        ``Nats-Msg-Id`` is the task id and the revision of the record the message stands
+        for: a re-send of the same message (a producer retrying after a crash) is dropped
+        by the stream within its duplicate window, while a message for a new record of
+        the same id (re-enqueued after a purge) is never mistaken for a duplicate.
+        """
+        await publish_many(
+            st.conn,
+            [
+                (
+                    self.subject(queue, priority),
+                    encode_ticket(task_id, rev, record),
+                    {"Nats-Msg-Id": msg_id.format(id=task_id, rev=rev)},
+                )
+                for queue, priority, task_id, rev, record in tickets
+            ],
+            "enqueueing tasks",
+            sent,
+        )
 
     # --- consumers and levels ------------------------------------------------------
 
-    async def _ensure_consumer(self, st: QueueState, queue: str, priority: int) -> None:
+    async def ensure_consumer(self, st: QueueState, queue: str, priority: int) -> None:
         if (queue, priority) in st.ensured:
             return
         s = self.settings
-        name = self._consumer(queue, priority)
+        name = self.consumer(queue, priority)
         config = api.ConsumerConfig(
             name=name,
             durable_name=name,
-            filter_subject=self._subject(queue, priority),
+            filter_subject=self.subject(queue, priority),
             deliver_policy=api.DeliverPolicy.ALL,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=s.ack_wait,
@@ -220,14 +256,14 @@ class ClaimMixin:
             await self._refresh_levels(st)
         for q in queues:
             if not st.levels.get(q):
-                await self._ensure_consumer(st, q, 0)
+                await self.ensure_consumer(st, q, 0)
 
     async def _recreate_if_missing(self, st: QueueState, queue: str, priority: int) -> bool:
         """After a pull request went unanswered: re-create the consumer if it was deleted
         behind our back (its messages wait in the stream). True if it was re-created."""
         if not st.conn.nc.is_connected:
             return False  # the server is away, not the consumer
-        name = self._consumer(queue, priority)
+        name = self.consumer(queue, priority)
         stream = self.settings.tasks_stream_name
 
         async def exists() -> bool:
@@ -240,10 +276,10 @@ class ClaimMixin:
         if await st.conn.call(f"checking consumer {name}", exists):
             return False
         st.ensured.discard((queue, priority))
-        await self._ensure_consumer(st, queue, priority)
+        await self.ensure_consumer(st, queue, priority)
         return True
 
-    async def _start_advisories(self, st: QueueState) -> None:
+    async def start_advisories(self, st: QueueState) -> None:
         # A new consumer may be a new (queue, priority) level: wake the long polls so
         # that the next claim pass lists the levels again. Not for consumers known here
         # (created by this process, or listed): waking a long poll for nothing abandons
@@ -258,7 +294,7 @@ class ClaimMixin:
 
     # --- claiming ------------------------------------------------------------------
 
-    async def _dequeue(
+    async def dequeue(
         self,
         st: QueueState,
         queues: Sequence[str],
@@ -319,7 +355,7 @@ class ClaimMixin:
         stream = self.settings.tasks_stream_name
         for q in queues:
             for level in sorted(st.levels.get(q, ()), reverse=True):
-                consumer = self._consumer(q, level)
+                consumer = self.consumer(q, level)
                 since, ahead = await self._take_ahead(st, (q, level))
                 if ahead:
                     need = limit - len(out)
@@ -427,7 +463,7 @@ class ClaimMixin:
         st.background.add(task)
         task.add_done_callback(st.background.discard)
 
-    async def _drop_ahead(self, st: QueueState) -> None:
+    async def drop_ahead(self, st: QueueState) -> None:
         """Hand back every ticket fetched ahead (the component is closing)."""
         for key, ahead in list(st.ahead.items()):
             if ahead.fetch is not None and not ahead.fetch.done():
@@ -452,7 +488,7 @@ class ClaimMixin:
         f = fetcher(st.conn)
         stream = self.settings.tasks_stream_name
         polls = [
-            asyncio.ensure_future(f.fetch(stream, self._consumer(q, lvl), 1, window))
+            asyncio.ensure_future(f.fetch(stream, self.consumer(q, lvl), 1, window))
             for q, lvl in pairs
         ]
         changed = asyncio.ensure_future(st.levels_event.wait())
@@ -503,7 +539,7 @@ class ClaimMixin:
                 known[i] = (rev, data)
         todo = sorted(ids)
         claimed: dict[int, Task] = {}
-        ser = self.serializer
+        ser = self._serializer()
         for _ in range(6):  # re-decide after CAS conflicts
             if not todo:
                 break
@@ -538,7 +574,7 @@ class ClaimMixin:
                     held = Held(msgs[i].reply, d.record.attempt, new_rev, d.record, lease)
                     st.held[task.id] = held
                     if abs(lease - self.settings.ack_wait) > 1e-3:
-                        await self._reset_timer(st, held.reply, lease)
+                        await self.reset_timer(st, held.reply, lease)
                     claimed[i] = task
                 else:
                     if d.record.status is TaskStatus.FAILED:
@@ -609,11 +645,11 @@ class ClaimMixin:
     async def _settle(self, st: QueueState, msg: Msg, d: Decision) -> None:
         """Ack (drop) or NAK (later) a message that did not become a claim."""
         if d.action is Action.LATER:
-            await self._reset_timer(st, msg.reply, max(d.delay, 0.001))
+            await self.reset_timer(st, msg.reply, max(d.delay, 0.001))
         else:
             await st.conn.nc.publish(msg.reply, b"+ACK")
 
-    async def _reset_timer(self, st: QueueState, reply: str, seconds: float) -> None:
+    async def reset_timer(self, st: QueueState, reply: str, seconds: float) -> None:
         """Make the server redeliver the message ``seconds`` from now (the lease timer)."""
         if abs(seconds - self.settings.ack_wait) <= 1e-3:
             await st.conn.nc.publish(reply, b"+WPI")

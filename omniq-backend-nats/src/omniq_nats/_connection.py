@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 
 from omniq.errors import BackendError, BackendUnavailableError, OmniQError
 from omniq_nats._config import NATSSettings
+from omniq_nats._natspy import set_reconnect_policy
 
 __all__ = ["Connection", "acquire", "pool_size", "release"]
 
@@ -75,8 +76,9 @@ class Connection:
         except (nats.errors.Error, OSError) as e:
             await self._abandon()
             raise self._connect_error(e) from None
-        self.nc.options["reconnect_time_wait"] = s.reconnect_time_wait
-        self.nc.options["max_reconnect_attempts"] = s.max_reconnect_attempts
+        set_reconnect_policy(
+            self.nc, time_wait=s.reconnect_time_wait, max_attempts=s.max_reconnect_attempts
+        )
         await self._check_jetstream()
 
     async def _connect(self) -> None:

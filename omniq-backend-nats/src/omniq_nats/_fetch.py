@@ -18,8 +18,8 @@ status), and every message that still arrives is NAKed at once, so the next requ
 gets it. A request known to be over (all messages received, or a status) unsubscribes
 at once.
 
-The inbox subscriptions use :class:`~omniq_nats._publish.Direct` delivery (no queue and
-task per subscription).
+The inbox subscriptions use direct delivery (:func:`omniq_nats._natspy.subscribe_direct`:
+no queue and task per subscription).
 """
 
 from __future__ import annotations
@@ -34,14 +34,21 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.msg import Msg
 
 from omniq.errors import BackendUnavailableError
-from omniq_nats._publish import subscribe_direct
+from omniq_nats._natspy import subscribe_direct
 
 if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
 
     from omniq_nats._connection import Connection
 
-__all__ = ["ConsumerMissingError", "Fetcher", "ack_info", "fetcher", "status_of"]
+__all__ = [
+    "ConsumerMissingError",
+    "Fetcher",
+    "ack_info",
+    "fetcher",
+    "status_of",
+    "stream_time",
+]
 
 #: Extra seconds a long poll waits past its server-side expiry for the 408 status.
 GRACE = 0.5
@@ -63,6 +70,15 @@ def ack_info(msg: Msg) -> tuple[int, int, int]:
         return int(tokens[5]), int(tokens[4]), int(tokens[8])
     md = msg.metadata  # the longer form with domain and account
     return md.sequence.stream, md.num_delivered, md.num_pending
+
+
+def stream_time(msg: Msg) -> int:
+    """When the stream stored a JetStream message (nanoseconds since the epoch), from
+    its reply subject."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9:
+        return int(tokens[7])
+    return int(msg.metadata.timestamp.timestamp() * 1e9)  # the longer form
 
 
 def status_of(msg: Msg) -> str | None:
@@ -181,7 +197,7 @@ class Fetcher:
         nc = self._conn.nc
         inbox = nc.new_inbox()
         req = _Request(self, batch)
-        sub = req.sub = await subscribe_direct(self._conn, inbox, req.on_msg)
+        sub = req.sub = await subscribe_direct(nc, inbox, req.on_msg)
         request: dict[str, object] = {"batch": batch}
         if wait > 0:
             request["expires"] = max(int(wait * 1e9), 1_000_000)

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -24,7 +24,8 @@ from omniq.errors import OmniQError, SerializationError
 from omniq_nats._base import NATSComponent
 from omniq_nats._connection import log
 from omniq_nats._fetch import ack_info, fetcher
-from omniq_nats._publish import api_error, publisher
+from omniq_nats._natspy import api_error, status_error
+from omniq_nats._publish import publisher
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -33,7 +34,15 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Bucket", "BucketComponent", "Entry", "ensure_stream", "scan_stream"]
+__all__ = [
+    "Bucket",
+    "BucketComponent",
+    "Entry",
+    "StreamReader",
+    "ensure_stream",
+    "scan_stream",
+    "stream_state",
+]
 
 #: Expiry of a scan's pull requests (seconds).
 SCAN_WAIT = 0.05
@@ -72,6 +81,86 @@ async def ensure_stream(conn: Connection, config: api.StreamConfig) -> api.Strea
     return await conn.call(f"creating stream {name}", run)
 
 
+class StreamReader:
+    """Reads a stream in order through one ephemeral pull consumer (no acks), from its
+    first message or from a given sequence; :meth:`read` returns the next messages,
+    ``[]`` once it has read what was there when it was opened. Open it with
+    :meth:`open` (an async context manager that deletes the consumer at the end)."""
+
+    def __init__(self, conn: Connection, stream: str, consumer: str, pending: int) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.consumer = consumer
+        self.pending = pending
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, conn: Connection, stream: str, *, subject: str | None = None, start_seq: int = 0
+    ) -> AsyncIterator[StreamReader]:
+        name = "scan" + uuid.uuid4().hex[:16]
+        config: dict[str, Any] = {
+            "name": name,
+            "deliver_policy": "all",
+            "ack_policy": "none",
+            "inactive_threshold": 60_000_000_000,
+            "mem_storage": True,
+            "num_replicas": 1,
+            "max_ack_pending": -1,
+        }
+        if subject is not None:
+            config["filter_subject"] = subject
+        if start_seq > 1:
+            config["deliver_policy"] = "by_start_sequence"
+            config["opt_start_seq"] = start_seq
+
+        async def create() -> dict[str, Any]:
+            # 2.9 creates ephemeral consumers on CONSUMER.CREATE.<stream> (no name in subject)
+            msg = await conn.nc.request(
+                f"$JS.API.CONSUMER.CREATE.{stream}",
+                json.dumps({"stream_name": stream, "config": config}).encode(),
+                timeout=conn.settings.request_timeout,
+            )
+            resp: dict[str, Any] = json.loads(msg.data)
+            if "error" in resp:
+                raise api_error(resp["error"])
+            return resp
+
+        info = await conn.call(f"reading {stream}", create)
+        reader = cls(conn, stream, str(info["name"]), int(info.get("num_pending", 0)))
+        try:
+            yield reader
+        finally:
+            # fire and forget: no reply subject, the server just deletes it
+            try:
+                await conn.nc.publish(f"$JS.API.CONSUMER.DELETE.{stream}.{reader.consumer}", b"")
+            except Exception:  # pragma: no cover - inactive_threshold removes it anyway
+                pass
+
+    async def read(self, batch: int = 1000) -> list[Msg]:
+        """The next up to ``batch`` messages, in stream order; [] at the end."""
+        if self.pending <= 0 or batch <= 0:
+            return []
+        # a short expiry, not no_wait: a 2.9 consumer whose count of pending messages
+        # includes ones deleted meanwhile (a KV key rewritten) leaves a no_wait pull
+        # unanswered; a pull for exactly what is pending returns at once otherwise
+        got = await self.conn.call(
+            f"reading {self.stream}",
+            functools.partial(
+                fetcher(self.conn).fetch,
+                self.stream,
+                self.consumer,
+                min(self.pending, batch),
+                SCAN_WAIT,
+            ),
+        )
+        if not got:
+            self.pending = 0
+            return []
+        self.pending = min(self.pending - len(got), ack_info(got[-1])[2])
+        return got
+
+
 async def scan_stream(
     conn: Connection,
     stream: str,
@@ -82,55 +171,27 @@ async def scan_stream(
     """Every message of ``stream`` matching ``subject``, in stream order, through one
     ephemeral pull consumer (``DeliverAll``, no acks); reads what was there when the
     consumer was created (less what is deleted before it gets there)."""
-    name = "scan" + uuid.uuid4().hex[:16]
-    config: dict[str, Any] = {
-        "name": name,
-        "deliver_policy": "all",
-        "ack_policy": "none",
-        "filter_subject": subject,
-        "inactive_threshold": 60_000_000_000,
-        "mem_storage": True,
-        "num_replicas": 1,
-        "max_ack_pending": -1,
-    }
+    out: list[Msg] = []
+    async with StreamReader.open(conn, stream, subject=subject) as reader:
+        while got := await reader.read(batch):
+            out.extend(got)
+    return out
 
-    async def create() -> dict[str, Any]:
-        # 2.9 creates ephemeral consumers on CONSUMER.CREATE.<stream> (no name in subject)
+
+async def stream_state(conn: Connection, stream: str) -> dict[str, Any]:
+    """The stream's info as the server sends it (``created``, ``state`` with
+    ``first_seq``, ``last_seq``, ``messages``), without a subject listing."""
+
+    async def run() -> dict[str, Any]:
         msg = await conn.nc.request(
-            f"$JS.API.CONSUMER.CREATE.{stream}",
-            json.dumps({"stream_name": stream, "config": config}).encode(),
-            timeout=conn.settings.request_timeout,
+            f"$JS.API.STREAM.INFO.{stream}", b"", timeout=conn.settings.request_timeout
         )
         resp: dict[str, Any] = json.loads(msg.data)
         if "error" in resp:
-            raise nats.js.errors.APIError.from_error(resp["error"])
+            raise api_error(resp["error"])
         return resp
 
-    info = await conn.call(f"scanning {stream}", create)
-    consumer = str(info["name"])
-    pending = int(info.get("num_pending", 0))
-    out: list[Msg] = []
-    try:
-        f = fetcher(conn)
-        while pending > 0:
-            # a short expiry, not no_wait: a 2.9 consumer whose count of pending messages
-            # includes ones deleted meanwhile (a KV key rewritten) leaves a no_wait pull
-            # unanswered; a pull for exactly what is pending returns at once otherwise
-            got = await conn.call(
-                f"scanning {stream}",
-                functools.partial(f.fetch, stream, consumer, min(pending, batch), SCAN_WAIT),
-            )
-            if not got:
-                break
-            out.extend(got)
-            pending = min(pending - len(got), ack_info(got[-1])[2])
-    finally:
-        # fire and forget: no reply subject, the server just deletes it
-        try:
-            await conn.nc.publish(f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}", b"")
-        except Exception:  # pragma: no cover - inactive_threshold removes it anyway
-            pass
-    return out
+    return await conn.call(f"reading the state of {stream}", run)
 
 
 class Bucket:
@@ -199,7 +260,7 @@ class Bucket:
             if not msg.data and headers.get("Status"):
                 if headers.get("Status") == "404":
                     return None
-                raise nats.js.errors.APIError.from_msg(msg)
+                raise status_error(msg)
             revision = int(headers.get("Nats-Sequence", 0))
             deleted = headers.get(KV_OP) in ("DEL", "PURGE")
             return Entry(key, revision, None if deleted else bytes(msg.data))
@@ -379,6 +440,42 @@ class Bucket:
         for key, r in zip(keys, results, strict=True):
             if isinstance(r, BaseException):
                 await self.purge_key(key)
+
+    async def purge_revisions(self, items: Sequence[tuple[str, int]]) -> list[bool]:
+        """Purge each key only if ``revision`` is still its latest (a purge of the key's
+        messages up to that sequence): pipelined, no markers left. Per item whether it
+        was purged (False: the key was rewritten meanwhile, or was gone already)."""
+        if not items:
+            return []
+        api_subject = f"$JS.API.STREAM.PURGE.{self.stream}"
+        requests = [
+            (api_subject, json.dumps({"filter": self.pre + k, "seq": rev + 1}).encode(), None)
+            for k, rev in items
+        ]
+        results = await publisher(self.conn).publish_many(requests)
+        out: list[bool] = []
+        for (key, _), (subject, body, _), r in zip(items, requests, results, strict=True):
+            if isinstance(r, BaseException):
+                # retried: a purge that went through the first time purges nothing now
+                r = await self._request(subject, body, "purging")
+                out.append(int(r.get("purged", 0)) > 0 or await self.get(key) is None)
+            else:
+                out.append(int(r.get("purged", 0)) > 0)
+        return out
+
+    async def _request(self, subject: str, body: bytes, what: str) -> dict[str, Any]:
+        """One JetStream API request (retried while transient); the decoded response."""
+
+        async def run() -> dict[str, Any]:
+            msg = await self.conn.nc.request(
+                subject, body, timeout=self.conn.settings.request_timeout
+            )
+            resp: dict[str, Any] = json.loads(msg.data)
+            if "error" in resp:
+                raise api_error(resp["error"])
+            return resp
+
+        return await self.conn.call(f"{what} {self.name}", run)
 
     async def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Pipelined unconditional writes."""

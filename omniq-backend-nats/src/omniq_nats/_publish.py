@@ -5,7 +5,8 @@ rejects (``APIError.from_error`` raises inside its reply callback), so a conflic
 compare-and-set write would hang until a timeout. This does the same job correctly:
 one wildcard inbox per connection, one reply subject per message, errors delivered as
 exception objects, and one future per batch rather than per message. Replies reach it
-through :class:`Direct` delivery, not a subscription callback.
+through direct delivery (:func:`omniq_nats._natspy.subscribe_direct`), not a
+subscription callback.
 """
 
 from __future__ import annotations
@@ -19,56 +20,17 @@ import msgspec
 import nats.errors
 import nats.js.errors
 
+from omniq_nats._natspy import api_error, subscribe_direct
+
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
     from omniq_nats._connection import Connection
 
-__all__ = ["Direct", "Publisher", "Turnstile", "api_error", "publisher", "subscribe_direct"]
+__all__ = ["Publisher", "Turnstile", "publisher"]
 
 _json = msgspec.json.Decoder(dict[str, Any])
-
-
-def api_error(err: dict[str, Any]) -> nats.js.errors.APIError:
-    """The APIError for a JetStream error response (without raising it)."""
-    try:
-        nats.js.errors.APIError.from_error(err)
-    except nats.js.errors.APIError as e:
-        return e
-    return nats.js.errors.APIError(**err)  # pragma: no cover - from_error always raises
-
-
-class Direct:
-    """Stands in for a subscription's ``future``: nats-py then hands each message of the
-    subscription straight to :meth:`set_result` from its reader (the path of its
-    old-style requests), sparing the queue and task per subscription a callback costs,
-    which is most of the client's time per JetStream reply. ``handler`` must not raise."""
-
-    __slots__ = ("_handler",)
-
-    def __init__(self, handler: Callable[[Msg], None]) -> None:
-        self._handler = handler
-
-    def __bool__(self) -> bool:
-        return True
-
-    def cancelled(self) -> bool:
-        return False
-
-    def done(self) -> bool:
-        return False
-
-    def set_result(self, msg: Msg) -> None:
-        self._handler(msg)
-
-
-async def subscribe_direct(
-    conn: Connection, subject: str, handler: Callable[[Msg], None]
-) -> Subscription:
-    """Subscribe with :class:`Direct` delivery: ``handler(msg)`` runs in the reader."""
-    direct: Any = Direct(handler)
-    return await conn.nc.subscribe(subject, future=direct)
 
 
 class _Batch:
@@ -99,7 +61,9 @@ class Publisher:
             if self._sub is None:
                 self._prefix = self._conn.nc.new_inbox()
                 self._cut = len(self._prefix) + 1
-                self._sub = await subscribe_direct(self._conn, self._prefix + ".*", self._on_reply)
+                self._sub = await subscribe_direct(
+                    self._conn.nc, self._prefix + ".*", self._on_reply
+                )
 
     async def stop(self) -> None:
         """Unsubscribe; pending publishes fail with a timeout."""

@@ -21,6 +21,15 @@ Delays: a delayed task is published at once; a worker that fetches it early NAKs
 ``delay = run_at - now`` (2.9 has no scheduled messages), so it comes back when due.
 Retries the same way. Cancel: the record turns CANCELLED; its message is dropped when next
 fetched, and a running worker learns it from its next heartbeat (False).
+
+Retention: ``prune_finished`` reads the tasks bucket's stream from the front (a record's
+message is rewritten on every change, so the records that finished long ago come first)
+and purges the final ones, a bounded batch per call (see there).
+
+Parts: the queue owns a :class:`~omniq_nats._claim.Claims` (consumers, tickets, claim
+passes, lease timers) and a :class:`~omniq_nats._deps.Dependencies` (WAITING records, the
+dependents index, the release walk); both work on the per-connection
+:class:`~omniq_nats._claim.QueueState` the queue passes them.
 """
 
 from __future__ import annotations
@@ -29,42 +38,52 @@ import asyncio
 import builtins
 import functools
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from nats.js import api
 
+from omniq import rules
 from omniq.errors import PayloadTooLargeError, SerializationError
 from omniq.models import Task, TaskResult, TaskStatus
-from omniq.storage.base import BaseResultStorage, BaseTaskQueue
+from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released
 from omniq_nats._base import NATSComponent
-from omniq_nats._claim import ClaimMixin, Held, QueueState, task_key, ttl_key
+from omniq_nats._claim import Claims, Held, QueueState, task_key, ttl_key
 from omniq_nats._config import decode_token, encode_token
 from omniq_nats._connection import Connection
-from omniq_nats._deps import DependencyMixin, decode_entry
-from omniq_nats._kv import Bucket, Entry, ensure_stream, publish_many
+from omniq_nats._deps import Dependencies, decode_entry
+from omniq_nats._fetch import ack_info, stream_time
+from omniq_nats._kv import KV_OP, Bucket, Entry, StreamReader, ensure_stream, stream_state
 from omniq_nats._publish import Turnstile
 from omniq_nats._records import (
     Record,
     decode_record,
     encode_record,
-    encode_ticket,
     record_for,
     task_from,
 )
 from omniq_nats._results import AsyncNATSResultStorage
 
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
 __all__ = ["AsyncNATSQueue"]
 
 #: Bytes reserved for the record's fields and the message headers next to the body.
 OVERHEAD = 1024
+#: Records a ``prune_finished`` call may read past without deleting them (not final).
+PRUNE_SKIP = 10_000
+#: Records a ``prune_finished`` call asks for per pull request (at most, at least).
+PRUNE_READ = 500
+PRUNE_READ_MIN = 64
 
 
-class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
+class AsyncNATSQueue(NATSComponent, BaseTaskQueue):
     """Task queue on NATS JetStream (server 2.9+): see the module docs for the layout."""
 
     blocking_dequeue: ClassVar[bool] = True
     cross_process: ClassVar[bool] = True
+    supports_pruning: ClassVar[bool] = True
 
     def __init__(
         self, url: str | None = None, *, default_lease: float | None = None, **options: Any
@@ -72,6 +91,8 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         super().__init__(url, **options)
         self.default_lease = default_lease or self.settings.ack_wait
         self._states: dict[int, QueueState] = {}
+        self._claims = Claims(self.settings, lambda: self.serializer)
+        self._deps = Dependencies(self._claims, self._existing)
         #: per event loop: enqueue calls publish their messages in the order they came
         self._order: dict[int, Turnstile] = {}
 
@@ -101,13 +122,13 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         bucket = await Bucket.ensure(conn, s.tasks_bucket_name)
         index = await Bucket.ensure(conn, s.index_bucket_name)
         st = QueueState(conn=conn, bucket=bucket, index=index)
-        await self._start_advisories(st)
+        await self._claims.start_advisories(st)
         self._states[id(conn.loop)] = st
 
     async def _teardown(self, conn: Connection) -> None:
         st = self._states.pop(id(conn.loop), None)
         if st is not None:
-            await self._drop_ahead(st)
+            await self._claims.drop_ahead(st)
         if st is not None and st.advisory is not None:
             try:
                 await st.advisory.unsubscribe()
@@ -163,7 +184,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
                 (dependent if t.depends_on else simple).append(i)
         statuses: list[TaskStatus | None] = [None] * len(tasks)
         for queue, priority in {(tasks[i].queue, tasks[i].priority) for i in simple}:
-            await self._ensure_consumer(st, queue, priority)
+            await self._claims.ensure_consumer(st, queue, priority)
         await st.index.put_many(
             [(ttl_key(t.id), b"") for i, t in enumerate(tasks) if t.expires_at and first[t.id] == i]
         )
@@ -173,7 +194,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         revs = await st.bucket.create_many([(task_key(tasks[i].id), records[i]) for i in simple])
         created = [(i, rev) for i, rev in zip(simple, revs, strict=True) if rev is not None]
         await order.turn(ticket)
-        await self._publish(
+        await self._claims.publish(
             st,
             [
                 (tasks[i].queue, tasks[i].priority, tasks[i].id, rev, records[i])
@@ -187,41 +208,13 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
             if rev is None:
                 statuses[i] = await self._existing(st, tasks[i])
         for i in _dependencies_first(tasks, dependent):
-            statuses[i] = await self._enqueue_dependent(st, tasks[i], bodies[i])
+            statuses[i] = await self._deps.enqueue_dependent(st, tasks[i], bodies[i])
         out: builtins.list[TaskStatus] = []
         for status, t in zip(statuses, tasks, strict=True):
             status = status or statuses[first[t.id]]
             assert status is not None
             out.append(status)
         return out
-
-    async def _publish(
-        self,
-        st: QueueState,
-        tickets: Sequence[tuple[str, int, str, int, bytes]],
-        msg_id: str = "{id}:{rev}",
-        sent: Callable[[], None] | None = None,
-    ) -> None:
-        """Publish work-queue messages ``(queue, priority, task id, revision, record)``.
-
-        ``Nats-Msg-Id`` is the task id and the revision of the record the message stands
-        for: a re-send of the same message (a producer retrying after a crash) is dropped
-        by the stream within its duplicate window, while a message for a new record of
-        the same id (re-enqueued after a purge) is never mistaken for a duplicate.
-        """
-        await publish_many(
-            st.conn,
-            [
-                (
-                    self._subject(queue, priority),
-                    encode_ticket(task_id, rev, record),
-                    {"Nats-Msg-Id": msg_id.format(id=task_id, rev=rev)},
-                )
-                for queue, priority, task_id, rev, record in tickets
-            ],
-            "enqueueing tasks",
-            sent,
-        )
 
     async def _existing(self, st: QueueState, task: Task) -> TaskStatus:
         """Status of an already stored task; re-publishes a PENDING one's message (a
@@ -233,11 +226,25 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
             return TaskStatus.FAILED
         status = rec.effective_status()
         if status is TaskStatus.PENDING:
-            await self._ensure_consumer(st, rec.queue, rec.priority)
-            await self._publish(
+            await self._claims.ensure_consumer(st, rec.queue, rec.priority)
+            await self._claims.publish(
                 st, [(rec.queue, rec.priority, task.id, entry.revision, entry.value)]
             )
         return status
+
+    # --- dependencies --------------------------------------------------------------
+
+    async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
+        """Make waiting dependents of ``task_id`` ready, or cancel them (transitively)."""
+        return await self._deps.release(await self._state(), task_id, succeeded)
+
+    async def release_dependents_many(self, task_ids: Sequence[str], succeeded: bool) -> Released:
+        """:meth:`release_dependents` for a batch. Tasks finished through this component
+        are looked up in what their final writes said (no request; nothing to do for
+        those without dependents); the rest in one listing of the dependents index."""
+        if not task_ids:
+            return Released()
+        return await self._deps.release_many(await self._state(), task_ids, succeeded)
 
     # --- claiming ------------------------------------------------------------------
 
@@ -256,7 +263,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         if limit <= 0 or not queues:
             return []
         st = await self._state()
-        return await self._dequeue(st, list(queues), limit, worker_id, lease, wait)
+        return await self._claims.dequeue(st, list(queues), limit, worker_id, lease, wait)
 
     # --- finishing a claim ---------------------------------------------------------
 
@@ -398,12 +405,14 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         held = st.held.pop(task.id, None)
         delay = retry_at - time.time()
         if held is not None and delay > 0:  # our message becomes the retry: NAK it until then
-            await self._reset_timer(st, held.reply, delay)
+            await self._claims.reset_timer(st, held.reply, delay)
             return True
         # due now (claimable by the very next fetch, which a NAK, processed by the server
         # in the background, does not promise) or claimed elsewhere: a fresh message
-        await self._ensure_consumer(st, rec.queue, rec.priority)
-        await self._publish(st, [(rec.queue, rec.priority, task.id, rev, encode_record(rec))])
+        await self._claims.ensure_consumer(st, rec.queue, rec.priority)
+        await self._claims.publish(
+            st, [(rec.queue, rec.priority, task.id, rev, encode_record(rec))]
+        )
         if held is not None:
             await st.conn.nc.publish(held.reply, b"+ACK")
         return True
@@ -417,7 +426,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         held = st.held.get(task.id)
         if held is not None:
             held.lease = lease
-            await self._reset_timer(st, held.reply, lease)
+            await self._claims.reset_timer(st, held.reply, lease)
         return True
 
     async def _drop_held(self, st: QueueState, task_id: str) -> None:
@@ -494,7 +503,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         for _ in range(20):
             entry = await st.bucket.get(key)
             rec = decode_entry(entry)
-            if rec is None or entry is None or rec.effective_status().is_final:
+            if rec is None or entry is None or rules.is_final(rec.effective_status()):
                 return False
             new = rec.but(
                 status=TaskStatus.CANCELLED, lease_until=None, error=reason or "cancelled"
@@ -508,7 +517,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         """Delete every task (of one queue, or all) with its messages."""
         st = await self._state()
         s = self.settings
-        await self._drop_ahead(st)
+        await self._claims.drop_ahead(st)
         if queue is None:
             count = len(await st.bucket.keys("t.*"))
             await st.conn.call(
@@ -552,12 +561,12 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
                 done.append(tid)
             elif r.status is TaskStatus.EXPIRED and not r.reported:
                 todo.append((tid, e, r.but(reported=True)))
-            elif r.effective_status(now) is TaskStatus.EXPIRED and not r.status.is_final:
+            elif r.effective_status(now) is TaskStatus.EXPIRED and not rules.is_final(r.status):
                 expired = r.but(
-                    status=TaskStatus.EXPIRED, reported=True, error="expired before it ran (TTL)"
+                    status=TaskStatus.EXPIRED, reported=True, error=rules.EXPIRED_MESSAGE
                 )
                 todo.append((tid, e, expired))
-            elif r.status.is_final:
+            elif rules.is_final(r.status):
                 done.append(tid)
         todo.sort(key=lambda x: (x[2].created_at, x[0]))
         revs = await st.bucket.cas_many(
@@ -567,13 +576,92 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         await st.index.purge_keys([ttl_key(t) for t in done + reported])
         return reported
 
+    async def prune_finished(self, before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` task records that reached a final status before
+        ``before`` (and their index keys); returns how many.
+
+        Bounded, without a listing of the bucket: a record's message is rewritten on
+        every change (history 1), so a final record's message was stored when the task
+        finished (or later), and the records that finished before ``before`` are among
+        the messages stored before it, at the front of the stream. One ephemeral
+        consumer reads from the front (from the last call's cursor, see below) and stops
+        at the first message stored at or after ``before``, at ``limit`` final records,
+        or after ``PRUNE_SKIP`` records that may not be pruned (PENDING, WAITING,
+        RUNNING, or EXPIRED and not yet reported). Each final record is purged only if
+        it is still the key's latest message.
+
+        The cursor: a message the read passed over cannot become prunable while it
+        stays (any change to a record is a new message at the end of the stream), so
+        the next call starts after the last message this one examined; it is kept per
+        connection and starts over when the stream was re-created.
+        """
+        if limit <= 0:
+            return 0
+        st = await self._state()
+        conn, bucket = st.conn, st.bucket
+        info = await stream_state(conn, bucket.stream)
+        state = info.get("state") or {}
+        if info.get("created") != st.prune_stream:
+            st.prune_stream, st.prune_cursor = str(info.get("created")), 0
+        start = max(st.prune_cursor + 1, int(state.get("first_seq", 0)))
+        if not state.get("messages") or start > int(state.get("last_seq", 0)):
+            return 0
+        before_ns = int(before * 1e9)
+        budget = limit + PRUNE_SKIP
+        found: builtins.list[tuple[str, int, Record]] = []
+        cursor = start - 1
+        async with StreamReader.open(conn, bucket.stream, start_seq=start) as reader:
+            while len(found) < limit and budget > 0:
+                need = max(limit - len(found), PRUNE_READ_MIN)  # no more read than used
+                msgs = await reader.read(min(PRUNE_READ, budget, need))
+                if not msgs:
+                    break
+                for m in msgs:
+                    if stream_time(m) >= before_ns:
+                        budget = 0  # stored since: so is every message after it
+                        break
+                    budget -= 1
+                    seq = ack_info(m)[0]
+                    rec = _prunable(m, bucket.pre)
+                    if rec is not None:
+                        found.append((decode_token(m.subject[len(bucket.pre) + 2 :]), seq, rec))
+                    cursor = seq
+                    if len(found) >= limit:
+                        break
+        purged = await bucket.purge_revisions([(task_key(tid), seq) for tid, seq, _ in found])
+        gone = [(tid, rec) for (tid, _, rec), ok in zip(found, purged, strict=True) if ok]
+        await self._drop_index_keys(st, gone)
+        st.prune_cursor = max(st.prune_cursor, cursor)
+        return len(gone)
+
+    async def _drop_index_keys(self, st: QueueState, gone: Sequence[tuple[str, Record]]) -> None:
+        """Remove the index keys of pruned tasks: their TTL key, their keys as a
+        dependent (``d.{dependency}.{id}``, stale once they are final) and their keys as
+        a dependency (``d.{id}.{dependent}``, left when a release never ran) except
+        those of a dependent still WAITING, which the index must go on listing."""
+        keys = [ttl_key(tid) for tid, rec in gone if rec.expires_at is not None]
+        with_deps = [(tid, rec) for tid, rec in gone if rec.depends_on or rec.dependents]
+        if with_deps:
+            ids = {encode_token(tid) for tid, _ in with_deps}
+            found = [k.split(".") for k in await st.index.keys("d.*.*")]
+            keys += [".".join(k) for k in found if k[2] in ids]  # as a dependent
+            as_dependency = [k for k in found if k[1] in ids and k[2] not in ids]
+            entries = await st.bucket.get_many(
+                [task_key(decode_token(k[2])) for k in as_dependency]
+            )
+            for k, e in zip(as_dependency, entries, strict=True):
+                rec = decode_entry(e)
+                if rec is None or rec.status is not TaskStatus.WAITING:
+                    keys.append(".".join(k))
+        await st.index.purge_keys(keys)
+
     # --- administration ------------------------------------------------------------
 
     async def drop(self) -> None:
         """Delete this queue's stream and buckets (all tasks, consumers, dead letters)."""
         st = await self._state()
         s = self.settings
-        await self._drop_ahead(st)
+        await self._claims.drop_ahead(st)
         for stream in (s.tasks_stream_name, st.bucket.stream, st.index.stream):
             try:
                 await st.conn.call(
@@ -586,6 +674,7 @@ class AsyncNATSQueue(NATSComponent, DependencyMixin, ClaimMixin, BaseTaskQueue):
         st.ensured.clear()
         st.levels.clear()
         st.consumers.clear()
+        st.prune_cursor, st.prune_stream = 0, ""
 
 
 def _dependencies_first(tasks: Sequence[Task], indices: Sequence[int]) -> builtins.list[int]:
@@ -610,3 +699,19 @@ def _dependencies_first(tasks: Sequence[Task], indices: Sequence[int]) -> builti
                 seen.add(nxt)
                 stack.append((nxt, iter(deps[nxt])))
     return order
+
+
+def _prunable(msg: Msg, pre: str) -> Record | None:
+    """The record in a task bucket message if it may be pruned: final, and reported when
+    EXPIRED (``cleanup_expired`` reports it first); else None."""
+    if not msg.subject.startswith(pre + "t.") or (msg.headers or {}).get(KV_OP):
+        return None
+    try:
+        rec = decode_record(msg.data)
+    except SerializationError:
+        return None  # left for an operator to look at
+    if not rules.is_final(rec.status):
+        return None
+    if rec.status is TaskStatus.EXPIRED and not rec.reported:
+        return None
+    return rec

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from omniq import rules
 from omniq.errors import SerializationError
 from omniq.models import Task, TaskStatus
 from omniq.serialization import SerializationManager
@@ -34,7 +35,6 @@ __all__ = [
 ]
 
 MAGIC = b"\xa7q1"
-FINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED})
 #: How often a message of a WAITING task is re-checked before it is dropped.
 WAITING_RECHECKS = 20
 
@@ -61,14 +61,10 @@ class Record(msgspec.Struct, array_like=True, omit_defaults=False):
     dependents: bool = False
 
     def effective_status(self, now: float | None = None) -> TaskStatus:
-        """The status a reader sees: PENDING/WAITING past the TTL read EXPIRED."""
-        if (
-            self.status in (TaskStatus.PENDING, TaskStatus.WAITING)
-            and self.expires_at is not None
-            and (now or time.time()) >= self.expires_at
-        ):
-            return TaskStatus.EXPIRED
-        return self.status
+        """The status a reader sees (:func:`omniq.rules.effective_status`)."""
+        return rules.effective_status(
+            self.status, self.expires_at, time.time() if now is None else now
+        )
 
     def but(self, **changes: Any) -> Record:
         """A copy with ``changes``."""
@@ -192,7 +188,7 @@ def decide(
     num_delivered: int = 1,
 ) -> Decision:
     """The claim rule of the backend (mirrors the memory backend's)."""
-    if rec is None or rec.status in FINAL:
+    if rec is None or rules.is_final(rec.status):
         return Decision(Action.DROP)
     if rec.status is TaskStatus.WAITING:
         # a release publishes before it flips the record: look again shortly
@@ -205,10 +201,10 @@ def decide(
             return Decision(Action.LATER, delay=rec.lease_until - now + 0.01)
     elif rec.run_at is not None and rec.run_at > now:
         return Decision(Action.LATER, delay=rec.run_at - now)
-    if rec.expires_at is not None and now >= rec.expires_at:
+    if rules.is_expired(rec.expires_at, now):
         expired = rec.but(
             status=TaskStatus.EXPIRED,
-            error="expired before it ran (TTL)",
+            error=rules.EXPIRED_MESSAGE,
             lease_until=None,
             reported=False,
         )

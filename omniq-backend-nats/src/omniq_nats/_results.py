@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import nats.errors
-from nats.js.kv import KeyValue
 
 from omniq.errors import OmniQError, PayloadTooLargeError
 from omniq.models import TaskResult, TaskStatus
@@ -29,6 +28,7 @@ from omniq.storage.base import BaseResultStorage
 from omniq_nats._config import encode_token
 from omniq_nats._connection import log
 from omniq_nats._kv import Bucket, BucketComponent
+from omniq_nats._natspy import key_value
 from omniq_nats._publish import publisher
 
 __all__ = ["AsyncNATSResultStorage"]
@@ -147,9 +147,7 @@ class AsyncNATSResultStorage(BucketComponent, BaseResultStorage):
         """Wait for the result through a KV watch; None on timeout."""
         bucket = await self._bucket()
         deadline = None if timeout is None else time.monotonic() + timeout
-        kv = KeyValue(
-            name=bucket.name, stream=bucket.stream, pre=bucket.pre, js=bucket.conn.js, direct=True
-        )
+        kv = key_value(bucket.conn.js, bucket.name, bucket.stream, bucket.pre)
         key = encode_token(task_id)
         try:
             watcher: Any = await bucket.conn.call(
