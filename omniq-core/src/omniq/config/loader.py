@@ -18,11 +18,12 @@ from omniq.errors import ConfigurationError
 
 from . import settings
 from ._component import ComponentConfig
+from ._env_names import register_env_names, warn_unknown_env
 from ._fields import ALIASES, COMPONENTS, FIELDS, FLAT_KEYS, convert
 from ._redact import redact_text
 from .model import OmniQConfig
 
-__all__ = ["ENV_PREFIX", "env_config", "load_config", "yaml_config"]
+__all__ = ["ENV_PREFIX", "env_config", "load_config", "register_env_names", "yaml_config"]
 
 ENV_PREFIX = "OMNIQ_"
 CONFIG_ENV = "OMNIQ_CONFIG"
@@ -36,8 +37,14 @@ def load_config(source: Source = None, /, **overrides: Any) -> OmniQConfig:
     ``source`` is None (read the YAML file named by ``OMNIQ_CONFIG``, if set), a path to a
     YAML file, a dict of settings, or an OmniQConfig. ``overrides`` (arguments in code) win
     over everything. Raises ConfigurationError naming the bad setting and its origin.
+
+    When the environment is read, each ``OMNIQ_*`` variable that is no setting (a typo, a
+    name of the original design such as ``OMNIQ_BACKEND``), and ``NATS_SERVERS`` unless
+    the task queue is NATS, is reported once per process on the ``omniq.config`` logger,
+    with the closest known name or what to set instead.
     """
     layers: list[tuple[dict[str, Any], bool]] = [(_settings_layer(), True)]
+    read_env = False
     if isinstance(source, OmniQConfig):
         layers.append(({name: getattr(source, name) for name in FIELDS}, False))
     elif source is None or isinstance(source, (str, os.PathLike, Mapping)):
@@ -47,6 +54,7 @@ def load_config(source: Source = None, /, **overrides: Any) -> OmniQConfig:
             path = os.environ[CONFIG_ENV].strip()
             layers.append((_read_yaml(path, f" (named by {CONFIG_ENV})"), False))
         layers.append((env_config(), False))
+        read_env = True
         if isinstance(source, Mapping):
             layers.append((_mapping_layer(source, "config"), False))
     else:
@@ -56,7 +64,10 @@ def load_config(source: Source = None, /, **overrides: Any) -> OmniQConfig:
         )
     if overrides:
         layers.append((_mapping_layer(overrides, "arguments", arguments=True), False))
-    return _build(layers)
+    config = _build(layers)
+    if read_env:
+        warn_unknown_env(os.environ, config.task_queue)
+    return config
 
 
 def env_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -117,31 +117,91 @@ class ScheduleStorageConformance(ConformanceBase):
     async def test_three_scheduler_processes_fire_each_due_time_once(
         self, make_schedule_storage: Factory, request: pytest.FixtureRequest
     ) -> None:
+        """Three processes claim the same schedules: each due time fires in one of them.
+
+        The clock starts only once every process has connected and said so, and each
+        process claims a last time after the window, with ``catch_up="all"``: every due
+        time in the window fires, however slowly the processes start or run on a busy
+        machine, so the test can name each due time that is missing or fired twice."""
         spec = (optional_fixture(request, "process_spec") or {}).get("schedule_storage")
         if not spec:
             pytest.skip("backend gives no process_spec['schedule_storage'] (in-process only)")
         store: BaseScheduleStorage = await make_schedule_storage()
-        start = time.time() + 1.0  # leave the processes time to start
-        for _ in range(5):
-            await store.save(Schedule(func="m:f", interval=0.1, start_at=start))
+        interval, window, n_schedules = 0.1, 2.05, 5
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", _SCHEDULER_SCRIPT, json.dumps(spec), str(start + 2.0)],
+                [sys.executable, "-c", _SCHEDULER_SCRIPT, json.dumps(spec)],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             for _ in range(3)
         ]
-        fired: list[str] = []
-        for p in procs:
-            out, err = await anyio.to_thread.run_sync(p.communicate)
-            assert p.returncode == 0, f"scheduler process failed:\n{err}"
-            fired.extend(out.split())
-        dupes = [k for k, n in Counter(fired).items() if n > 1]
-        assert not dupes, f"{len(dupes)} due times fired in two processes"
-        assert len(fired) >= 5 * 10
+        try:
+            for i, p in enumerate(procs):
+                assert p.stdout is not None
+                with anyio.move_on_after(_PROCESS_DEADLINE):
+                    line = await anyio.to_thread.run_sync(p.stdout.readline, abandon_on_cancel=True)
+                if line.strip() != "ready":
+                    p.kill()
+                    _, err = p.communicate()
+                    pytest.fail(
+                        f"scheduler process {i} did not connect and print 'ready' within "
+                        f"{_PROCESS_DEADLINE} s (got {line!r}, exit code {p.returncode}):\n{err}"
+                    )
+            # every process is connected and waiting: the clock starts now
+            start = time.time() + 0.2
+            stop_at = start + window
+            schedules = [
+                Schedule(func="m:f", interval=interval, start_at=start, catch_up=CatchUp.ALL)
+                for _ in range(n_schedules)
+            ]
+            for s in schedules:
+                await store.save(s)
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write(f"{stop_at!r}\n")
+                p.stdin.flush()  # communicate() below closes it
+            fired: list[tuple[str, int]] = []  # (schedule id, k) for due time start + k*interval
+            for i, p in enumerate(procs):
+                with anyio.move_on_after(_PROCESS_DEADLINE):
+                    out, err = await anyio.to_thread.run_sync(p.communicate, abandon_on_cancel=True)
+                if p.returncode is None:
+                    pytest.fail(
+                        f"scheduler process {i} still running {_PROCESS_DEADLINE} s after "
+                        f"its window ended at {stop_at}"
+                    )
+                assert p.returncode == 0, f"scheduler process {i} failed:\n{err}"
+                for line in out.split():
+                    sid, _, t = line.partition("@")
+                    fired.append((sid, round((float(t) - start) / interval)))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        dupes = sorted(k for k, n in Counter(fired).items() if n > 1)
+        assert not dupes, f"{len(dupes)} due times fired in two processes: {dupes[:5]}"
+        # the due times are start + k*interval for k = 1, 2, ...: each up to stop_at fired
+        # (the last claims come after it), and any later one only after all before it
+        expected = set(range(1, int(window / interval) + 1))
+        for s in schedules:
+            ks = {k for sid, k in fired if sid == s.id}
+            missing = sorted(expected - ks)
+            assert not missing, (
+                f"schedule {s.id}: due times start + k*{interval} s for k in {missing} never "
+                f"fired (expected each of k = 1..{max(expected)}, before stop_at, once)"
+            )
+            assert ks == set(range(1, max(ks) + 1)), (
+                f"schedule {s.id}: fired due times k = {sorted(ks)} have gaps"
+            )
+        unknown = {sid for sid, _ in fired} - {s.id for s in schedules}
+        assert not unknown, f"fires of schedules never saved: {unknown}"
 
+
+#: how long a scheduler process may take to start, connect, or finish after its window
+_PROCESS_DEADLINE = 120.0
 
 _SCHEDULER_SCRIPT = textwrap.dedent(
     """
@@ -149,14 +209,18 @@ _SCHEDULER_SCRIPT = textwrap.dedent(
     from omniq.plugins.specs import load_object
 
     async def main():
-        spec, stop_at = json.loads(sys.argv[1]), float(sys.argv[2])
+        spec = json.loads(sys.argv[1])
         store = load_object(spec["class"]).from_url(spec["url"], **spec.get("options", {}))
         await store.connect()
+        print("ready", flush=True)
+        stop_at = float(sys.stdin.readline())  # the test starts the clock once all are ready
         fired = []
-        while time.time() < stop_at:
+        while True:
             now = time.time()
             for s in await store.claim_due(now):
-                fired.extend(f"{s.id}@{f}" for f in s.fires(now))
+                fired.extend(f"{s.id}@{f!r}" for f in s.fires(now))
+            if now >= stop_at:  # this last claim covers every due time up to stop_at
+                break
             await asyncio.sleep(0.005)
         await store.close()
         print("\\n".join(fired))

@@ -138,9 +138,28 @@ class ThreadExecutor(AsyncExecutor):
 
 
 class GeventExecutor(AsyncExecutor):
-    """Sync functions as greenlets in a gevent pool, run by a hub in a helper thread."""
+    """Sync functions as greenlets in a gevent pool of ``concurrency``, run by a gevent hub
+    in a helper thread (``omniq-gevent``).
+
+    The helper thread's main greenlet dispatches runs; while it waits for one it sits in
+    the hub, so the task greenlets keep running. Requests cross from the worker's event
+    loop through thread-safe deques and a hub ``async_`` watcher, whose ``send()`` is safe
+    from another thread: its callback, in the hub, kills greenlets asked to stop and wakes
+    the dispatcher.
+
+    Greenlets take turns only where they yield to the hub: gevent calls (``gevent.sleep``,
+    gevent sockets), or blocking standard-library calls in a process monkey-patched before
+    anything else was imported (``python -m gevent.monkey --module omniq worker ...``).
+    Without patching, a task blocked in ``time.sleep`` or a plain socket blocks the hub,
+    so such tasks run one at a time; :meth:`start` then logs a warning (once per process).
+
+    A run that times out (or is cancelled) has its greenlet killed: ``GreenletExit`` is
+    raised in it where it next yields. One that never yields runs on, as in a thread, so
+    :meth:`can_stop` stays False for sync functions.
+    """
 
     name = "gevent"
+    _warned_unpatched = False  # once per process
 
     def __init__(self, concurrency: int) -> None:
         super().__init__(concurrency)
@@ -150,34 +169,146 @@ class GeventExecutor(AsyncExecutor):
             raise ConfigurationError(
                 "the gevent worker needs gevent: pip install 'omniq-core[gevent]'"
             ) from e
-        self._jobs: Any = None
-        self._thread: Any = None
+        self._check_patched_in_time()
+        self._hub: GeventExecutor._HubLink | None = None
+
+    class _HubLink:
+        """What the event loop's thread shares with one hub thread: requests go into the
+        deques, then :meth:`send` wakes the hub (a no-op once the hub has ended)."""
+
+        def __init__(self) -> None:
+            import collections
+            import threading
+
+            self.runs: collections.deque[Any] = collections.deque()  # (future, fn); None: end
+            self.kills: collections.deque[Any] = collections.deque()  # futures of runs to end
+            self.lock = threading.Lock()
+            self.watcher: Any = None  # the hub's async_ watcher, while the hub runs
+            self.thread: Any = None
+
+        def send(self) -> None:
+            with self.lock:
+                if self.watcher is not None:
+                    self.watcher.send()
 
     async def start(self) -> None:
-        import queue
+        self._start_hub()
+
+    def _start_hub(self) -> GeventExecutor._HubLink:
         import threading
 
-        self._jobs = queue.SimpleQueue()
+        if self._hub is not None:
+            return self._hub
+        self._warn_if_unpatched()
+        from gevent import monkey
+
+        link = GeventExecutor._HubLink()
+        concurrency = self.concurrency
+        # with threading patched, the "thread" below is a greenlet on the caller's hub,
+        # which is not ours to destroy
+        own_hub = not monkey.is_module_patched("threading")
         ready = threading.Event()
+        failed: list[BaseException] = []
 
         def hub_main() -> None:
-            import gevent
-            import gevent.pool
+            try:
+                import gevent
+                import gevent.event
+                import gevent.pool
 
-            pool = gevent.pool.Pool(self.concurrency)
+                hub = gevent.get_hub()  # this thread's (the caller's if threads are greenlets)
+                pool = gevent.pool.Pool(concurrency)
+                wake = gevent.event.Event()
+                running: dict[Any, Any] = {}  # future -> its greenlet
+
+                def on_send() -> None:  # in the hub: must not block
+                    while link.kills:
+                        g = running.get(link.kills.popleft())
+                        if g is not None:
+                            g.kill(block=False)
+                    wake.set()
+
+                watcher = hub.loop.async_()
+                watcher.start(on_send)
+                link.watcher = watcher
+            except BaseException as e:
+                failed.append(e)
+                ready.set()
+                return
             ready.set()
-            while True:
-                job = self._jobs.get()
-                if job is None:
-                    pool.join()
-                    return
-                fut, fn = job
-                pool.spawn(_run_into_future, fut, fn)
-                gevent.sleep(0)
+            try:
+                while True:
+                    wake.wait()  # in the hub: the task greenlets run meanwhile
+                    wake.clear()
+                    while link.runs:
+                        job = link.runs.popleft()
+                        if job is None:
+                            pool.join()
+                            return
+                        fut, fn = job
+                        # all greenlets busy: wait for one (a timed-out run ends where
+                        # it next yields)
+                        pool.wait_available()
+                        # no switch from here to `running`: a kill finds the greenlet
+                        if not fut.set_running_or_notify_cancel():
+                            continue  # cancelled before it started
+                        g = pool.spawn(_run_into_future, fut, fn)
+                        running[fut] = g
+                        g.link(lambda _g, fut=fut: running.pop(fut, None))
+            finally:
+                with link.lock:
+                    link.watcher = None
+                    watcher.close()
+                if own_hub:
+                    hub.destroy(destroy_loop=True)
 
-        self._thread = threading.Thread(target=hub_main, name="omniq-gevent", daemon=True)
-        self._thread.start()
+        link.thread = threading.Thread(target=hub_main, name="omniq-gevent", daemon=True)
+        link.thread.start()
         ready.wait()
+        if failed:
+            raise failed[0]
+        self._hub = link
+        return link
+
+    @staticmethod
+    def _check_patched_in_time() -> None:
+        """Refuse a process patched after its event loop started (``patch_all()`` in the
+        app module): threads are greenlets then, but the loop blocks in a plain selector
+        that never yields to them, and the worker would hang."""
+        import asyncio
+
+        from gevent import monkey
+
+        if not monkey.is_module_patched("threading"):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        selector = getattr(loop, "_selector", None)  # a selector event loop's
+        if selector is not None and not type(selector).__module__.startswith("gevent"):
+            raise ConfigurationError(
+                "the process was monkey-patched by gevent after its event loop started "
+                "(patch_all() in the app module?), and the worker would hang: patch before "
+                "anything else is imported, with python -m gevent.monkey --module omniq "
+                "worker --worker gevent ..."
+            )
+
+    @classmethod
+    def _warn_if_unpatched(cls) -> None:
+        import logging
+
+        from gevent import monkey
+
+        if cls._warned_unpatched or monkey.is_module_patched("time"):
+            return
+        cls._warned_unpatched = True
+        logging.getLogger("omniq.worker").warning(
+            "gevent worker in a process that is not monkey-patched: tasks take turns only "
+            "where they call gevent (gevent.sleep, gevent sockets), and sync functions that "
+            "block (time.sleep, plain sockets) run one at a time. Patch the process first: "
+            "python -m gevent.monkey --module omniq worker --worker gevent ..."
+        )
 
     async def _call_sync(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -185,18 +316,32 @@ class GeventExecutor(AsyncExecutor):
         import asyncio
         import concurrent.futures
 
+        link = self._start_hub()
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put((fut, functools.partial(fn, *args, **kwargs)))
-        return await asyncio.wrap_future(fut)
+        link.runs.append((fut, functools.partial(fn, *args, **kwargs)))
+        link.send()
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            # a timeout or a stop: a run not yet started never starts; a running
+            # greenlet is killed where it next yields
+            if not fut.cancel() and not fut.done():
+                link.kills.append(fut)
+                link.send()
+            raise
 
     async def stop(self) -> None:
-        if self._jobs is not None:
-            self._jobs.put(None)
+        link, self._hub = self._hub, None
+        if link is not None:
+            link.runs.append(None)  # the hub thread ends once its greenlets have
+            link.send()
         await super().stop()
 
 
 def _run_into_future(fut: Any, fn: Callable[[], Any]) -> None:
     try:
-        fut.set_result(fn())
-    except BaseException as e:
+        result = fn()
+    except BaseException as e:  # GreenletExit too: the future must end
         fut.set_exception(e)
+    else:
+        fut.set_result(result)
