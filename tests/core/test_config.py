@@ -24,8 +24,9 @@ from omniq.config import (
     setup_logging,
     yaml_config,
 )
-from omniq.config._fields import COMPONENTS, FIELDS
+from omniq.config._fields import COMPONENTS
 from omniq.config.logging import RedactingFilter
+from omniq.config.model import FIELDS
 from omniq.errors import ConfigurationError
 
 PASSWORD = "hunter2-Sup3rS3cret"
@@ -727,3 +728,37 @@ def test_generated_password_never_leaks(scheme: str, user: str, password: str, p
     config = OmniQConfig(task_queue=ComponentConfig(url=url))
     assert f":{encoded}@" not in repr(config)
     assert f":{encoded}@" not in str(config.redacted())
+
+
+def test_docs_reference_is_generated_from_the_declarations() -> None:
+    from pathlib import Path
+
+    from omniq.config.reference import markdown
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert markdown() in docs, (
+        "docs/configuration.md's settings table differs from the declarations on "
+        "OmniQConfig: paste the output of `omniq config reference` over it"
+    )
+
+
+def test_every_setting_is_declared_once_and_read_everywhere() -> None:
+    from omniq.config import settings
+    from omniq.config.model import FIELDS, FLAT_KEYS
+
+    for name, declared in FIELDS.items():
+        assert declared.doc, f"setting {name} has no docs text"
+        assert hasattr(settings, name.upper()), f"settings.{name.upper()} missing"
+    assert settings.TASK_QUEUE_TYPE == "sqlite" and settings.RESULT_TTL == 86400.0
+    assert set(FLAT_KEYS) >= {"task_queue_type", "task_queue_url", "event_storage_options"}
+    with pytest.raises(AttributeError):
+        settings.NO_SUCH_SETTING  # noqa: B018
+
+
+def test_assigning_a_settings_default_changes_later_configs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from omniq.config import settings
+
+    monkeypatch.setattr(settings, "TASK_TTL", 42, raising=False)
+    assert load_config().task_ttl == 42.0

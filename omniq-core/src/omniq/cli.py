@@ -296,5 +296,17 @@ def _config_show(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+@command(
+    "config",
+    "reference",
+    help="print the reference of every setting (Markdown, as in docs/configuration.md)",
+)
+def _config_reference(args: argparse.Namespace, console: Console) -> int:
+    from omniq.config.reference import markdown
+
+    print(markdown())
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Mapping
 
 from ._component import ComponentConfig
-from ._fields import FIELDS, FLAT_KEYS
+from .model import FIELDS, FLAT_KEYS
 
 __all__ = ["known_env_names", "register_env_names", "unknown_env_messages", "warn_unknown_env"]
 

@@ -1,4 +1,5 @@
-"""Per-setting conversion and validation (msgspec, lax mode) with precise error messages.
+"""Converters of setting values (msgspec, lax mode) with precise error messages, and the
+``Setting`` metadata that declares each setting on its ``OmniQConfig`` field.
 
 Every converter takes ``(value, where)``: the raw value (a string from the environment, a
 YAML scalar, an argument) and a description of where it came from, used in errors.
@@ -22,13 +23,19 @@ from ._component import ComponentConfig, check_type_name, check_url
 from ._redact import MASK, redact_text
 
 __all__ = [
-    "ALIASES",
     "COMPONENTS",
-    "FIELDS",
-    "FLAT_KEYS",
+    "FLAT_CONVERTERS",
     "LOG_LEVELS",
-    "convert",
+    "Setting",
+    "boolean",
+    "component",
+    "level_map",
+    "log_level",
     "normalize_level",
+    "number",
+    "secret",
+    "str_list",
+    "text",
 ]
 
 COMPONENTS = ("task_queue", "result_storage", "event_storage", "schedule_storage")
@@ -47,10 +54,13 @@ NonNegativeFloat = Annotated[float, Meta(ge=0)]
 
 
 @dataclass(frozen=True)
-class FieldSpec:
-    """How one setting is converted; ``secret`` values are never echoed in errors."""
+class Setting:
+    """The declaration of one setting, attached to its ``OmniQConfig`` field with
+    ``Annotated``: how a raw value converts, what it means (the docs' text), and whether
+    it is secret (never echoed). Name, type and default are the field's own."""
 
     convert: Converter
+    doc: str
     secret: bool = False
 
 
@@ -68,7 +78,7 @@ def _is_none(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
 
 
-def _number(tp: Any, expected: str, optional: bool = False) -> Converter:
+def number(tp: Any, expected: str, optional: bool = False) -> Converter:
     if optional:
         expected += " or none"
 
@@ -87,7 +97,7 @@ def _number(tp: Any, expected: str, optional: bool = False) -> Converter:
     return conv
 
 
-def _boolean(value: Any, where: str) -> bool:
+def boolean(value: Any, where: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
@@ -101,7 +111,7 @@ def _boolean(value: Any, where: str) -> bool:
     raise _bad(where, value, "a boolean (1/0, true/false, yes/no, on/off)")
 
 
-def _text(expected: str, optional: bool = False, lower: bool = False) -> Converter:
+def text(expected: str, optional: bool = False, lower: bool = False) -> Converter:
     def conv(value: Any, where: str) -> Any:
         if optional and value is None:
             return None
@@ -115,7 +125,7 @@ def _text(expected: str, optional: bool = False, lower: bool = False) -> Convert
     return conv
 
 
-def _secret(optional: bool) -> Converter:
+def secret(optional: bool) -> Converter:
     def conv(value: Any, where: str) -> Any:
         if optional and value is None:
             return None
@@ -138,14 +148,14 @@ def normalize_level(value: Any) -> str | None:
 _LEVEL_EXPECTED = "one of " + ", ".join(LOG_LEVELS) + " (case-insensitive)"
 
 
-def _log_level(value: Any, where: str) -> str:
+def log_level(value: Any, where: str) -> str:
     level = normalize_level(value)
     if level is None:
         raise _bad(where, value, _LEVEL_EXPECTED)
     return level
 
 
-def _str_list(secret: bool) -> Converter:
+def str_list(secret: bool) -> Converter:
     expected = "a comma-separated string or a list of strings"
 
     def conv(value: Any, where: str) -> list[str]:
@@ -168,7 +178,7 @@ _LEVELS_EXPECTED = (
 )
 
 
-def _level_map(value: Any, where: str) -> dict[str, str]:
+def level_map(value: Any, where: str) -> dict[str, str]:
     raw = value
     if value is None:
         return {}
@@ -192,7 +202,7 @@ def _level_map(value: Any, where: str) -> dict[str, str]:
     return out
 
 
-def _component(value: Any, where: str) -> ComponentConfig | None:
+def component(value: Any, where: str) -> ComponentConfig | None:
     if isinstance(value, str) and value.strip().startswith("{"):
         try:
             value = json.loads(value)
@@ -202,7 +212,7 @@ def _component(value: Any, where: str) -> ComponentConfig | None:
     return component
 
 
-def _options(value: Any, where: str) -> dict[str, Any]:
+def options_mapping(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     raw = value
@@ -216,57 +226,14 @@ def _options(value: Any, where: str) -> dict[str, Any]:
     raise _bad(where, value, "a mapping (or JSON object) of backend options")
 
 
-_WORKER_EXPECTED = "a worker type name: async, thread, process, gevent, or one added by a plugin"
-_SECONDS = "(seconds)"
+WORKER_EXPECTED = (
+    "a worker type name: async, thread, process, gevent, or one added by a plugin"
+)
+SECONDS = "(seconds)"
 
-FIELDS: dict[str, FieldSpec] = {
-    **{name: FieldSpec(_component) for name in COMPONENTS},
-    "base_dir": FieldSpec(_text("a non-empty directory path")),
-    "fsspec_uri": FieldSpec(
-        _text("a non-empty fsspec URI such as file:///path, s3://bucket or memory://", True)
-    ),
-    "default_worker": FieldSpec(_text(_WORKER_EXPECTED, lower=True)),
-    "max_workers": FieldSpec(_number(PositiveInt, "an integer >= 1")),
-    "thread_workers": FieldSpec(_number(PositiveInt, "an integer >= 1", optional=True)),
-    "process_workers": FieldSpec(_number(PositiveInt, "an integer >= 1", optional=True)),
-    "gevent_workers": FieldSpec(_number(PositiveInt, "an integer >= 1", optional=True)),
-    "task_timeout": FieldSpec(_number(PositiveFloat, f"a number > 0 {_SECONDS}", True)),
-    "task_ttl": FieldSpec(_number(PositiveFloat, f"a number > 0 {_SECONDS}", True)),
-    "retry_attempts": FieldSpec(_number(NonNegativeInt, "an integer >= 0")),
-    "retry_delay": FieldSpec(_number(NonNegativeFloat, f"a number >= 0 {_SECONDS}")),
-    "result_ttl": FieldSpec(_number(PositiveFloat, f"a number > 0 {_SECONDS}", True)),
-    "log_level": FieldSpec(_log_level),
-    "disable_logging": FieldSpec(_boolean),
-    "component_log_levels": FieldSpec(_level_map),
-    "secret_key": FieldSpec(_secret(optional=True), secret=True),
-    "old_secret_keys": FieldSpec(_str_list(secret=True), secret=True),
-    "task_import_allowlist": FieldSpec(_str_list(secret=False)),
-    "worker_prefetch": FieldSpec(_number(NonNegativeInt, "an integer >= 0", optional=True)),
-    "lease_seconds": FieldSpec(_number(PositiveFloat, f"a number > 0 {_SECONDS}")),
-    "heartbeat_interval": FieldSpec(_number(PositiveFloat, f"a number > 0 {_SECONDS}", True)),
-    "shutdown_grace": FieldSpec(_number(NonNegativeFloat, f"a number >= 0 {_SECONDS}")),
-    "event_retention": FieldSpec(_number(PositiveFloat, f"a number > 0 {_SECONDS}", True)),
-    "disable_plugin_autoload": FieldSpec(_boolean),
-    "disabled_plugins": FieldSpec(_str_list(secret=False)),
-    "trace_plugins": FieldSpec(_boolean),
-    "require_services": FieldSpec(_boolean),
+#: Converters of the flat per-component keys (``task_queue_type``, ``_url``, ``_options``).
+FLAT_CONVERTERS: dict[str, Converter] = {
+    "type": check_type_name,
+    "url": check_url,
+    "options": options_mapping,
 }
-
-# Flat per-component keys: task_queue_type, task_queue_url, task_queue_options, ...
-FLAT_KEYS: dict[str, FieldSpec] = {}
-for _name in COMPONENTS:
-    FLAT_KEYS[f"{_name}_type"] = FieldSpec(check_type_name)
-    FLAT_KEYS[f"{_name}_url"] = FieldSpec(check_url)
-    FLAT_KEYS[f"{_name}_options"] = FieldSpec(_options)
-
-# Friendly spellings accepted in YAML, dicts and arguments.
-ALIASES: dict[str, str] = {"worker": "default_worker"}
-
-
-def convert(key: str, value: Any, where: str) -> Any:
-    """Convert and validate ``value`` for setting ``key`` (a field or a flat component key).
-
-    Raises ConfigurationError naming ``where``, the (redacted) value and what was expected.
-    """
-    spec = FIELDS.get(key) or FLAT_KEYS[key]
-    return spec.convert(value, where)

@@ -19,9 +19,9 @@ from omniq.errors import ConfigurationError
 from . import settings
 from ._component import ComponentConfig
 from ._env_names import register_env_names, warn_unknown_env
-from ._fields import ALIASES, COMPONENTS, FIELDS, FLAT_KEYS, convert
+from ._fields import COMPONENTS
 from ._redact import redact_text
-from .model import OmniQConfig
+from .model import ALIASES, FIELDS, FLAT_KEYS, OmniQConfig, convert
 
 __all__ = ["ENV_PREFIX", "env_config", "load_config", "register_env_names", "yaml_config"]
 
