@@ -13,14 +13,14 @@ import asyncio
 import builtins
 import contextlib
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import msgspec
 from nats.js import api
 
 from omniq.errors import OmniQError
-from omniq.models import EventType, TaskEvent
+from omniq.models import EventQuery, EventType, TaskEvent
 from omniq.storage.base import BaseEventStorage
 from omniq_nats._base import NATSComponent
 from omniq_nats._config import encode_token
@@ -82,7 +82,7 @@ class AsyncNATSEventStorage(NATSComponent, BaseEventStorage):
             "logging events",
         )
 
-    def _filter_subject(self, task_id: str | None, wanted: set[EventType] | None) -> str:
+    def _filter_subject(self, task_id: str | None, wanted: frozenset[EventType] | None) -> str:
         base = self.settings.events_subject_prefix
         one_type = encode_token(next(iter(wanted)).value) if wanted and len(wanted) == 1 else "*"
         task = encode_token(task_id) if task_id is not None else "*"
@@ -100,29 +100,11 @@ class AsyncNATSEventStorage(NATSComponent, BaseEventStorage):
                 log.warning("skipping undecodable event on %s: %s", m.subject, e)
         return out
 
-    async def query(
-        self,
-        task_id: str | None = None,
-        types: Iterable[EventType] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = None,
-    ) -> builtins.list[TaskEvent]:
-        """Events matching every given filter, oldest first."""
-        wanted = set(types) if types is not None else None
-        if wanted is not None and not wanted:
-            return []
-        found = await self._scan(self._filter_subject(task_id, wanted))
-        out = [
-            e
-            for _, e in found
-            if (task_id is None or e.task_id == task_id)
-            and (wanted is None or e.event_type in wanted)
-            and (since is None or e.timestamp >= since)
-            and (until is None or e.timestamp <= until)
-        ]
-        out.sort(key=lambda e: (e.timestamp, e.id))
-        return out[:limit] if limit is not None else out
+    async def select(self, query: EventQuery) -> builtins.list[TaskEvent]:
+        """Events matching ``query``, oldest first (the stream read is narrowed by
+        subject to the task and types asked for)."""
+        found = await self._scan(self._filter_subject(query.task_id, query.types))
+        return query.apply(e for _, e in found)
 
     async def cleanup(self, older_than: float) -> int:
         """Delete events with ``timestamp < older_than``; returns how many."""

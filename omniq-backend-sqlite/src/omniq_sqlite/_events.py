@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import msgspec
 
 from omniq.errors import SerializationError
-from omniq.models import EventType, TaskEvent
+from omniq.models import EventQuery, EventType, TaskEvent
 from omniq.storage.base import BaseEventStorage
 from omniq_sqlite._component import CLEANUP_BATCH, SQLiteComponent
 from omniq_sqlite._database import begin_immediate
@@ -90,34 +90,27 @@ class AsyncSQLiteEventStorage(SQLiteComponent, BaseEventStorage):
         if rows:
             await self._write(_insert_many, rows)
 
-    async def query(
-        self,
-        task_id: str | None = None,
-        types: Iterable[EventType] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = None,
-    ) -> builtins.list[TaskEvent]:
-        """Events matching every given filter, oldest first."""
+    async def select(self, query: EventQuery) -> builtins.list[TaskEvent]:
+        """Events matching ``query``, oldest first, filtered and limited in SQL."""
         conds: builtins.list[str] = []
         params: builtins.list[Any] = []
-        if task_id is not None:
+        if query.task_id is not None:
             conds.append("task_id = ?")
-            params.append(task_id)
-        if types is not None:
-            wanted = [EventType(t).value for t in types]
-            conds.append(f"event_type IN ({', '.join('?' * len(wanted))})" if wanted else "0")
+            params.append(query.task_id)
+        if query.types is not None:
+            wanted = sorted(t.value for t in query.types)
+            conds.append(f"event_type IN ({', '.join('?' * len(wanted))})")
             params.extend(wanted)
-        if since is not None:
+        if query.since is not None:
             conds.append("timestamp >= ?")
-            params.append(since)
-        if until is not None:
+            params.append(query.since)
+        if query.until is not None:
             conds.append("timestamp <= ?")
-            params.append(until)
+            params.append(query.until)
         where = f"WHERE {' AND '.join(conds)}" if conds else ""
-        if limit is not None:
+        if query.limit is not None:
             where += " ORDER BY timestamp, id, seq LIMIT ?"
-            params.append(max(limit, 0))
+            params.append(max(query.limit, 0))
             return await self._run(_query_limited, where, params)
         return await self._run(_query, where, params)
 

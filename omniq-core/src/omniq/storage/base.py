@@ -26,7 +26,16 @@ from typing import Any, ClassVar, Self
 import anyio
 import msgspec
 
-from omniq.models import EventType, Schedule, ScheduleState, Task, TaskEvent, TaskResult, TaskStatus
+from omniq.models import (
+    EventQuery,
+    EventType,
+    Schedule,
+    ScheduleState,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskStatus,
+)
 from omniq.sync import AsyncResource, BlockingResource
 
 log = logging.getLogger("omniq.storage")
@@ -343,7 +352,6 @@ class BaseEventStorage(StorageComponent):
         for e in events:
             await self.log(e)
 
-    @abstractmethod
     async def query(
         self,
         task_id: str | None = None,
@@ -352,7 +360,14 @@ class BaseEventStorage(StorageComponent):
         until: float | None = None,
         limit: int | None = None,
     ) -> builtins.list[TaskEvent]:
-        """Events matching every given filter, oldest first."""
+        """Events matching every given filter, oldest first (at most ``limit``)."""
+        q = EventQuery.of(task_id, types, since, until, limit)
+        return [] if q.matches_nothing else await self.select(q)
+
+    @abstractmethod
+    async def select(self, query: EventQuery) -> builtins.list[TaskEvent]:
+        """What :meth:`query` returns, for its filters as one :class:`EventQuery`
+        (``query.apply(events)`` filters, orders and cuts a list of candidates)."""
 
     @abstractmethod
     async def cleanup(self, older_than: float) -> int:

@@ -16,14 +16,14 @@ import builtins
 import heapq
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from omniq import rules
 from omniq.errors import ConfigurationError
 from omniq.models import (
-    EventType,
+    EventQuery,
     Schedule,
     ScheduleState,
     Task,
@@ -520,27 +520,10 @@ class AsyncMemoryEventStorage(BaseEventStorage):
         with self._s.lock:
             self._s.events.extend(events)
 
-    async def query(
-        self,
-        task_id: str | None = None,
-        types: Iterable[EventType] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = None,
-    ) -> builtins.list[TaskEvent]:
-        wanted = set(types) if types is not None else None
+    async def select(self, query: EventQuery) -> builtins.list[TaskEvent]:
         with self._s.lock:
             events = builtins.list(self._s.events)
-        out = [
-            e
-            for e in events
-            if (task_id is None or e.task_id == task_id)
-            and (wanted is None or e.event_type in wanted)
-            and (since is None or e.timestamp >= since)
-            and (until is None or e.timestamp <= until)
-        ]
-        out.sort(key=lambda e: (e.timestamp, e.id))
-        return out[:limit] if limit is not None else out
+        return query.apply(events)
 
     async def cleanup(self, older_than: float) -> int:
         with self._s.lock:
