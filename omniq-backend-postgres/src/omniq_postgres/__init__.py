@@ -1,0 +1,1 @@
+"""The postgres storage backend of OmniQ (work in progress: not registered yet)."""

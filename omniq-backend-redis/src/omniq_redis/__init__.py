@@ -1,0 +1,1 @@
+"""The redis storage backend of OmniQ (work in progress: not registered yet)."""
