@@ -18,7 +18,13 @@ from omniq.plugins import COMPONENTS, PluginManager, find_backend
 from omniq.plugins.specs import load_object
 from omniq.sync import SyncWrapper
 
-__all__ = ["build_components", "sync_twin", "unique_components", "unwrap"]
+__all__ = [
+    "ComponentAttribute",
+    "build_components",
+    "sync_twin",
+    "unique_components",
+    "unwrap",
+]
 
 
 def unwrap(component: Any) -> Any:
@@ -128,3 +134,23 @@ def sync_twin(component: Any) -> Any:
             twin = type(name, (SyncWrapper,), {}, async_class=cls)
         _TWINS[cls] = twin
     return twin.wrap(component)  # type: ignore[union-attr]
+
+
+class ComponentAttribute:
+    """``app.task_queue`` and its three siblings: the app's component of one kind (on a
+    blocking app, the component's blocking twin), or None when it is off."""
+
+    def __init__(self, kind: str, *, blocking: bool = False) -> None:
+        self.kind = kind
+        self.blocking = blocking
+        self.__doc__ = f"The {kind.replace('_', ' ')} component" + (
+            " (its blocking twin)." if blocking else "."
+        )
+
+    def __get__(self, app: Any, owner: type | None = None) -> Any:
+        if app is None:
+            return self
+        if not self.blocking:
+            return app._components[self.kind]
+        component = app._async._components[self.kind]
+        return None if component is None else sync_twin(component)

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 import msgspec
 
 from omniq import rules
-from omniq.components import build_components, sync_twin, unique_components, unwrap
+from omniq.components import ComponentAttribute, build_components, unique_components, unwrap
 from omniq.config import ComponentConfig, OmniQConfig, load_config
 from omniq.errors import ConfigurationError
 from omniq.events import AsyncEventLogger
@@ -124,25 +124,10 @@ class AsyncOmniQ(TaskRegistration, AsyncResource):
 
     # --- components ------------------------------------------------------------------------
 
-    @property
-    def task_queue(self) -> Any:
-        """The async task queue component."""
-        return self._components["task_queue"]
-
-    @property
-    def result_storage(self) -> Any:
-        """The async result storage component."""
-        return self._components["result_storage"]
-
-    @property
-    def event_storage(self) -> Any:
-        """The async event storage component, or None when events are off."""
-        return self._components["event_storage"]
-
-    @property
-    def schedule_storage(self) -> Any:
-        """The async schedule storage component."""
-        return self._components["schedule_storage"]
+    task_queue = ComponentAttribute("task_queue")
+    result_storage = ComponentAttribute("result_storage")
+    event_storage = ComponentAttribute("event_storage")
+    schedule_storage = ComponentAttribute("schedule_storage")
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -632,29 +617,10 @@ class OmniQ(TaskRegistration, SyncWrapper[AsyncOmniQ], async_class=AsyncOmniQ):
     def _app(self) -> AsyncOmniQ:
         return self._async
 
-    def _wrapped(self, kind: str) -> Any:
-        component = self._async._components[kind]
-        return None if component is None else sync_twin(component)
-
-    @property
-    def task_queue(self) -> Any:
-        """The blocking twin of the task queue."""
-        return self._wrapped("task_queue")
-
-    @property
-    def result_storage(self) -> Any:
-        """The blocking twin of the result storage."""
-        return self._wrapped("result_storage")
-
-    @property
-    def event_storage(self) -> Any:
-        """The blocking twin of the event storage, or None."""
-        return self._wrapped("event_storage")
-
-    @property
-    def schedule_storage(self) -> Any:
-        """The blocking twin of the schedule storage."""
-        return self._wrapped("schedule_storage")
+    task_queue = ComponentAttribute("task_queue", blocking=True)
+    result_storage = ComponentAttribute("result_storage", blocking=True)
+    event_storage = ComponentAttribute("event_storage", blocking=True)
+    schedule_storage = ComponentAttribute("schedule_storage", blocking=True)
 
     # workers run on the background loop, so these are not plain blocking calls
     def run_worker_sync(self, queues: Sequence[str] | None = None, **options: Any) -> None:

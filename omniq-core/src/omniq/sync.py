@@ -22,7 +22,6 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, ClassVar, Generic, ParamSpec, Self, TypeVar
 
 import anyio
@@ -146,13 +145,8 @@ class AsyncResource:
         await self.connect()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if exc_info[1] is None:
             await self.close()
             return
         try:
@@ -170,13 +164,8 @@ class BlockingResource(AsyncResource):
         run_sync(self.connect)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        run_sync(self.__aexit__, exc_type, exc, tb)
+    def __exit__(self, *exc_info: Any) -> None:
+        run_sync(self.__aexit__, *exc_info)
 
 
 def public_coroutine_methods(cls: type) -> list[str]:
@@ -251,18 +240,13 @@ class SyncWrapper(Generic[A]):
         run_sync(self._async.__aenter__)  # type: ignore[attr-defined]
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
+    def __exit__(self, *exc_info: Any) -> bool:
         aexit = self._async.__aexit__  # type: ignore[attr-defined]
-        if exc is None:
-            return bool(run_sync(aexit, exc_type, exc, tb))
+        if exc_info[1] is None:
+            return bool(run_sync(aexit, *exc_info))
         # The body raised: close anyway, but the body's exception is the one the caller sees.
         try:
-            return bool(run_sync(aexit, exc_type, exc, tb))
+            return bool(run_sync(aexit, *exc_info))
         except Exception:
             log.warning(
                 "error while closing %r after an exception in the block", self, exc_info=True

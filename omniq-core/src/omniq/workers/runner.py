@@ -6,7 +6,6 @@ import asyncio
 import difflib
 from collections.abc import Sequence
 from concurrent.futures import Future
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from omniq.errors import ConfigurationError
@@ -97,12 +96,7 @@ class AsyncWorkerHandle:
     async def __aenter__(self) -> AsyncWorkerHandle:
         return self._start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         await self.stop()
 
 
@@ -137,10 +131,5 @@ class WorkerHandle:
     def __enter__(self) -> WorkerHandle:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.stop_sync()
