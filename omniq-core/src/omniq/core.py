@@ -25,17 +25,8 @@ from omniq.config import ComponentConfig, OmniQConfig, load_config
 from omniq.errors import ConfigurationError
 from omniq.events import AsyncEventLogger
 from omniq.lifecycle import TaskLifecycle
-from omniq.models import (
-    CatchUp,
-    EventType,
-    Schedule,
-    ScheduleState,
-    Task,
-    TaskEvent,
-    TaskResult,
-    TaskStatus,
-    new_ids,
-)
+from omniq.models import Schedule, Task, TaskEvent, TaskResult, new_ids
+from omniq.models.enums import CatchUp, EventType, ScheduleState, TaskStatus
 from omniq.options import SCHEDULE_OPTIONS, check_options, resolve_options, seconds
 from omniq.plugins import PluginManager, get_plugin_manager
 from omniq.queue.dependencies import check_dependencies

@@ -26,16 +26,8 @@ from typing import Any, ClassVar, Self
 import anyio
 import msgspec
 
-from omniq.models import (
-    EventQuery,
-    EventType,
-    Schedule,
-    ScheduleState,
-    Task,
-    TaskEvent,
-    TaskResult,
-    TaskStatus,
-)
+from omniq.models import EventQuery, Schedule, Task, TaskEvent, TaskResult
+from omniq.models.enums import EventType, ScheduleState, TaskStatus
 from omniq.sync import AsyncResource, BlockingResource
 
 log = logging.getLogger("omniq.storage")

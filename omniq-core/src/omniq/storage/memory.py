@@ -22,15 +22,8 @@ from urllib.parse import urlsplit
 
 from omniq import rules
 from omniq.errors import ConfigurationError
-from omniq.models import (
-    EventQuery,
-    Schedule,
-    ScheduleState,
-    Task,
-    TaskEvent,
-    TaskResult,
-    TaskStatus,
-)
+from omniq.models import EventQuery, Schedule, Task, TaskEvent, TaskResult
+from omniq.models.enums import ScheduleState, TaskStatus
 from omniq.serialization import default_manager
 from omniq.storage.base import (
     BaseEventStorage,
