@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Self
 import anyio
 import msgspec
 
+from omniq import rules
 from omniq.models import EventQuery, Schedule, Task, TaskEvent, TaskResult
 from omniq.models.enums import EventType, ScheduleState, TaskStatus
 from omniq.sync import AsyncResource, BlockingResource
@@ -199,7 +200,7 @@ class BaseTaskQueue(StorageComponent):
         This default calls ``fail(task, now)``, which counts the claim; backends
         override it to restore the attempt (the conformance suite checks that they do).
         """
-        return await self.fail(task, time.time(), error="handed back by a stopping worker")
+        return await self.fail(task, time.time(), error=rules.HANDED_BACK)
 
     @abstractmethod
     async def heartbeat(self, task: Task, lease: float | None = None) -> bool:

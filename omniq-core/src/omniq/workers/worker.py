@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from omniq import rules
 from omniq.conversion import Converter, argument_converter
 from omniq.errors import (
     PayloadTooLargeError,
@@ -201,7 +202,7 @@ class AsyncWorker:
             for task in tasks:
                 try:
                     if started:
-                        await queue.fail(task, time.time(), error="worker stopped")
+                        await queue.fail(task, time.time(), error=rules.WORKER_STOPPED)
                     else:
                         await queue.unclaim(task)
                 except Exception:
@@ -318,7 +319,7 @@ class AsyncWorker:
     async def _execute(self, task: Task) -> None:
         if task.attempt > task.retries + 1 + MAX_LOST_LEASES:
             await self._finish_failed(
-                task, "PoisonTaskError: the task lost its worker too many times", None, None
+                task, rules.POISON_MESSAGE, None, None
             )
             return
         tf = self._registry.get(task.func)
