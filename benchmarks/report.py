@@ -390,8 +390,8 @@ def render(data: dict[str, Any], pngs: dict[str, str], stem: str) -> str:
     )
     L.append("## Headline: OmniQ against the fastest peer and the raw loop, per server\n")
     L.append(
-        "Where OmniQ has no backend for a server yet (Redis, PostgreSQL) the OmniQ row is "
-        "OmniQ on NATS, the networked backend a user would weigh against those peers.\n"
+        "Each server's OmniQ row is OmniQ on that server; where a run has none, OmniQ on "
+        "NATS, the networked backend a user would weigh against those peers.\n"
     )
     L.append(headline_table(systems) + "\n")
     L.append("## W1 throughput\n")

@@ -11,6 +11,7 @@ SYSTEMS: dict[str, list[str]] = {
     "sqlite": ["omniq:OmniQSQLite", "raw_sqlite:RawSQLite", "peer_huey:HueySQLite"],
     "nats": ["omniq:OmniQNATS", "raw_nats:RawNATS", "peer_taskiq:TaskiqNATS"],
     "redis": [
+        "omniq:OmniQRedis",
         "raw_redis:RawRedis",
         "peer_taskiq:TaskiqRedis",
         "peer_arq:Arq",
@@ -22,6 +23,7 @@ SYSTEMS: dict[str, list[str]] = {
         "peer_celery:Celery",
     ],
     "postgres": [
+        "omniq:OmniQPostgres",
         "raw_postgres:RawPostgres",
         "peer_procrastinate:Procrastinate",
         "peer_pgqueuer:PgQueuer",

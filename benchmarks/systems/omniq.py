@@ -1,4 +1,4 @@
-"""OmniQ on memory (in-process), SQLite and NATS, driven through its public API.
+"""OmniQ on memory (in-process), SQLite, NATS, Redis and PostgreSQL, through its public API.
 
 Enqueue: ``noop.map(...)`` (bulk: one round trip per batch of 500). Worker:
 ``omniq worker --app benchmarks.apps.omniq_app:oq --queues bench --concurrency 10``
@@ -15,7 +15,15 @@ import sys
 import time
 from typing import Any, ClassVar
 
-from benchmarks.systems.base import CONCURRENCY, NATS_URL, SCRATCH, System, Unavailable
+from benchmarks.systems.base import (
+    CONCURRENCY,
+    NATS_URL,
+    PG_DSN,
+    REDIS_URL,
+    SCRATCH,
+    System,
+    Unavailable,
+)
 
 QUEUE = "bench"
 
@@ -203,6 +211,46 @@ class OmniQNATS(OmniQSystem):
             self.arun(self._nc.close())
             del self._nc
         self.arun(nats_names.delete_prefixed(self.prefix))
+
+
+class OmniQRedis(OmniQSystem):
+    name = "OmniQ"
+    server = "redis"
+    backend_dist = "omniq-backend-redis"
+
+    def check(self) -> None:
+        try:
+            import omniq_redis
+
+            omniq_redis.AsyncRedisQueue  # noqa: B018
+        except (ImportError, AttributeError) as e:
+            raise Unavailable(f"omniq-backend-redis is not usable: {e!r}") from e
+
+    def url(self) -> str:
+        return REDIS_URL
+
+    def options(self) -> dict[str, Any]:
+        return {"prefix": self.prefix}
+
+
+class OmniQPostgres(OmniQSystem):
+    name = "OmniQ"
+    server = "postgres"
+    backend_dist = "omniq-backend-postgres"
+
+    def check(self) -> None:
+        try:
+            import omniq_postgres
+
+            omniq_postgres.AsyncPostgresQueue  # noqa: B018
+        except (ImportError, AttributeError) as e:
+            raise Unavailable(f"omniq-backend-postgres is not usable: {e!r}") from e
+
+    def url(self) -> str:
+        return PG_DSN
+
+    def options(self) -> dict[str, Any]:
+        return {"schema": self.prefix.replace("-", "_")}
 
 
 class OmniQMemory(OmniQSystem):

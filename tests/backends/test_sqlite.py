@@ -34,9 +34,8 @@ Factory = Callable[[], Awaitable[Any]]
 
 def _remove_db(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
-        p = Path(f"{path}{suffix}")
-        if p.exists():
-            p.unlink()
+        # missing_ok: SQLite may remove its -wal/-shm files itself as the last connection closes
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 class SQLiteFixtures:

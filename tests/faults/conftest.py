@@ -29,13 +29,17 @@ from tests.faults.harness import (
     MemoryHarness,
     NatsHarness,
     NatsPrivateHarness,
+    PostgresHarness,
+    PostgresPrivateHarness,
+    RedisHarness,
+    RedisPrivateHarness,
     SQLiteHarness,
 )
 
 #: Backends whose store other processes reach (worker subprocess tests).
-PROCESS_BACKENDS = ["sqlite", "nats"]
+PROCESS_BACKENDS = ["sqlite", "nats", "postgres", "redis"]
 #: Backends with a server a test may kill and restart (``<name>_private_backend``).
-SERVER_BACKENDS = ["nats"]
+SERVER_BACKENDS = ["nats", "redis", "postgres"]
 #: Backends for in-process tests.
 INPROCESS_BACKENDS = ["memory", *PROCESS_BACKENDS]
 
@@ -91,6 +95,60 @@ def nats_private_backend(tmp_path: Path) -> Iterator[Harness]:
     _require_installed("nats")
     support.require_nats_binary()
     h = NatsPrivateHarness(tmp_path / "nats-private")
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def postgres_backend(tmp_path: Path) -> Iterator[Harness]:
+    from tests.backends import test_postgres as support
+
+    _require_installed("postgres")
+    support.require_postgres()
+    h = PostgresHarness(tmp_path / "postgres", support.SERVER_URL)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def redis_backend(tmp_path: Path) -> Iterator[Harness]:
+    from tests.backends import test_redis_support as support
+
+    _require_installed("redis")
+    support.require_redis()
+    h = RedisHarness(tmp_path / "redis", support.URL)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def redis_private_backend(tmp_path: Path) -> Iterator[Harness]:
+    from tests.backends import test_redis_support as support
+
+    _require_installed("redis")
+    support.require_redis_binary()
+    h = RedisPrivateHarness(tmp_path / "redis-private")
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def postgres_private_backend(tmp_path: Path) -> Iterator[Harness]:
+    _require_installed("postgres")
+    if not (PostgresPrivateHarness.BIN / "initdb").exists():
+        message = f"PostgreSQL server binaries not found in {PostgresPrivateHarness.BIN}"
+        if os.environ.get("OMNIQ_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    h = PostgresPrivateHarness(tmp_path / "postgres-private")
     try:
         yield h
     finally:

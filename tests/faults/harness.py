@@ -13,6 +13,8 @@ test ends, before the store goes away), and the backend-specific fault hooks:
 Backends: :class:`SQLiteHarness` (a file in the test's tmp dir), :class:`NatsHarness`
 (the shared server on 127.0.0.1:4222 with a per-test name prefix),
 :class:`NatsPrivateHarness` (a nats-server of the test's own: free port, own store dir),
+:class:`RedisHarness` (the shared server on 127.0.0.1:6379 with a per-test key prefix),
+:class:`RedisPrivateHarness` (a redis-server of the test's own: free port, AOF dir),
 :class:`MemoryHarness` (in-process tests only).
 """
 
@@ -498,6 +500,249 @@ class NatsPrivateHarness(NatsHarness):
 
     def _close_store(self) -> None:
         self.server.stop()
+
+
+class RedisHarness(Harness):
+    """The shared Redis server, with a key prefix of the test's own (its keys deleted
+    after, by bounded SCAN)."""
+
+    name = "redis"
+    corruption_kinds = ("payload",)
+
+    def __init__(self, workdir: Path, base_url: str) -> None:
+        from tests.backends import test_redis_support as support
+
+        super().__init__(workdir)
+        self.base_url = base_url
+        self.prefix = support.new_prefix()
+
+    def url(self, *, lease: float | None = None) -> str:
+        return f"{self.base_url}?prefix={self.prefix}"
+
+    def max_payload(self) -> tuple[int | None, str]:
+        return None, (
+            "Redis strings hold up to proto-max-bulk-len (512 MB by default): no practical "
+            "oversized payload to test"
+        )
+
+    def _redis(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.base_url)
+
+    def corrupt(self, task_id: str, kind: str) -> None:
+        assert kind == "payload", kind
+        client = self._redis()
+        try:
+            key = f"{{{self.prefix}}}:t:{task_id}"
+            assert client.exists(key), f"task {task_id} has no hash {key}"
+            client.hset(key, "d", b"\x00corrupt payload\xff")
+        finally:
+            client.close()
+
+    def check_integrity(self) -> None:
+        """The O(1) counters agree with the stored tasks, and every queued task is in
+        exactly one of its queue's ready set or the delayed set."""
+        client = self._redis()
+        p = f"{{{self.prefix}}}:"
+        try:
+            actual: Counter[str] = Counter()
+            for key in client.scan_iter(match=f"{p}t:*", count=500):
+                q, st, m = client.hmget(key, "q", "s", "m")
+                actual[f"{q.decode()}\t{st.decode()}"] += 1
+                tid = key.decode()[len(p) + 2 :]
+                if st == b"pending":
+                    in_ready = client.zscore(f"{p}q:{q.decode()}", m) is not None
+                    in_delayed = client.zscore(f"{p}delayed", tid) is not None
+                    assert in_ready != in_delayed, f"pending task {tid} is not queued once"
+            counts = {k.decode(): int(v) for k, v in client.hgetall(f"{p}counts").items() if int(v)}
+            assert counts == dict(actual), f"counters {counts} != stored tasks {dict(actual)}"
+        finally:
+            client.close()
+
+    def _close_store(self) -> None:
+        from tests.backends import test_redis_support as support
+
+        try:
+            support.drop_prefix(self.prefix, self.base_url)
+        except Exception:
+            pass
+
+
+class RedisPrivateHarness(RedisHarness):
+    """A redis-server of the test's own (free port, AOF with ``appendfsync always`` in
+    its own directory), killed with SIGKILL and restarted by PID on the same port."""
+
+    can_restart_server = True
+
+    def __init__(self, workdir: Path) -> None:
+        from tests.backends import test_redis_support as support
+
+        self.server = support.PrivateRedis(workdir / "redis-data")
+        self.server.start()
+        super().__init__(workdir, self.server.url)
+
+    def kill_server(self) -> None:
+        self.server.kill()
+
+    def start_server(self) -> None:
+        self.server.start()
+
+    def _close_store(self) -> None:
+        self.server.stop()
+
+
+class PostgresHarness(Harness):
+    """The shared PostgreSQL server, with a schema of the test's own (dropped after)."""
+
+    name = "postgres"
+    corruption_kinds = ("payload",)
+
+    def __init__(self, workdir: Path, base_url: str) -> None:
+        super().__init__(workdir)
+        self.base_url = base_url
+        self.schema = f"faults_{uuid.uuid4().hex[:12]}"
+
+    def url(self, *, lease: float | None = None) -> str:
+        sep = "&" if "?" in self.base_url else "?"
+        return f"{self.base_url}{sep}schema={self.schema}&poll_interval=0.5"
+
+    def max_payload(self) -> tuple[int | None, str]:
+        return None, "PostgreSQL bytea holds up to 1 GB: no practical oversized payload to test"
+
+    def _sql(self, query: str, *args: Any) -> list[Any]:
+        import asyncpg  # type: ignore[import-untyped]
+
+        async def run() -> list[Any]:
+            conn = await asyncpg.connect(self.base_url, timeout=10)
+            try:
+                await conn.execute(f'SET search_path TO "{self.schema}"')
+                return list(await conn.fetch(query, *args))
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    def corrupt(self, task_id: str, kind: str) -> None:
+        assert kind == "payload", kind
+        rows = self._sql(
+            "UPDATE tasks SET data = $1 WHERE id = $2 RETURNING id",
+            b"\x00corrupt payload\xff",
+            task_id,
+        )
+        assert len(rows) == 1, f"task {task_id} has no row in `tasks`"
+
+    def kill_mid_write(self, proc: Proc) -> bool:
+        """Stop ``proc`` until one of its connections (``application_name`` is
+        ``omniq:<pid>``) is inside a transaction, then SIGKILL it there; plain SIGKILL
+        after 300 misses."""
+        import asyncpg
+
+        async def run() -> bool:
+            conn = await asyncpg.connect(self.base_url, timeout=10)
+            try:
+                for _ in range(300):
+                    proc.signal(signal.SIGSTOP)
+                    busy = await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                        "AND xact_start IS NOT NULL",
+                        f"omniq:{proc.pid}",
+                    )
+                    if busy:
+                        proc.kill()
+                        return True
+                    proc.signal(signal.SIGCONT)
+                    await asyncio.sleep(0.002)
+            finally:
+                await conn.close()
+            proc.kill()
+            return False
+
+        return asyncio.run(run())
+
+    def check_integrity(self) -> None:
+        bad = self._sql(
+            "SELECT id, status FROM tasks WHERE (status = 'running' AND lease_until IS NULL) "
+            "OR (status NOT IN ('pending', 'waiting', 'running', 'success', 'failed', "
+            "'cancelled', 'expired')) LIMIT 10"
+        )
+        assert not bad, f"PostgreSQL schema {self.schema}: inconsistent tasks {bad}"
+
+    def _close_store(self) -> None:
+        try:
+            self._sql(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+        except Exception:
+            pass
+
+
+class PostgresPrivateHarness(PostgresHarness):
+    """A PostgreSQL server of the test's own (``initdb`` in a temporary directory, a
+    free port), killed and restarted by PID on the same port and data directory."""
+
+    can_restart_server = True
+    BIN = Path(os.environ.get("POSTGRES_BIN_DIR", "/usr/lib/postgresql/15/bin"))
+
+    def __init__(self, workdir: Path) -> None:
+        import shutil
+        import tempfile
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        # the server runs as `postgres` (it refuses root): a data dir that user owns
+        self.datadir = Path(tempfile.mkdtemp(prefix="omniq-pg-"))
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            shutil.chown(self.datadir, self.user, self.user)
+        self.server: subprocess.Popen[bytes] | None = None
+        self.server_log = workdir.parent / f"postgres-{self.port}.log"
+        subprocess.run(
+            [str(self.BIN / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres",
+             "--no-sync", "-E", "UTF8"],
+            check=True, capture_output=True, user=self.user, group=self.user,
+        )  # fmt: skip
+        super().__init__(workdir, f"postgresql://postgres@127.0.0.1:{self.port}/postgres")
+        self.start_server()
+
+    def start_server(self) -> None:
+        import asyncpg
+
+        deadline = time.monotonic() + 30
+        while True:
+            with open(self.server_log, "ab") as out:
+                self.server = subprocess.Popen(
+                    [str(self.BIN / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+                     "-k", str(self.datadir), "-c", "listen_addresses=127.0.0.1"],
+                    stdout=out, stderr=subprocess.STDOUT, user=self.user, group=self.user,
+                )  # fmt: skip
+
+            async def ready() -> bool:
+                try:
+                    conn = await asyncpg.connect(self.base_url, timeout=2)
+                except Exception:
+                    return False
+                await conn.close()
+                return True
+
+            while self.server.poll() is None and time.monotonic() < deadline:
+                if asyncio.run(ready()):
+                    return
+                time.sleep(0.1)
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"PostgreSQL on port {self.port} did not start")
+            time.sleep(0.3)  # it exited (old backends still hold shared memory): retry
+
+    def kill_server(self, sig: int = signal.SIGKILL) -> None:
+        if self.server is not None and self.server.poll() is None:
+            os.kill(self.server.pid, sig)
+            self.server.wait(30)
+        self.server = None
+
+    def _close_store(self) -> None:
+        import shutil
+
+        self.kill_server(signal.SIGQUIT)  # immediate shutdown of the test's own server
+        shutil.rmtree(self.datadir, ignore_errors=True)
 
 
 # --- results ---------------------------------------------------------------------------

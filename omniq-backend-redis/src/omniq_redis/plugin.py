@@ -1,4 +1,4 @@
-"""Entry point of the redis backend: registers it with OmniQ (imports no driver)."""
+"""Entry point of the Redis backend: registers it with OmniQ (imports no driver)."""
 
 from __future__ import annotations
 
@@ -7,5 +7,18 @@ from omniq.plugins import BackendSpec, hookimpl
 
 @hookimpl
 def omniq_backends() -> list[BackendSpec]:
-    """Nothing yet: the backend registers itself once its components exist."""
-    return []
+    """The ``redis`` backend (``redis://``, ``rediss://`` and ``unix://`` URLs)."""
+    return [
+        BackendSpec(
+            name="redis",
+            schemes=("redis", "rediss", "unix"),
+            task_queue="omniq_redis:AsyncRedisQueue",
+            result_storage="omniq_redis:AsyncRedisResultStorage",
+            event_storage="omniq_redis:AsyncRedisEventStorage",
+            schedule_storage="omniq_redis:AsyncRedisScheduleStorage",
+            bundle="omniq_redis:RedisBackend",
+            default_url="redis://127.0.0.1:6379/0",
+            package="omniq-backend-redis",
+            description="Redis 6.2+: Lua claims, sorted sets, leases, capped event stream",
+        )
+    ]

@@ -1,0 +1,267 @@
+"""AsyncPostgresQueue: the task queue in PostgreSQL, shared by any number of workers."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from omniq.models import Task, TaskResult, TaskStatus
+from omniq.serialization.manager import SerializationManager
+from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released, check_encodable
+from omniq_postgres import _task_sql as sql
+from omniq_postgres._component import PostgresComponent
+from omniq_postgres._results import AsyncPostgresResultStorage
+
+#: Shortest pause of an idle waiter that found due work it could not take (all locked).
+_MIN_PAUSE = 0.02
+#: Hand-backs running in the background (referenced so they are not collected early).
+_BACKGROUND: set[asyncio.Future[None]] = set()
+
+
+class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
+    """Task queue with priorities, delays, TTL, leases with fencing, and dependencies.
+
+    Claims are one ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)``
+    per queue; a RUNNING task whose lease lapsed is claimable again with
+    ``attempt + 1``. ``dequeue(wait=...)`` is woken by LISTEN/NOTIFY (enqueues of any
+    process), sleeps until the next delayed task or lease end, and polls every
+    ``poll_interval`` seconds as a fallback.
+    """
+
+    blocking_dequeue: ClassVar[bool] = True
+    cross_process: ClassVar[bool] = True
+    supports_pruning: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        default_lease: float = 30.0,
+        serializer: SerializationManager | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(url, serializer=serializer, **options)
+        self.default_lease = default_lease
+
+    @property
+    def _channel(self) -> str:
+        return self._db.channels["tasks"]
+
+    # --- enqueue -------------------------------------------------------------------------
+
+    async def enqueue(self, task: Task) -> TaskStatus:
+        """Store a task; idempotent by id (see :meth:`BaseTaskQueue.enqueue`)."""
+        return (await self.enqueue_many([task]))[0]
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[TaskStatus]:
+        """Store several tasks: one multi-row INSERT when none has dependencies."""
+        if not tasks:
+            return []
+        serializer = self.serializer
+        rows = [sql.encode(serializer, t) for t in tasks]
+        channel = self._channel
+        if not any(t.depends_on for t in tasks):
+
+            async def plain(conn: Any) -> builtins.list[TaskStatus]:
+                inserted = await sql.insert_new(conn, rows, channel)
+                if len(inserted) == len({r[0] for r in rows}):
+                    return [TaskStatus.PENDING] * len(rows)
+                # some ids existed already: report their stored statuses, unchanged
+                known = await sql.statuses_of(
+                    conn, [r[0] for r in rows if r[0] not in inserted], time.time()
+                )
+                out, seen = [], set()
+                for r in rows:
+                    if r[0] in inserted and r[0] not in seen:
+                        out.append(TaskStatus.PENDING)
+                        seen.add(r[0])
+                    else:
+                        out.append(known.get(r[0], TaskStatus.PENDING))
+                return out
+
+            return await self._run(plain)
+        items = builtins.list(zip(tasks, rows, strict=True))
+        return await self._run(lambda conn: sql.enqueue_general(conn, items, channel))
+
+    # --- claim ---------------------------------------------------------------------------
+
+    async def dequeue_many(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker_id: str,
+        lease: float = 30.0,
+        wait: float = 0.0,
+    ) -> builtins.list[Task]:
+        """Claim up to ``limit`` ready tasks in claim order, waiting up to ``wait`` s."""
+        queues = builtins.list(queues)
+        if limit <= 0 or not queues:
+            return []
+        db = self._db
+        deadline = time.monotonic() + wait
+        signal = db.signals["tasks"]
+        while True:
+            event = signal.current()
+            claimed = await self._claim(queues, limit, worker_id, lease)
+            if claimed:
+                return claimed
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            pause = min(remaining, db.options.poll_interval)
+            due = await self._run(lambda conn: sql.next_due(conn, queues))
+            if due is not None:
+                pause = min(pause, max(due - time.time() + 0.001, _MIN_PAUSE))
+            await db.wait("tasks", event, pause)
+
+    async def _claim(
+        self, queues: builtins.list[str], limit: int, worker_id: str, lease: float
+    ) -> builtins.list[Task]:
+        serializer = self.serializer
+        job = asyncio.ensure_future(
+            self._run(lambda conn: sql.claim(conn, serializer, queues, limit, worker_id, lease))
+        )
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # the claim may still commit: hand those tasks back at once instead of
+            # leaving them to lease expiry
+            job.add_done_callback(self._unclaim_lost)
+            raise
+
+    def _unclaim_lost(self, job: asyncio.Future[builtins.list[Task]]) -> None:
+        if job.cancelled() or job.exception() is not None or not job.result():
+            return
+        claims = [(t.id, t.attempt) for t in job.result()]
+        handback = asyncio.ensure_future(self._run(lambda conn: sql.unclaim_many(conn, claims)))
+        _BACKGROUND.add(handback)
+        handback.add_done_callback(_BACKGROUND.discard)
+
+    # --- fenced updates -----------------------------------------------------------------
+
+    async def complete(self, task: Task) -> bool:
+        """Mark a claimed task SUCCESS; False for a stale claim."""
+        return (await self.complete_many([task]))[0]
+
+    async def complete_many(self, tasks: Sequence[Task]) -> builtins.list[bool]:
+        """Complete several claimed tasks in one statement (one bool per task)."""
+        if not tasks:
+            return []
+        claims = [(t.id, t.attempt) for t in tasks]
+        return await self._run(lambda conn: sql.complete_many(conn, claims))
+
+    async def complete_with_results(
+        self, finished: Sequence[tuple[Task, TaskResult]], results: BaseResultStorage
+    ) -> builtins.list[bool]:
+        """Complete the tasks and store the results of the current claims in one
+        statement (one transaction) when ``results`` lives in this queue's schema; else
+        as the base class does. Every result is encoded first: a SerializationError
+        leaves nothing written."""
+        if not (isinstance(results, AsyncPostgresResultStorage) and _same_store(results, self)):
+            return await super().complete_with_results(finished, results)
+        if not finished:
+            return []
+        check_encodable(results, [r for _, r in finished])
+        serializer = results.serializer
+        encoded: dict[str, Any] = {}
+        for _, result in finished:  # a task given twice: its first result
+            encoded.setdefault(result.task_id, results.encode(result, serializer))
+        claims = [(t.id, t.attempt) for t, _ in finished]
+        cols = [builtins.list(c) for c in zip(*encoded.values(), strict=True)]
+        channel = self._db.channels["results"]
+
+        async def run(conn: Any) -> builtins.list[bool]:
+            rows = await conn.fetch(
+                sql.COMPLETE_WITH_RESULTS_SQL,
+                [c[0] for c in claims], [c[1] for c in claims], time.time(), *cols, channel,
+            )  # fmt: skip
+            return sql.accepted(claims, {r[0] for r in rows})
+
+        return await self._run(run)
+
+    async def fail(
+        self, task: Task, retry_at: float | None = None, *, error: str | None = None
+    ) -> bool:
+        """PENDING again at ``retry_at``, or FAILED when None; False for a stale claim."""
+        ok = await self._run(lambda c: sql.fail(c, task.id, task.attempt, retry_at, error))
+        if ok and retry_at is not None:
+            await self._notify(task.queue)
+        return ok
+
+    async def unclaim(self, task: Task) -> bool:
+        """PENDING again at once without counting the claim; False for a stale claim."""
+        ok = await self._run(lambda c: sql.unclaim(c, task.id, task.attempt))
+        if ok:
+            await self._notify(task.queue)
+        return ok
+
+    async def heartbeat(self, task: Task, lease: float | None = None) -> bool:
+        """Extend the lease; False when the claim is no longer current."""
+        seconds = lease or self.default_lease
+        return await self._run(lambda c: sql.heartbeat(c, task.id, task.attempt, seconds))
+
+    async def _notify(self, queue: str) -> None:
+        channel = self._channel
+        await self._run(lambda c: c.execute("SELECT pg_notify($1, $2)", channel, queue))
+
+    # --- reads and maintenance -------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task | None:
+        """The stored task with its effective status, or None."""
+        serializer = self.serializer
+        return await self._run(lambda c: sql.get_task(c, serializer, task_id))
+
+    async def cancel(self, task_id: str, reason: str | None = None) -> bool:
+        """Cancel a pending, waiting or running task; False when unknown or final."""
+        return await self._run(lambda c: sql.cancel(c, task_id, reason or "cancelled"))
+
+    async def count(self, queue: str | None = None, status: TaskStatus | None = None) -> int:
+        """Number of tasks, optionally of one queue and/or effective status."""
+        return await self._run(lambda c: sql.count_tasks(c, queue, status))
+
+    async def list(
+        self,
+        queue: str | None = None,
+        status: TaskStatus | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Task]:
+        """Tasks, oldest first, optionally filtered."""
+        serializer = self.serializer
+        return await self._run(lambda c: sql.select_tasks(c, serializer, queue, status, limit))
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Delete every task (of one queue, or all); returns how many."""
+        return await self._run(lambda c: sql.purge(c, queue))
+
+    async def cleanup_expired(self, now: float | None = None) -> builtins.list[str]:
+        """Mark tasks past their TTL EXPIRED; return them (and those expired at claim)."""
+        at = now or time.time()
+        return await self._run(lambda c: sql.expire(c, at))
+
+    async def prune_finished(self, before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` tasks that ended before ``before``; returns how many."""
+        return await self._run(lambda c: sql.prune_finished(c, before, limit))
+
+    async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
+        """Make waiting dependents ready, or cancel them (transitively) on failure."""
+        return await self.release_dependents_many([task_id], succeeded)
+
+    async def release_dependents_many(self, task_ids: Sequence[str], succeeded: bool) -> Released:
+        """:meth:`release_dependents` for several tasks in one transaction (a read-only
+        probe first: most finished tasks have no dependents)."""
+        ids = builtins.list(task_ids)
+        ready, cancelled = await self._run(lambda c: sql.release_many(c, ids, succeeded))
+        if ready:
+            await self._notify("")
+        return Released(ready=ready, cancelled=cancelled)
+
+
+def _same_store(results: AsyncPostgresResultStorage, queue: AsyncPostgresQueue) -> bool:
+    if results.database is queue.database:
+        return True
+    a, b = results.database.options, queue.database.options
+    return a.dsn == b.dsn and a.schema == b.schema

@@ -1,0 +1,501 @@
+"""AsyncRedisQueue: tasks in hashes, claims and every state change in Lua scripts."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from omniq import rules
+from omniq.errors import SerializationError
+from omniq.models import Task, TaskResult, TaskStatus
+from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released
+from omniq_redis import _scripts as lua
+from omniq_redis._component import BATCH, RedisComponent
+
+if TYPE_CHECKING:
+    from omniq_redis._results import AsyncRedisResultStorage
+
+log = logging.getLogger("omniq.redis")
+
+#: Tasks per script call of a bulk enqueue (the calls of one batch go in one pipeline).
+ENQUEUE_CHUNK = 1000
+_RETRY = b"retry"
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _f(v: Any) -> float | None:
+    return None if v is None or v == b"" else float(v)
+
+
+def member(task_id: str, due: float) -> str:
+    """The task's member in its queue's ready set: due time in µs, then the id."""
+    return f"{int(due * 1_000_000):016d}:{task_id}"
+
+
+class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
+    """Task queue on Redis: priorities, delays, leases fenced by attempt, TTL,
+    dependencies, and consumers woken by a blocking pop when a queue is empty."""
+
+    blocking_dequeue: ClassVar[bool] = True
+    cross_process: ClassVar[bool] = True
+    supports_pruning: ClassVar[bool] = True
+
+    def __init__(
+        self, url: str | None = None, *, default_lease: float | None = None, **options: Any
+    ) -> None:
+        super().__init__(url, **options)
+        if default_lease is None and "default_lease" in self.url_options:
+            default_lease = float(self.url_options["default_lease"])
+        if default_lease is not None:
+            self.default_lease = default_lease
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _decode(self, task_id: str, h: dict[Any, Any], now: float) -> Task:
+        """A task from its hash (the state fields win over the payload)."""
+        status = TaskStatus(_s(h[b"s"]))
+        expires_at = _f(h.get(b"x"))
+        st = rules.effective_status(status, expires_at, now)
+        lease = _f(h.get(b"l")) if status is TaskStatus.RUNNING else None
+        worker = _s(h[b"w"]) if b"w" in h else None
+        error = _s(h[b"e"]) if b"e" in h else None
+        attempt = int(h.get(b"a", 0))
+        run_at = _f(h.get(b"r"))
+        try:
+            task = self.serializer.decode_task(h[b"d"])
+        except (SerializationError, KeyError) as e:
+            return Task(
+                func="<undecodable>", id=task_id, queue=_s(h.get(b"q", b"default")),
+                priority=int(h.get(b"p", 0)), status=st, run_at=run_at, expires_at=expires_at,
+                attempt=attempt, lease_until=lease, worker_id=worker,
+                error=error or f"stored payload cannot be decoded: {e}",
+                metadata={"corrupt": True},
+            )  # fmt: skip
+        return msgspec.structs.replace(
+            task, id=task_id, status=st, attempt=attempt, lease_until=lease,
+            worker_id=worker, error=error, run_at=run_at if run_at is not None else task.run_at,
+        )  # fmt: skip
+
+    def _wake_keys(self, queues: Sequence[str]) -> list[str]:
+        return [f"{self.p}w:{q}" for q in queues]
+
+    # --- enqueue ----------------------------------------------------------------------
+
+    async def enqueue(self, task: Task) -> TaskStatus:
+        """Store a task; idempotent by id (see :meth:`BaseTaskQueue.enqueue`)."""
+        return (await self.enqueue_many([task]))[0]
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[TaskStatus]:
+        """Store tasks in one round trip (script calls of up to ENQUEUE_CHUNK tasks,
+        pipelined). Every task is encoded first: a SerializationError stores nothing."""
+        if not tasks:
+            return []
+        enc = self.serializer.encode_task
+        data = [enc(t) for t in tasks]
+        now = time.time()
+        if all(
+            not t.depends_on and t.expires_at is None and (t.run_at is None or t.run_at <= now)
+            for t in tasks
+        ):
+            return await self._enqueue_plain(tasks, data, now)
+        for _ in range(100):
+            out = await self._try_enqueue(tasks, data)
+            if out is not None:
+                return out
+        raise RuntimeError("enqueue: dependencies kept changing while being read")
+
+    async def _enqueue_plain(
+        self, tasks: Sequence[Task], data: Sequence[bytes], now: float
+    ) -> builtins.list[TaskStatus]:
+        """Tasks ready now without TTL or dependencies: 4 arguments each, and only the
+        tasks that existed already come back (one pipeline for the whole batch)."""
+        script = await self.script("enqueue_plain", lua.ENQUEUE_PLAIN)
+        r = await self.redis()
+        starts = range(0, len(tasks), ENQUEUE_CHUNK)
+        async with r.pipeline(transaction=False) as pipe:
+            for start in starts:
+                args: builtins.list[Any] = [self.p]
+                for t, d in zip(
+                    tasks[start : start + ENQUEUE_CHUNK],
+                    data[start : start + ENQUEUE_CHUNK],
+                    strict=True,
+                ):
+                    due = t.run_at if t.run_at is not None else t.created_at
+                    args += [t.queue, int(t.priority), member(t.id, due), d]
+                await script(keys=[f"{self.p}all"], args=args, client=pipe)
+            replies = await pipe.execute()
+        out = [TaskStatus.PENDING] * len(tasks)
+        for start, reply in zip(starts, replies, strict=True):
+            for i in range(0, len(reply), 3):
+                st = TaskStatus(_s(reply[i + 1]))
+                out[start + int(reply[i])] = rules.effective_status(st, _f(reply[i + 2]), now)
+        return out
+
+    async def _dependency_statuses(
+        self, dep_ids: set[str]
+    ) -> dict[str, tuple[bytes | None, float | None]]:
+        if not dep_ids:
+            return {}
+        r = await self.redis()
+        ids = sorted(dep_ids)
+        async with r.pipeline(transaction=False) as pipe:
+            for d in ids:
+                pipe.hmget(f"{self.p}t:{d}", "s", "x")
+            rows = await pipe.execute()
+        return {d: (row[0], _f(row[1])) for d, row in zip(ids, rows, strict=True)}
+
+    async def _try_enqueue(
+        self, tasks: Sequence[Task], data: Sequence[bytes]
+    ) -> builtins.list[TaskStatus] | None:
+        now = time.time()
+        stored = await self._dependency_statuses({d for t in tasks for d in t.depends_on})
+        planned: dict[str, TaskStatus] = {}  # new tasks of this batch, by id
+        chunks: builtins.list[builtins.list[Any]] = []
+        checks: builtins.list[Any] = []
+        rows: builtins.list[Any] = []
+        for t, d in zip(tasks, data, strict=True):
+            status, error = TaskStatus.PENDING, ""
+            if t.depends_on:
+                statuses: builtins.list[TaskStatus | None] = []
+                for dep in t.depends_on:
+                    raw, x = stored[dep]
+                    if raw is not None:
+                        statuses.append(rules.effective_status(TaskStatus(_s(raw)), x, now))
+                    else:
+                        statuses.append(planned.get(dep))
+                    checks += [dep, "" if raw is None else _s(raw)]
+                status, failed = rules.dependency_outcome(statuses)
+                if failed is not None:
+                    error = rules.dependency_failed(t.depends_on[failed])
+            planned.setdefault(t.id, status)
+            due = t.run_at if t.run_at is not None else t.created_at
+            rows += [
+                t.id, d, t.queue, int(t.priority), member(t.id, due),
+                "" if t.run_at is None else repr(t.run_at),
+                "" if t.expires_at is None else repr(t.expires_at),
+                status.value, error, "\n".join(t.depends_on),
+            ]  # fmt: skip
+            if len(rows) >= 10 * ENQUEUE_CHUNK:
+                chunks.append(rows)
+                rows = []
+        if rows:
+            chunks.append(rows)
+        script = await self.script("enqueue", lua.ENQUEUE)
+        r = await self.redis()
+        async with r.pipeline(transaction=False) as pipe:
+            for n, chunk in enumerate(chunks):
+                head: builtins.list[Any] = [self.p, repr(now)]
+                head += [len(checks) // 2, *checks] if n == 0 else [0]
+                await script(keys=[f"{self.p}all"], args=[*head, len(chunk) // 10, *chunk],
+                             client=pipe)  # fmt: skip
+            replies = await pipe.execute()
+        out: builtins.list[TaskStatus] = []
+        for reply in replies:
+            if reply and reply[0] == _RETRY:
+                return None  # a dependency changed since it was read: decide again
+            for i in range(0, len(reply), 2):
+                st = TaskStatus(_s(reply[i]))
+                out.append(rules.effective_status(st, _f(reply[i + 1]), now))
+        return out
+
+    # --- claim ------------------------------------------------------------------------
+
+    async def _claim(
+        self, queues: Sequence[str], limit: int, worker_id: str, lease: float
+    ) -> tuple[builtins.list[Task], float | None, int]:
+        now = time.time()
+        script = await self.script("claim", lua.CLAIM)
+        nxt, flat = await script(
+            keys=[f"{self.p}q:{q}" for q in queues],
+            args=[self.p, repr(now), limit, worker_id, repr(now + lease),
+                  rules.EXPIRED_MESSAGE],
+        )  # fmt: skip
+        claimed: builtins.list[Task] = []
+        corrupt = 0
+        lease_until = now + lease
+        for i in range(0, len(flat), 3):
+            tid, data, attempt = _s(flat[i]), flat[i + 1], int(flat[i + 2])
+            try:
+                task = self.serializer.decode_task(data)
+            except SerializationError as e:
+                corrupt += 1
+                log.error("task %s has an undecodable payload; failing it: %s", tid, e)
+                stub = Task(func="<undecodable>", id=tid, attempt=attempt)
+                await self.fail(stub, None, error=f"stored payload cannot be decoded: {e}")
+                continue
+            claimed.append(
+                msgspec.structs.replace(
+                    task,
+                    id=tid,
+                    status=TaskStatus.RUNNING,
+                    attempt=attempt,
+                    lease_until=lease_until,
+                    worker_id=worker_id,
+                    error=None,
+                )
+            )
+        return claimed, (None if not nxt else float(nxt)), corrupt
+
+    async def dequeue_many(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker_id: str,
+        lease: float = 30.0,
+        wait: float = 0.0,
+    ) -> builtins.list[Task]:
+        """Claim up to ``limit`` tasks (queue order, then priority, then oldest) in one
+        script; when none is ready, block on the queues' wake-up lists up to ``wait``."""
+        if limit <= 0 or not queues:
+            return []
+        deadline = time.monotonic() + wait
+        r = await self.redis()
+        while True:
+            claimed, nxt, corrupt = await self._claim(queues, limit, worker_id, lease)
+            if claimed:
+                return claimed
+            if corrupt:
+                continue  # the undecodable tasks are failed: claim the next ones
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            timeout = min(remaining, self.block_limit())
+            if nxt is not None:
+                timeout = min(timeout, max(nxt - time.time(), 0.0) + 0.002)
+            await r.blpop(self._wake_keys(queues), timeout=max(timeout, 0.01))
+
+    # --- finishing --------------------------------------------------------------------
+
+    async def complete(self, task: Task) -> bool:
+        """Mark a claimed task SUCCESS (fenced by attempt)."""
+        return (await self.complete_many([task]))[0]
+
+    async def complete_many(self, tasks: Sequence[Task]) -> builtins.list[bool]:
+        """Complete several claims in one script."""
+        return await self._complete([(t, None) for t in tasks], None)
+
+    async def complete_with_results(
+        self, finished: Sequence[tuple[Task, TaskResult]], results: BaseResultStorage
+    ) -> builtins.list[bool]:
+        """Complete tasks and store their results in one script, fenced together, when
+        ``results`` is a Redis result storage of the same server and prefix."""
+        from omniq_redis._results import AsyncRedisResultStorage
+
+        if not isinstance(results, AsyncRedisResultStorage) or not self.same_store(results):
+            return await super().complete_with_results(finished, results)
+        return await self._complete(finished, results)
+
+    async def _complete(
+        self,
+        finished: Sequence[tuple[Task, TaskResult | None]],
+        results: AsyncRedisResultStorage | None,
+    ) -> builtins.list[bool]:
+        if not finished:
+            return []
+        now = time.time()
+        args: builtins.list[Any] = []
+        for t, res in finished:
+            if res is None or results is None:
+                args += [t.id, t.attempt, "", "", ""]
+            else:
+                data, px, exp = results.encode(res, now)
+                args += [t.id, t.attempt, data, px, exp]
+        script = await self.script("complete", lua.COMPLETE)
+        out = await script(keys=[f"{self.p}all"], args=[self.p, repr(now), len(finished), *args])
+        return [bool(x) for x in out]
+
+    async def fail(
+        self, task: Task, retry_at: float | None = None, *, error: str | None = None
+    ) -> bool:
+        """Record a failed run: PENDING again at ``retry_at``, or FAILED (fenced)."""
+        now = time.time()
+        script = await self.script("fail", lua.FAIL)
+        ok = await script(
+            keys=[f"{self.p}all"],
+            args=[self.p, repr(now), task.id, task.attempt,
+                  "" if retry_at is None else repr(retry_at), error or "",
+                  member(task.id, now if retry_at is None else retry_at)],
+        )  # fmt: skip
+        return bool(ok)
+
+    async def unclaim(self, task: Task) -> bool:
+        """Give back an unstarted claim: PENDING at once, attempt restored (fenced)."""
+        script = await self.script("unclaim", lua.UNCLAIM)
+        return bool(await script(keys=[f"{self.p}all"], args=[self.p, task.id, task.attempt]))
+
+    async def heartbeat(self, task: Task, lease: float | None = None) -> bool:
+        """Extend a claim's lease; False when the claim is no longer current."""
+        until = time.time() + (lease or self.default_lease)
+        script = await self.script("heartbeat", lua.HEARTBEAT)
+        ok = await script(keys=[f"{self.p}all"], args=[self.p, task.id, task.attempt, repr(until)])
+        return bool(ok)
+
+    # --- reading ----------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task | None:
+        """The stored task (its status reflects TTL), or None."""
+        h = await (await self.redis()).hgetall(f"{self.p}t:{task_id}")
+        return self._decode(task_id, h, time.time()) if h else None
+
+    async def cancel(self, task_id: str, reason: str | None = None) -> bool:
+        """Cancel a PENDING, WAITING or RUNNING task; False when unknown or final."""
+        script = await self.script("cancel", lua.CANCEL)
+        ok = await script(
+            keys=[f"{self.p}all"],
+            args=[self.p, repr(time.time()), task_id, reason or rules.CANCELLED_BY_REQUEST],
+        )
+        return bool(ok)
+
+    async def count(self, queue: str | None = None, status: TaskStatus | None = None) -> int:
+        """Number of tasks from the counters kept by every script (no scan).
+
+        A queued task past its TTL counts as PENDING until a claim or the expiry sweep
+        marks it EXPIRED."""
+        counts = await (await self.redis()).hgetall(f"{self.p}counts")
+        total = 0
+        for k, v in counts.items():
+            q, _, st = _s(k).partition("\t")
+            if (queue is None or q == queue) and (status is None or st == status.value):
+                total += int(v)
+        return total
+
+    async def list(
+        self,
+        queue: str | None = None,
+        status: TaskStatus | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Task]:
+        """Tasks oldest first (insertion order), optionally filtered."""
+        r = await self.redis()
+        index = f"{self.p}all" if queue is None else f"{self.p}qa:{queue}"
+        out: builtins.list[Task] = []
+        start = 0
+        while len(out) < limit:
+            ids = [_s(i) for i in await r.zrange(index, start, start + BATCH - 1)]
+            if not ids:
+                break
+            start += BATCH
+            async with r.pipeline(transaction=False) as pipe:
+                for tid in ids:
+                    pipe.hgetall(f"{self.p}t:{tid}")
+                hashes = await pipe.execute()
+            now = time.time()
+            for tid, h in zip(ids, hashes, strict=True):
+                if not h:
+                    continue
+                t = self._decode(tid, h, now)
+                if status is None or t.status is status:
+                    out.append(t)
+                    if len(out) >= limit:
+                        break
+        return out
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Delete every task (of one queue, or all), in bounded batches."""
+        r = await self.redis()
+        index = f"{self.p}all" if queue is None else f"{self.p}qa:{queue}"
+        script = await self.script("delete", lua.DELETE)
+        total = 0
+        while True:
+            ids = [_s(i) for i in await r.zrange(index, 0, BATCH - 1)]
+            if not ids:
+                return total
+            total += int(await script(keys=[f"{self.p}all"], args=[self.p, *ids]))
+
+    async def cleanup_expired(self, now: float | None = None) -> builtins.list[str]:
+        """Mark PENDING/WAITING tasks past their TTL EXPIRED (bounded batches); return
+        their ids and those found expired at claim time since the last call."""
+        now = time.time() if now is None else now
+        script = await self.script("expire", lua.EXPIRE)
+        out: builtins.list[str] = []
+        while True:
+            ids, seen = await script(
+                keys=[f"{self.p}all"], args=[self.p, repr(now), rules.EXPIRED_MESSAGE, BATCH]
+            )
+            out.extend(_s(i) for i in ids)
+            if int(seen) < BATCH:
+                return out
+
+    async def prune_finished(self, before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` tasks that ended before ``before`` (one script)."""
+        script = await self.script("prune", lua.PRUNE)
+        return int(await script(keys=[f"{self.p}all"], args=[self.p, repr(before), limit]))
+
+    # --- dependencies -----------------------------------------------------------------
+
+    async def release_dependents(self, task_id: str, succeeded: bool) -> Released:
+        """See :meth:`BaseTaskQueue.release_dependents`."""
+        return await self.release_dependents_many([task_id], succeeded)
+
+    async def release_dependents_many(self, task_ids: Sequence[str], succeeded: bool) -> Released:
+        """The release walk of :mod:`omniq.rules`: each step loads the waiting dependents
+        (two pipelined reads), decides with :func:`rules.release_step`, and applies the
+        decision in one script that skips tasks no longer WAITING."""
+        out = Released()
+        ended = [(tid, succeeded) for tid in task_ids]
+        script = await self.script("release", lua.RELEASE)
+        while ended:
+            waiting = await self._waiting_dependents(ended)
+            if waiting is None:
+                break  # nothing ever waited on these tasks: no write at all
+            step = rules.release_step(ended, waiting)
+            args: builtins.list[Any] = [self.p, repr(time.time()), len(step.ready), *step.ready]
+            args.append(len(step.cancelled))
+            for tid, reason in step.cancelled:
+                args += [tid, reason]
+            args += [tid for tid, _ in ended]
+            ready, cancelled = await script(keys=[f"{self.p}all"], args=args)
+            out.ready.extend(_s(i) for i in ready)
+            done = [_s(i) for i in cancelled]
+            out.cancelled.extend(done)
+            ended = [(tid, False) for tid in done]
+        return out
+
+    async def _waiting_dependents(
+        self, ended: Sequence[tuple[str, bool]]
+    ) -> builtins.list[rules.WaitingDependent] | None:
+        """The WAITING dependents of the ended tasks (None when no task is registered
+        as waiting on any of them)."""
+        r = await self.redis()
+        async with r.pipeline(transaction=False) as pipe:
+            for tid, _ in ended:
+                pipe.smembers(f"{self.p}deps:{tid}")
+            members = await pipe.execute()
+        pairs = [
+            (tid, sorted(_s(m) for m in ms)) for (tid, _), ms in zip(ended, members, strict=True)
+        ]
+        dependents = sorted({d for _, ds in pairs for d in ds})
+        if not dependents:
+            return None
+        async with r.pipeline(transaction=False) as pipe:
+            for d in dependents:
+                pipe.hmget(f"{self.p}t:{d}", "s", "dp")
+            rows = await pipe.execute()
+        info = {
+            d: (_s(row[0]), _s(row[1]).split("\n") if row[1] else [])
+            for d, row in zip(dependents, rows, strict=True)
+            if row[0] == b"waiting"
+        }
+        stats = await self._dependency_statuses({x for _, deps in info.values() for x in deps})
+        now = time.time()
+
+        def status(dep: str) -> TaskStatus | None:
+            raw, x = stats[dep]
+            return None if raw is None else rules.effective_status(TaskStatus(_s(raw)), x, now)
+
+        found: builtins.list[rules.WaitingDependent] = []
+        for tid, ds in pairs:
+            for d in ds:
+                if d in info:
+                    deps = info[d][1]
+                    found.append(rules.WaitingDependent(d, tid, deps, [status(x) for x in deps]))
+        return found

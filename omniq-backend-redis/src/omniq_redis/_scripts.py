@@ -1,0 +1,433 @@
+"""The Lua scripts of the task queue: each is one atomic step on one cluster slot.
+
+Keys (``P`` is the hash-tagged prefix ``{prefix}:``): ``P t:<id>`` a task's hash
+(``d`` payload as enqueued, ``s`` status, ``q`` queue, ``p`` priority, ``m`` its member in
+the ready set, ``a`` attempt, ``l`` lease, ``w`` worker, ``e`` error, ``r`` run_at, ``x``
+expires_at, ``f`` finished at, ``n`` insertion number, ``dp`` dependencies); ``P q:<queue>``
+the ready tasks of a queue, scored ``-priority`` with members ``<due µs>:<id>`` so equal
+priorities are claimed oldest first; ``P delayed`` (by run_at), ``P leases`` (by lease
+end), ``P ttl`` (by expires_at), ``P finished`` (by end time); ``P all`` and
+``P qa:<queue>`` (by insertion number) for listing; ``P counts`` (``queue\\tstatus`` ->
+number) for O(1) counts; ``P deps:<id>`` the tasks waiting on ``id``; ``P w:<queue>`` wake
+tokens for blocked consumers; ``P expired`` tasks found expired at claim time; results
+are ``P r:<id>`` with ``P results`` (by time) and ``P rexp`` (by expiry); each result
+written is announced on the channel ``P rdone`` (its task id) for waiters.
+
+Decisions about a task's life (dependency outcomes, release walk, messages) are made in
+Python with :mod:`omniq.rules`; the scripts apply them with compare-and-set checks.
+"""
+
+from __future__ import annotations
+
+COMMON = r"""
+local P = ARGV[1]
+local function tkey(id) return P .. 't:' .. id end
+local function cnt(q, s, n) redis.call('HINCRBY', P .. 'counts', q .. '\t' .. s, n) end
+local function move(q, from, to) cnt(q, from, -1); cnt(q, to, 1) end
+local function finish(id, now) redis.call('ZADD', P .. 'finished', now, id) end
+local function ready(q, p, m) redis.call('ZADD', P .. 'q:' .. q, -tonumber(p), m) end
+local function wake(q)
+  local k = P .. 'w:' .. q
+  if redis.call('LLEN', k) < 64 then redis.call('RPUSH', k, '1') end
+end
+local function fenced(k, attempt)
+  local h = redis.call('HMGET', k, 's', 'a', 'q')
+  if h[1] == 'running' and h[2] == attempt then return h[3] end
+  return nil
+end
+local function store_result(id, data, px, exp, now)
+  local rk = P .. 'r:' .. id
+  if px ~= '' then
+    redis.call('SET', rk, data, 'PX', px)
+    redis.call('ZADD', P .. 'rexp', exp, id)
+  else
+    redis.call('SET', rk, data)
+    redis.call('ZREM', P .. 'rexp', id)
+  end
+  redis.call('ZADD', P .. 'results', now, id)
+  redis.call('PUBLISH', P .. 'rdone', id)
+end
+local function delete_task(id)
+  local k = tkey(id)
+  local h = redis.call('HMGET', k, 's', 'q', 'm')
+  if not h[1] then return 0 end
+  cnt(h[2], h[1], -1)
+  redis.call('ZREM', P .. 'q:' .. h[2], h[3])
+  redis.call('ZREM', P .. 'qa:' .. h[2], id)
+  redis.call('DEL', k, P .. 'deps:' .. id)
+  redis.call('ZREM', P .. 'all', id)
+  redis.call('ZREM', P .. 'delayed', id)
+  redis.call('ZREM', P .. 'leases', id)
+  redis.call('ZREM', P .. 'ttl', id)
+  redis.call('ZREM', P .. 'finished', id)
+  return 1
+end
+"""
+
+#: ARGV: P, now, nchecks, (dep id, expected status or '')*, ntasks, 10 fields per task.
+#: Returns {'retry'} when a dependency changed since it was read, else (status, x) pairs.
+ENQUEUE = (
+    COMMON
+    + r"""
+local now = tonumber(ARGV[2])
+local nchecks = tonumber(ARGV[3])
+local i = 4
+for c = 1, nchecks do
+  local cur = redis.call('HGET', tkey(ARGV[i]), 's') or ''
+  if cur ~= ARGV[i + 1] then return {'retry'} end
+  i = i + 2
+end
+local n = tonumber(ARGV[i]); i = i + 1
+local out = {}
+for t = 1, n do
+  local id, data, q, p, m = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local r, x, s, e, deps = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+  i = i + 10
+  local k = tkey(id)
+  local ex = redis.call('HMGET', k, 's', 'x')
+  if ex[1] then
+    out[#out + 1] = ex[1]; out[#out + 1] = ex[2] or ''
+  else
+    local seq = redis.call('INCR', P .. 'seq')
+    redis.call('HSET', k, 'd', data, 's', s, 'q', q, 'p', p, 'm', m, 'a', 0, 'n', seq)
+    if r ~= '' then redis.call('HSET', k, 'r', r) end
+    if x ~= '' then redis.call('HSET', k, 'x', x); redis.call('ZADD', P .. 'ttl', x, id) end
+    if e ~= '' then redis.call('HSET', k, 'e', e) end
+    if deps ~= '' then redis.call('HSET', k, 'dp', deps) end
+    redis.call('ZADD', P .. 'all', seq, id)
+    redis.call('ZADD', P .. 'qa:' .. q, seq, id)
+    cnt(q, s, 1)
+    if s == 'pending' then
+      if r ~= '' and tonumber(r) > now then
+        redis.call('ZADD', P .. 'delayed', r, id)
+      else
+        ready(q, p, m); wake(q)
+      end
+    elseif s == 'waiting' then
+      for dep in string.gmatch(deps, '[^\n]+') do redis.call('SADD', P .. 'deps:' .. dep, id) end
+    else
+      redis.call('HSET', k, 'f', ARGV[2]); finish(id, now)
+    end
+    out[#out + 1] = s; out[#out + 1] = ''
+  end
+end
+return out
+"""
+)
+
+#: The fast path of a bulk enqueue: tasks ready now, without TTL or dependencies.
+#: ARGV: P, (queue, priority, member, payload)*. Returns (index, status, x) of the tasks
+#: that already existed (the others are new and PENDING).
+ENQUEUE_PLAIN = (
+    COMMON
+    + r"""
+local n = (#ARGV - 1) / 4
+local seq = redis.call('INCRBY', P .. 'seq', n) - n
+local out = {}
+local added, woke = {}, {}
+for t = 0, n - 1 do
+  local b = 2 + t * 4
+  local q, p, m = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local id = string.sub(m, 18)
+  local k = tkey(id)
+  local ex = redis.call('HMGET', k, 's', 'x')
+  if ex[1] then
+    out[#out + 1] = t; out[#out + 1] = ex[1]; out[#out + 1] = ex[2] or ''
+  else
+    local nseq = seq + t + 1
+    redis.call('HSET', k, 'd', ARGV[b + 3], 's', 'pending', 'q', q, 'p', p, 'm', m, 'a', 0,
+      'n', nseq)
+    redis.call('ZADD', P .. 'all', nseq, id)
+    redis.call('ZADD', P .. 'qa:' .. q, nseq, id)
+    ready(q, p, m)
+    added[q] = (added[q] or 0) + 1
+  end
+end
+for q, c in pairs(added) do
+  cnt(q, 'pending', c)
+  local k = P .. 'w:' .. q
+  local room = 64 - redis.call('LLEN', k)
+  for _ = 1, math.min(room, c) do redis.call('RPUSH', k, '1') end
+end
+return out
+"""
+)
+
+#: KEYS: the ready sets of the queues, in claim order.
+#: ARGV: P, now, limit, worker id, lease end, expired message.
+#: Returns {next wake-up time or '', {id, payload, attempt, ...}}.
+CLAIM = (
+    COMMON
+    + r"""
+local now = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', ARGV[2], 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  redis.call('ZREM', P .. 'delayed', id)
+  local h = redis.call('HMGET', tkey(id), 's', 'q', 'p', 'm')
+  if h[1] == 'pending' then ready(h[2], h[3], h[4]) end
+end
+local lapsed = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. ARGV[2], 'LIMIT', 0, 1000)
+for _, id in ipairs(lapsed) do
+  redis.call('ZREM', P .. 'leases', id)
+  local k = tkey(id)
+  local h = redis.call('HMGET', k, 's', 'q', 'p', 'm')
+  if h[1] == 'running' then
+    redis.call('HSET', k, 's', 'pending')
+    redis.call('HDEL', k, 'l')
+    move(h[2], 'running', 'pending')
+    ready(h[2], h[3], h[4])
+  end
+end
+local out = {}
+local claimed = 0
+for qi = 1, #KEYS do
+  while claimed < limit do
+    local top = redis.call('ZPOPMIN', KEYS[qi])
+    if #top == 0 then break end
+    local id = string.sub(top[1], 18)
+    local k = tkey(id)
+    local h = redis.call('HMGET', k, 's', 'x', 'r', 'q')
+    if h[1] == 'pending' then
+      if h[2] and tonumber(h[2]) <= now then
+        redis.call('HSET', k, 's', 'expired', 'e', ARGV[6], 'f', ARGV[2])
+        move(h[4], 'pending', 'expired'); finish(id, now)
+        redis.call('ZREM', P .. 'ttl', id)
+        redis.call('RPUSH', P .. 'expired', id)
+      elseif h[3] and tonumber(h[3]) > now then
+        redis.call('ZADD', P .. 'delayed', h[3], id)
+      else
+        local a = redis.call('HINCRBY', k, 'a', 1)
+        redis.call('HSET', k, 's', 'running', 'l', ARGV[5], 'w', ARGV[4])
+        redis.call('ZADD', P .. 'leases', ARGV[5], id)
+        move(h[4], 'pending', 'running')
+        out[#out + 1] = id
+        out[#out + 1] = redis.call('HGET', k, 'd')
+        out[#out + 1] = a
+        claimed = claimed + 1
+      end
+    end
+  end
+end
+local nxt = ''
+local d1 = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+local l1 = redis.call('ZRANGE', P .. 'leases', 0, 0, 'WITHSCORES')
+if #d1 > 0 then nxt = d1[2] end
+if #l1 > 0 and (nxt == '' or tonumber(l1[2]) < tonumber(nxt)) then nxt = l1[2] end
+return {nxt, out}
+"""
+)
+
+#: ARGV: P, now, n, (id, attempt, result bytes or '', px or '', expires_at or '')*.
+COMPLETE = (
+    COMMON
+    + r"""
+local now = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local out = {}
+for i = 0, n - 1 do
+  local b = 4 + i * 5
+  local id = ARGV[b]
+  local k = tkey(id)
+  local q = fenced(k, ARGV[b + 1])
+  if q then
+    redis.call('HSET', k, 's', 'success', 'f', ARGV[2])
+    redis.call('HDEL', k, 'l', 'e')
+    redis.call('ZREM', P .. 'leases', id)
+    redis.call('ZREM', P .. 'ttl', id)
+    move(q, 'running', 'success'); finish(id, now)
+    if ARGV[b + 2] ~= '' then store_result(id, ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], now) end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+)
+
+#: ARGV: P, now, id, attempt, retry_at or '', error or '', member for the retry.
+FAIL = (
+    COMMON
+    + r"""
+local now = tonumber(ARGV[2])
+local id, retry, err = ARGV[3], ARGV[5], ARGV[6]
+local k = tkey(id)
+local q = fenced(k, ARGV[4])
+if not q then return 0 end
+redis.call('ZREM', P .. 'leases', id)
+redis.call('HDEL', k, 'l')
+if err ~= '' then redis.call('HSET', k, 'e', err) else redis.call('HDEL', k, 'e') end
+if retry == '' then
+  redis.call('HSET', k, 's', 'failed', 'f', ARGV[2])
+  redis.call('ZREM', P .. 'ttl', id)
+  move(q, 'running', 'failed'); finish(id, now)
+else
+  redis.call('HSET', k, 's', 'pending', 'r', retry, 'm', ARGV[7])
+  move(q, 'running', 'pending')
+  if tonumber(retry) > now then
+    redis.call('ZADD', P .. 'delayed', retry, id)
+  else
+    ready(q, redis.call('HGET', k, 'p'), ARGV[7]); wake(q)
+  end
+end
+return 1
+"""
+)
+
+#: ARGV: P, id, attempt.
+UNCLAIM = (
+    COMMON
+    + r"""
+local id = ARGV[2]
+local k = tkey(id)
+local q = fenced(k, ARGV[3])
+if not q then return 0 end
+redis.call('HINCRBY', k, 'a', -1)
+redis.call('HSET', k, 's', 'pending')
+redis.call('HDEL', k, 'l')
+redis.call('ZREM', P .. 'leases', id)
+move(q, 'running', 'pending')
+local h = redis.call('HMGET', k, 'p', 'm')
+ready(q, h[1], h[2]); wake(q)
+return 1
+"""
+)
+
+#: ARGV: P, id, attempt, lease end.
+HEARTBEAT = (
+    COMMON
+    + r"""
+local k = tkey(ARGV[2])
+if not fenced(k, ARGV[3]) then return 0 end
+redis.call('HSET', k, 'l', ARGV[4])
+redis.call('ZADD', P .. 'leases', ARGV[4], ARGV[2])
+return 1
+"""
+)
+
+#: ARGV: P, now, id, reason.
+CANCEL = (
+    COMMON
+    + r"""
+local now = tonumber(ARGV[2])
+local id = ARGV[3]
+local k = tkey(id)
+local h = redis.call('HMGET', k, 's', 'q', 'm', 'x')
+local s = h[1]
+if not s then return 0 end
+if s ~= 'pending' and s ~= 'waiting' and s ~= 'running' then return 0 end
+if s ~= 'running' and h[4] and tonumber(h[4]) <= now then return 0 end
+redis.call('HSET', k, 's', 'cancelled', 'e', ARGV[4], 'f', ARGV[2])
+redis.call('HDEL', k, 'l')
+redis.call('ZREM', P .. 'q:' .. h[2], h[3])
+redis.call('ZREM', P .. 'delayed', id)
+redis.call('ZREM', P .. 'leases', id)
+redis.call('ZREM', P .. 'ttl', id)
+move(h[2], s, 'cancelled'); finish(id, now)
+return 1
+"""
+)
+
+#: ARGV: P, now, expired message, batch. Returns {ids expired, how many TTL entries seen}.
+EXPIRE = (
+    COMMON
+    + r"""
+local now = tonumber(ARGV[2])
+local out = redis.call('LRANGE', P .. 'expired', 0, -1)
+redis.call('DEL', P .. 'expired')
+local ids = redis.call('ZRANGEBYSCORE', P .. 'ttl', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[4]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', P .. 'ttl', id)
+  local k = tkey(id)
+  local h = redis.call('HMGET', k, 's', 'q', 'm')
+  if h[1] == 'pending' or h[1] == 'waiting' then
+    redis.call('HSET', k, 's', 'expired', 'e', ARGV[3], 'f', ARGV[2])
+    redis.call('ZREM', P .. 'q:' .. h[2], h[3])
+    redis.call('ZREM', P .. 'delayed', id)
+    move(h[2], h[1], 'expired'); finish(id, now)
+    out[#out + 1] = id
+  end
+end
+return {out, #ids}
+"""
+)
+
+#: ARGV: P, before, limit. Deletes finished tasks that ended before ``before``.
+PRUNE = (
+    COMMON
+    + r"""
+local ids = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. ARGV[2], 'LIMIT', 0,
+  tonumber(ARGV[3]))
+for _, id in ipairs(ids) do delete_task(id) end
+return #ids
+"""
+)
+
+#: ARGV: P, ids... Deletes those tasks.
+DELETE = (
+    COMMON
+    + r"""
+local n = 0
+for i = 2, #ARGV do n = n + delete_task(ARGV[i]) end
+return n
+"""
+)
+
+#: ARGV: P, now, nready, ready ids..., ncancel, (id, reason)*, ended ids...
+#: Applies one step of the release walk to tasks still WAITING; returns {ready, cancelled}.
+RELEASE = (
+    COMMON
+    + r"""
+local now = tonumber(ARGV[2])
+local i = 3
+local nr = tonumber(ARGV[i]); i = i + 1
+local ready_out, cancelled_out = {}, {}
+for c = 1, nr do
+  local id = ARGV[i]; i = i + 1
+  local k = tkey(id)
+  local h = redis.call('HMGET', k, 's', 'q', 'p', 'm', 'r')
+  if h[1] == 'waiting' then
+    redis.call('HSET', k, 's', 'pending')
+    move(h[2], 'waiting', 'pending')
+    if h[5] and tonumber(h[5]) > now then
+      redis.call('ZADD', P .. 'delayed', h[5], id)
+    else
+      ready(h[2], h[3], h[4]); wake(h[2])
+    end
+    ready_out[#ready_out + 1] = id
+  end
+end
+local nc = tonumber(ARGV[i]); i = i + 1
+for c = 1, nc do
+  local id, reason = ARGV[i], ARGV[i + 1]; i = i + 2
+  local k = tkey(id)
+  local h = redis.call('HMGET', k, 's', 'q')
+  if h[1] == 'waiting' then
+    redis.call('HSET', k, 's', 'cancelled', 'e', reason, 'f', ARGV[2])
+    redis.call('ZREM', P .. 'ttl', id)
+    move(h[2], 'waiting', 'cancelled'); finish(id, now)
+    cancelled_out[#cancelled_out + 1] = id
+  end
+end
+for j = i, #ARGV do redis.call('DEL', P .. 'deps:' .. ARGV[j]) end
+return {ready_out, cancelled_out}
+"""
+)
+
+#: ARGV: P, id, data, score or '', mode ('save' | 'update' | 'cas'), expected bytes.
+SCHEDULE_PUT = r"""
+local P = ARGV[1]
+local id = ARGV[2]
+local mode = ARGV[5]
+local cur = redis.call('HGET', P .. 'sched', id)
+if mode == 'update' and not cur then return 0 end
+if mode == 'cas' and cur ~= ARGV[6] then return 0 end
+redis.call('HSET', P .. 'sched', id, ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('ZADD', P .. 'sched:due', ARGV[4], id)
+else
+  redis.call('ZREM', P .. 'sched:due', id)
+end
+return 1
+"""
