@@ -9,6 +9,7 @@ for the other async-first libraries). Latency: ``await (await noop.enqueue()).re
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -50,6 +51,17 @@ class OmniQSystem(System):
     )
     progress_note = "`task_queue.count(bench, PENDING) + count(bench, RUNNING)`"
     backend_dist: ClassVar[str] = ""
+    #: ``module:Class`` of the backend's queue; ``check`` imports it.
+    queue_class: ClassVar[str] = ""
+
+    def check(self) -> None:
+        if not self.queue_class:
+            return
+        module, _, name = self.queue_class.partition(":")
+        try:
+            getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise Unavailable(f"{self.backend_dist} is not usable: {e!r}") from e
 
     def url(self) -> str:
         raise NotImplementedError
@@ -134,16 +146,11 @@ class OmniQSQLite(OmniQSystem):
     name = "OmniQ"
     server = "sqlite"
     backend_dist = "omniq-backend-sqlite"
+    queue_class = "omniq_sqlite:AsyncSQLiteQueue"
     bulk_note = (
         "`noop.map()` (batches of 500, each staged as one row; the worker's claims move "
         "them into the task table as their tasks come up, inside the measured drain)"
     )
-
-    def check(self) -> None:
-        try:
-            import omniq_sqlite  # noqa: F401
-        except ImportError as e:
-            raise Unavailable(f"omniq-backend-sqlite does not import: {e}") from e
 
     def path(self) -> str:
         return str(SCRATCH / f"{self.prefix}.db")
@@ -166,14 +173,7 @@ class OmniQNATS(OmniQSystem):
     name = "OmniQ"
     server = "nats"
     backend_dist = "omniq-backend-nats"
-
-    def check(self) -> None:
-        try:
-            import omniq_nats
-
-            omniq_nats.AsyncNATSQueue  # noqa: B018
-        except (ImportError, AttributeError) as e:
-            raise Unavailable(f"omniq-backend-nats is not usable yet: {e!r}") from e
+    queue_class = "omniq_nats:AsyncNATSQueue"
 
     def url(self) -> str:
         return NATS_URL
@@ -217,14 +217,7 @@ class OmniQRedis(OmniQSystem):
     name = "OmniQ"
     server = "redis"
     backend_dist = "omniq-backend-redis"
-
-    def check(self) -> None:
-        try:
-            import omniq_redis
-
-            omniq_redis.AsyncRedisQueue  # noqa: B018
-        except (ImportError, AttributeError) as e:
-            raise Unavailable(f"omniq-backend-redis is not usable: {e!r}") from e
+    queue_class = "omniq_redis:AsyncRedisQueue"
 
     def url(self) -> str:
         return REDIS_URL
@@ -237,14 +230,7 @@ class OmniQPostgres(OmniQSystem):
     name = "OmniQ"
     server = "postgres"
     backend_dist = "omniq-backend-postgres"
-
-    def check(self) -> None:
-        try:
-            import omniq_postgres
-
-            omniq_postgres.AsyncPostgresQueue  # noqa: B018
-        except (ImportError, AttributeError) as e:
-            raise Unavailable(f"omniq-backend-postgres is not usable: {e!r}") from e
+    queue_class = "omniq_postgres:AsyncPostgresQueue"
 
     def url(self) -> str:
         return PG_DSN
