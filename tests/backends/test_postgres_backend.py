@@ -8,6 +8,7 @@ schema of its own and drops it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -267,3 +268,112 @@ def test_migrations_command_shows_and_applies(
     assert main(["show", url]) == 0
     out = capsys.readouterr().out
     assert "applied" in out and "pending" not in out and "hunter2" not in out
+
+
+def test_omniq_migrations_command(schema: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The core CLI's generic ``omniq migrations`` reaches this backend's hook."""
+    from omniq.cli import main
+
+    url = schema_url(schema).replace("postgres@", "postgres:hunter2@")
+    assert main(["migrations", "show", "--url", url, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    [store] = shown["stores"]
+    assert [m["version"] for m in store["migrations"]] == [m.version for m in MIGRATIONS]
+    assert not any(m["applied"] for m in store["migrations"]), "show must not migrate"
+    assert main(["migrations", "apply", "--url", url]) == 0
+    out = capsys.readouterr().out
+    assert "applied now" in out and "hunter2" not in out, out
+    assert main(["migrations", "show", "--url", url, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["stores"][0]
+    assert all(m["applied"] for m in again["migrations"]) and again["applied_now"] == []
+
+
+# --- bulk enqueue by COPY, counts, fixed plans ---------------------------------------------
+
+
+async def test_bulk_enqueue_by_copy_keeps_idempotency(schema: str) -> None:
+    async with AsyncPostgresQueue(schema_url(schema)) as q:
+        first = [task(i) for i in range(50)]
+        assert await q.enqueue_many(first) == [TaskStatus.PENDING] * 50
+        claimed = await q.dequeue_many(["default"], 1, worker_id="w")
+        assert await q.complete_many(claimed) == [True]
+        # a batch repeating stored ids (COPY refuses it whole): new ones stored, the
+        # stored ones left as they are and reported with their status
+        again = [*first[:20], *(task(100 + i) for i in range(30))]
+        statuses = await q.enqueue_many(again)
+        assert statuses.count(TaskStatus.SUCCESS) == 1, statuses
+        assert statuses.count(TaskStatus.PENDING) == 49, statuses
+        assert await q.count() == 80
+        # a batch naming one id twice stores it once
+        twice = [task(200 + i) for i in range(20)]
+        assert await q.enqueue_many([*twice, twice[0]]) == [TaskStatus.PENDING] * 21
+        assert await q.count("default", TaskStatus.PENDING) == 79 + 20
+
+
+async def test_bulk_enqueue_notifies_an_idle_worker(schema: str) -> None:
+    url = schema_url(schema)
+    async with (
+        AsyncPostgresQueue(url, poll_interval=30) as consumer,
+        AsyncPostgresQueue(url) as producer,
+    ):
+        waiter = asyncio.ensure_future(consumer.dequeue(["other"], worker_id="w", wait=20))
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        await producer.enqueue_many([task(i, queue="other") for i in range(40)])
+        assert (await asyncio.wait_for(waiter, 15)) is not None
+        assert time.monotonic() - t0 < 10, "a COPY batch must NOTIFY its queue"
+
+
+async def test_counts_by_queue_and_status(schema: str) -> None:
+    async with AsyncPostgresQueue(schema_url(schema)) as q:
+        await q.enqueue_many([task(i, queue="a") for i in range(30)])
+        await q.enqueue_many([task(i, queue="b") for i in range(5)])
+        running = await q.dequeue_many(["a"], 10, worker_id="w")
+        assert await q.complete_many(running[:4]) == [True] * 4
+        assert await q.fail(running[4])
+        expected = {
+            TaskStatus.PENDING: 20, TaskStatus.RUNNING: 5, TaskStatus.SUCCESS: 4,
+            TaskStatus.FAILED: 1, TaskStatus.WAITING: 0,
+        }  # fmt: skip
+        for status, n in expected.items():
+            assert await q.count("a", status) == n, status
+        assert await q.count("a") == 30 and await q.count("b") == 5 and await q.count() == 35
+        assert await q.count(None, TaskStatus.PENDING) == 25
+
+
+async def test_claim_plan_walks_the_index_on_a_stale_table(schema: str) -> None:
+    """A claim (and a completion) must not cost O(queue depth) when the statistics are
+    wrong: a never-analyzed table of pending tasks is what a new queue looks like."""
+    async with AsyncPostgresQueue(schema_url(schema)) as q:
+        await q.enqueue_many([task(i) for i in range(3000)])
+        conn = await asyncpg.connect(SERVER_URL, server_settings={"search_path": schema})
+        try:
+            await conn.execute("LOAD 'auto_explain'")
+            await conn.execute(
+                "SET auto_explain.log_min_duration = 0; "
+                "SET auto_explain.log_nested_statements = on; "
+                "SET auto_explain.log_analyze = on; SET client_min_messages = log"
+            )
+            plans: list[str] = []
+            conn.add_log_listener(lambda _c, m: plans.append(m.message))
+            claimed = await conn.fetch(
+                "SELECT * FROM omniq_claim('default', $1, 10, 'w', $2, 'x')",
+                time.time(), time.time() + 30,
+            )  # fmt: skip
+            assert len(claimed) == 10
+            done = await conn.fetch(
+                "SELECT * FROM omniq_complete($1::text[], $2::int[], $3)",
+                [r[0] for r in claimed], [r[6] for r in claimed], time.time(),
+            )  # fmt: skip
+            assert len(done) == 10
+        finally:
+            await conn.close()
+        claim_plan = next(p for p in plans if "WITH ready" in p)
+        assert "Index Scan using tasks_claim" in claim_plan, claim_plan
+        assert "Bitmap" not in claim_plan and "Seq Scan" not in claim_plan, claim_plan
+        complete_plan = next(p for p in plans if "UPDATE tasks" in p and "success" in p)
+        # by the primary key or the running tasks' index, joined by hash: never a
+        # nested loop (O(running x batch)) nor a scan of the table
+        assert "Hash Join" in complete_plan, complete_plan
+        assert "Nested Loop" not in complete_plan, complete_plan
+        assert "Seq Scan" not in complete_plan, complete_plan

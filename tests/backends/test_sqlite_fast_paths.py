@@ -25,6 +25,7 @@ import pytest
 from omniq.errors import SerializationError
 from omniq.models import Task, TaskResult, TaskStatus
 from omniq.serialization.manager import SerializationManager, default_manager
+from omniq.storage.columns import task_row
 from omniq_sqlite import AsyncSQLiteQueue, AsyncSQLiteResultStorage, SQLiteBackend
 from omniq_sqlite import _task_sql as sql
 from omniq_sqlite._database import Database
@@ -100,7 +101,7 @@ async def test_dequeue_is_woken_by_another_connection(tmp_path: Path, watch_mode
     path = tmp_path / "wake.db"
     async with AsyncSQLiteQueue(url_of(path), poll_interval=NEVER) as q:
         t = task(1)
-        row = sql.encode(q.serializer, t)
+        row = task_row(q.serializer, t)
 
         async def write_when_waiting() -> None:
             await _when_waiting(q.database.signal("tasks"))
@@ -282,7 +283,7 @@ def test_bulk_fast_path_stores_what_the_general_path_stores(tmp_path: Path) -> N
     try:
         assert sql.enqueue_tasks(fast, ser, tasks) == [TaskStatus.PENDING] * 60
         fast.execute("COMMIT")
-        items = [(t, sql.encode(ser, t)) for t in tasks]
+        items = [(t, task_row(ser, t)) for t in tasks]
         assert sql.enqueue_general(general, items) == [TaskStatus.PENDING] * 60
         general.execute("COMMIT")
         query = "SELECT * FROM tasks ORDER BY rowid"
@@ -552,14 +553,14 @@ async def test_v1_database_migrates_with_its_tasks(tmp_path: Path) -> None:
     ser = default_manager()
     ready, running = task(1), task(2)
     for t, status in ((ready, "pending"), (running, "running")):
-        tid, queue, prio, due, run_at, exp, created, data = sql.encode(ser, t)
+        tid, queue, prio, due, run_at, exp, created, data = task_row(ser, t)
         conn.execute(
             sql.INSERT_SQL, (tid, queue, status, prio, due, run_at, exp, None, created, data)
         )
     conn.execute("UPDATE tasks SET lease_until = ?, attempt = 1 WHERE id = ?", (1e12, running.id))
     conn.close()
     async with AsyncSQLiteQueue(url_of(path)) as q:
-        assert q.database.applied_migrations == [2, 3]
+        assert q.database.applied_migrations == [2, 3, 4]
         assert await q.count("default", TaskStatus.RUNNING) == 1
         got = await q.dequeue_many(["default"], 5, worker_id="w")
         assert [t.id for t in got] == [ready.id]
@@ -628,7 +629,7 @@ def test_watcher_is_not_inherited_by_a_forked_child(tmp_path: Path) -> None:
             await _when_waiting(q.database.signal("tasks"))
             await anyio.to_thread.run_sync(
                 _foreign_write, tmp_path / "fork.db", sql.INSERT_NEW_SQL,
-                sql.encode(q.serializer, task(7, id="child-task")),
+                task_row(q.serializer, task(7, id="child-task")),
             )  # fmt: skip
 
         with anyio.fail_after(DEADLINE):

@@ -185,6 +185,8 @@ def test_invalid_source_type() -> None:
 ENV_CASES: list[tuple[str, str, Any]] = [
     ("OMNIQ_LOG_LEVEL", "debug", lambda c: c.log_level == "DEBUG"),
     ("OMNIQ_DISABLE_LOGGING", "true", lambda c: c.disable_logging is True),
+    ("OMNIQ_LOG_FORMAT", "JSON", lambda c: c.log_format == "json"),
+    ("OMNIQ_WORKER_STATS_INTERVAL", "none", lambda c: c.worker_stats_interval is None),
     ("OMNIQ_TASK_QUEUE_TYPE", "memory", lambda c: c.task_queue.type == "memory"),
     (
         "OMNIQ_TASK_QUEUE_URL",

@@ -222,6 +222,15 @@ class TestScheduleTiming:
         assert s.next_after(500.0) == 1060.0  # before the anchor
         assert s.next_after(1000.0 + 60 * 1000 + 1) == 1000.0 + 60 * 1001
 
+    def test_short_interval_never_yields_a_due_time_twice(self) -> None:
+        """Float rounding of anchor + k * interval once gave 1.99999809 then 2.00000048
+        (the same due time twice) for this anchor: a catch-up fired it twice."""
+        s = Schedule(func="m:f", interval=0.1, start_at=1796660000.123456, catch_up="all")
+        times = s.due_times(1796660000.123456 + 100.05)
+        steps = [round((t - 1796660000.123456) / 0.1) for t in times]
+        assert steps == list(range(1, len(times) + 1)), "each due time once, in order"
+        assert len(times) == 1000 or times[-1] > 1796660000.123456 + 99.9
+
     def test_one_shot(self) -> None:
         s = Schedule(func="m:f", at=5000.0, start_at=1000.0)
         assert s.next_run_at == 5000.0

@@ -14,7 +14,6 @@ import pytest
 from omniq import AsyncOmniQ, TaskStatus
 from omniq.models import Task
 from omniq.storage.memory import AsyncMemoryQueue
-from omniq.workers import worker as worker_module
 
 pytestmark = pytest.mark.anyio
 
@@ -43,8 +42,8 @@ class HangingClaims(AsyncMemoryQueue):
 async def test_a_cut_off_claim_yields_nothing_and_reruns_nothing(
     ok: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker_module, "CLAIM_GRACE", 0.05)
     queue = HangingClaims(f"memory://cutoff-{time.time_ns()}", ok)
+    queue.claim_grace = 0.05  # type: ignore[misc]
     runs: Counter[tuple[str, int]] = Counter()
     async with AsyncOmniQ(task_queue=queue, worker="async") as oq:
 
@@ -72,3 +71,33 @@ async def test_a_cut_off_claim_yields_nothing_and_reruns_nothing(
             task = await oq.get_task(h.id)
             assert task is not None and task.status is TaskStatus.SUCCESS
             assert task.attempt == 1, f"task {h.id} ran on attempt {task.attempt}, expected 1"
+
+
+class SlowResults(AsyncMemoryQueue):
+    """Writing a batch of results takes longer than a lease, as on a slow object store."""
+
+    write_seconds = 1.0
+
+    async def complete_with_results(self, finished: Any, results: Any) -> list[bool]:
+        await anyio.sleep(self.write_seconds)
+        return await super().complete_with_results(finished, results)
+
+
+async def test_a_finished_task_keeps_its_claim_while_its_result_is_written() -> None:
+    queue = SlowResults(f"memory://slow-results-{time.time_ns()}")
+    runs: Counter[str] = Counter()
+    async with AsyncOmniQ(task_queue=queue, worker="async") as oq:
+
+        @oq.task
+        async def once(i: int) -> int:
+            runs[f"{i}"] += 1
+            return i
+
+        handles = await once.map([(i,) for i in range(3)])
+        # lease 0.3 s, heartbeats every 0.05 s, a result write of 1 s: without the
+        # heartbeats of finished tasks their leases lapse and they are claimed again
+        async with oq.start_worker(concurrency=3, prefetch=0, lease=0.3, poll_interval=0.01):
+            with anyio.fail_after(30):
+                values = [await h.result(timeout=30) for h in handles]
+    assert values == [0, 1, 2]
+    assert runs == Counter({"0": 1, "1": 1, "2": 1}), f"each task runs once, ran {runs}"

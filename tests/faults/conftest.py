@@ -25,6 +25,7 @@ import pytest
 
 from omniq.plugins import get_plugin_manager
 from tests.faults.harness import (
+    FileHarness,
     Harness,
     MemoryHarness,
     NatsHarness,
@@ -37,7 +38,7 @@ from tests.faults.harness import (
 )
 
 #: Backends whose store other processes reach (worker subprocess tests).
-PROCESS_BACKENDS = ["sqlite", "nats", "postgres", "redis"]
+PROCESS_BACKENDS = ["sqlite", "nats", "postgres", "redis", "file"]
 #: Backends with a server a test may kill and restart (``<name>_private_backend``).
 SERVER_BACKENDS = ["nats", "redis", "postgres"]
 #: Backends for in-process tests.
@@ -69,6 +70,16 @@ def memory_backend(tmp_path: Path) -> Iterator[Harness]:
 def sqlite_backend(tmp_path: Path) -> Iterator[Harness]:
     _require_installed("sqlite")
     h = SQLiteHarness(tmp_path / "sqlite")
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def file_backend(tmp_path: Path) -> Iterator[Harness]:
+    _require_installed("file")
+    h = FileHarness(tmp_path / "file")
     try:
         yield h
     finally:

@@ -15,6 +15,7 @@ Backends: :class:`SQLiteHarness` (a file in the test's tmp dir), :class:`NatsHar
 :class:`NatsPrivateHarness` (a nats-server of the test's own: free port, own store dir),
 :class:`RedisHarness` (the shared server on 127.0.0.1:6379 with a per-test key prefix),
 :class:`RedisPrivateHarness` (a redis-server of the test's own: free port, AOF dir),
+:class:`FileHarness` (the file backend on a directory of the test's own),
 :class:`MemoryHarness` (in-process tests only).
 """
 
@@ -322,6 +323,52 @@ class MemoryHarness(Harness):
 
     def url(self, *, lease: float | None = None) -> str:
         return self._url
+
+
+class FileHarness(Harness):
+    """The file backend on a directory of the test's own (claims by rename)."""
+
+    name = "file"
+    corruption_kinds = ("payload",)
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.root = workdir / "store"
+
+    def url(self, *, lease: float | None = None) -> str:
+        return f"file://{self.root}"
+
+    def max_payload(self) -> tuple[int | None, str]:
+        return None, "a task record is a file: no practical payload limit to exceed"
+
+    def corrupt(self, task_id: str, kind: str) -> None:
+        assert kind == "payload", kind
+        record = self.root / "tasks" / task_id
+        assert record.exists(), f"task {task_id} has no record {record}"
+        record.write_bytes(b"\x00corrupt payload\xff")
+
+    def check_integrity(self) -> None:
+        """Every task record has exactly one token, and every token a record."""
+        tokens: Counter[str] = Counter()
+        for qdir in (self.root / "q").glob("*"):
+            for state in qdir.iterdir():
+                for name in os.listdir(state):
+                    if state.name in ("ready", "delayed"):
+                        tid = name.split("-", 2)[2].rpartition("@")[0]
+                    elif state.name in ("running", "finishing"):
+                        tid = name.rpartition("@")[0].rpartition("@")[0]
+                    elif state.name == "done":
+                        tid = name.split("-", 1)[1].rpartition("@")[0]
+                    else:
+                        tid = name
+                    tokens[tid] += 1
+        records = set(os.listdir(self.root / "tasks")) if (self.root / "tasks").exists() else set()
+        twice = [t for t, n in tokens.items() if n > 1]
+        assert not twice, f"{len(twice)} tasks have two tokens: {twice[:5]}"
+        assert set(tokens) == records, (
+            f"tokens without record: {sorted(set(tokens) - records)[:5]}; "
+            f"records without token: {sorted(records - set(tokens))[:5]}"
+        )
 
 
 class SQLiteHarness(Harness):

@@ -8,8 +8,9 @@ imports no driver.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from omniq.plugins.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from omniq_nats._backend import NATSBackend, create_nats_backend
@@ -39,29 +40,16 @@ __all__ = [
     "create_nats_backend",
 ]
 
-_WHERE = {
-    "AsyncNATSQueue": "_queue",
-    "AsyncNATSResultStorage": "_results",
-    "AsyncNATSEventStorage": "_events",
-    "AsyncNATSScheduleStorage": "_schedules",
-    "NATSQueue": "_sync",
-    "NATSResultStorage": "_sync",
-    "NATSEventStorage": "_sync",
-    "NATSScheduleStorage": "_sync",
-    "NATSBackend": "_backend",
-    "create_nats_backend": "_backend",
-    "NATSSettings": "_config",
-}
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'omniq_nats' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"omniq_nats.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "_queue": ["AsyncNATSQueue"],
+        "_results": ["AsyncNATSResultStorage"],
+        "_events": ["AsyncNATSEventStorage"],
+        "_schedules": ["AsyncNATSScheduleStorage"],
+        "_sync": ["NATSQueue", "NATSResultStorage", "NATSEventStorage", "NATSScheduleStorage"],
+        "_backend": ["NATSBackend", "create_nats_backend"],
+        "_config": ["NATSSettings"],
+    },
+)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
 from omniq.storage.base import BackendBundle
 from omniq_nats._events import AsyncNATSEventStorage
@@ -36,34 +36,6 @@ class NATSBackend(BackendBundle):
         self.sync_schedule_storage: NATSScheduleStorage = NATSScheduleStorage.wrap(
             self.schedule_storage
         )
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """Build the bundle from a ``nats://`` / ``tls://`` URL and options (no I/O)."""
-        return cls(url, **options)
-
-    @property
-    def components(
-        self,
-    ) -> tuple[
-        AsyncNATSQueue, AsyncNATSResultStorage, AsyncNATSEventStorage, AsyncNATSScheduleStorage
-    ]:
-        """The four async components."""
-        return (self.task_queue, self.result_storage, self.event_storage, self.schedule_storage)
-
-    async def connect(self) -> None:
-        """Connect every component (one shared connection)."""
-        for c in self.components:
-            await c.connect()
-
-    async def close(self) -> None:
-        """Close every component; the shared connection closes with the last."""
-        for c in self.components:
-            await c.close()
-
-    def async_context(self) -> Self:
-        """``async with backend.async_context():`` (same as ``async with backend:``)."""
-        return self
 
     def __repr__(self) -> str:
         return f"NATSBackend({self.task_queue.settings!r})"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from omniq_nats._config import decode_token, encode_token
 from omniq_nats._connection import log
 from omniq_nats._fetch import ConsumerMissingError, ack_info, fetcher
 from omniq_nats._kv import Bucket, publish_many
+from omniq_nats._natspy import api_error
 from omniq_nats._records import (
     Action,
     Decision,
@@ -76,6 +78,11 @@ class Held:
 FINISHED_MEMORY = 4096
 #: Tickets fetched ahead are handed back (NAKed) if not claimed within this many seconds.
 AHEAD_MAX_AGE = 1.0
+#: On a replicated tasks stream a dequeue waits at least this long (a long poll, which
+#: returns on the first message): a consumer whose leader is not the stream's leader
+#: learns of a message a moment after its publish was acknowledged, so a ``no_wait``
+#: pull right after an enqueue could come back empty.
+REPLICA_LAG = 0.1
 
 
 @dataclass
@@ -96,6 +103,8 @@ class QueueState:
     bucket: Bucket
     #: the small index bucket: ``d.{dependency}.{task}`` and ``x.{task}`` (TTL) keys
     index: Bucket
+    #: the tasks stream's replica count, which its consumers get
+    replicas: int = 1
     levels: dict[str, set[int]] = field(default_factory=dict)
     ensured: set[tuple[str, int]] = field(default_factory=set)
     #: names of the consumers in ``levels`` (and of those being created here): their
@@ -201,7 +210,7 @@ class Claims:
             max_ack_pending=-1,  # delayed tasks wait NAKed, i.e. pending
             replay_policy=api.ReplayPolicy.INSTANT,
             max_waiting=4096,
-            num_replicas=s.replicas,
+            num_replicas=st.replicas,
         )
         # known before the request: the server sends its creation advisory first
         st.consumers.add(name)
@@ -224,6 +233,7 @@ class Claims:
         st.levels_checked = time.monotonic()
         prefix = s.tasks_subject_prefix + "."
         offset = 0
+        fix: list[tuple[str, int]] = []
         while True:
             infos = await st.conn.call(
                 "listing consumers",
@@ -244,11 +254,79 @@ class Claims:
                 except ValueError:
                     continue
                 st.levels.setdefault(queue, set()).add(level)
-                st.ensured.add((queue, level))
                 st.consumers.add(info.config.durable_name)
+                if (info.config.num_replicas or st.replicas) != st.replicas:
+                    fix.append((queue, level))  # made by an older OmniQ: scaled below
+                else:
+                    st.ensured.add((queue, level))
             if len(infos) < 256:
                 break
             offset += len(infos)
+        for queue, level in fix:
+            if (queue, level) not in st.ensured:
+                log.warning(
+                    "NATS consumer %s of %s had another replica count than its stream; "
+                    "scaling it to %d replicas",
+                    self.consumer(queue, level),
+                    s.tasks_stream_name,
+                    st.replicas,
+                )
+                try:
+                    await self.ensure_consumer(st, queue, level)
+                except OmniQError as e:  # it still works as it is: claims go on
+                    log.warning("scaling consumer %s failed: %s", self.consumer(queue, level), e)
+                    st.ensured.add((queue, level))
+
+    async def outstanding(self, st: QueueState) -> dict[str, int]:
+        """Per queue: messages its consumers have not had acknowledged yet
+        (``num_pending + num_ack_pending``: waiting, delayed, held by a claim), from one
+        consumer listing -- never from the stream's message count, which a replica that
+        was down while messages were acknowledged still includes."""
+        prefix = self.settings.tasks_subject_prefix + "."
+        out: dict[str, int] = {}
+        offset = 0
+        while True:
+            infos = await st.conn.call(
+                "listing consumers",
+                functools.partial(
+                    st.conn.js.consumers_info,
+                    self.settings.tasks_stream_name,
+                    offset=offset or None,
+                ),
+            )
+            for info in infos:
+                subject = info.config.filter_subject or ""
+                parts = subject[len(prefix) :].split(".")
+                if not subject.startswith(prefix) or len(parts) != 2:
+                    continue
+                queue = decode_token(parts[0])
+                waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                out[queue] = out.get(queue, 0) + waiting
+            if len(infos) < 256:
+                return out
+            offset += len(infos)
+
+    async def stream_holds(self, st: QueueState, queue: str | None) -> int:
+        """Messages the tasks stream's leader holds for a queue (or all queues): on a
+        work queue, those not acknowledged yet. Only a cross-check of
+        :meth:`outstanding` (a consumer's counts lag a moment behind a publish); never a
+        queue depth, since a replica that was down while messages were acknowledged
+        still counts them once it leads."""
+        s = self.settings
+        pattern = f"{encode_token(queue)}.>" if queue is not None else ">"
+        body = json.dumps({"subjects_filter": f"{s.tasks_subject_prefix}.{pattern}"}).encode()
+
+        async def run() -> int:
+            msg = await st.conn.nc.request(
+                f"$JS.API.STREAM.INFO.{s.tasks_stream_name}", body, timeout=s.request_timeout
+            )
+            resp = json.loads(msg.data)
+            if "error" in resp:
+                raise api_error(resp["error"])
+            subjects = (resp.get("state") or {}).get("subjects") or {}
+            return sum(int(n) for n in subjects.values())
+
+        return await st.conn.call("reading the tasks stream's state", run)
 
     async def _prepare_levels(self, st: QueueState, queues: Sequence[str]) -> None:
         stale = time.monotonic() - st.levels_checked > self.settings.level_refresh
@@ -321,6 +399,8 @@ class Claims:
         wait: float,
         busy: bool,
     ) -> list[Task]:
+        if st.replicas > 1:
+            wait = max(wait, REPLICA_LAG)
         deadline = time.monotonic() + wait
         while True:
             await self._prepare_levels(st, queues)

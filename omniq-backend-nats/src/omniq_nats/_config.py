@@ -92,7 +92,16 @@ class NATSSettings:
     results_bucket: str = "omniq_results"
     schedules_bucket: str = "omniq_schedules"
     storage: str = "file"
-    replicas: int = 1
+    #: replicas of the streams and buckets OmniQ creates; None ("auto"): 3 when the
+    #: server reports a cluster of 3 or more servers, else 1
+    replicas: int | None = None
+    #: replicas of the results bucket and the events stream (None: as ``replicas``)
+    results_replicas: int | None = None
+    #: placement tags for new streams (servers tagged alike hold their replicas)
+    placement_tags: tuple[str, ...] = ()
+    #: an existing stream whose replicas or storage differ from these settings is an
+    #: error instead of a warning
+    strict_streams: bool = False
     # behaviour
     ack_wait: float = 30.0
     max_deliver: int = 5
@@ -139,6 +148,12 @@ class NATSSettings:
             if not value or any(c in value for c in " *>\t") or ".." in value:
                 raise ConfigurationError(
                     f"NATS option {key}={value!r}: expected a subject prefix like 'omniq.tasks'"
+                )
+        for key in ("replicas", "results_replicas"):
+            value = getattr(self, key)
+            if value is not None and not 1 <= value <= 5:
+                raise ConfigurationError(
+                    f"NATS option {key}={value!r}: expected 1 to 5 (JetStream's limit), or 'auto'"
                 )
         for key in ("ack_wait", "connect_timeout", "request_timeout", "retry_window"):
             if not getattr(self, key) > 0:
@@ -347,6 +362,14 @@ def _convert(key: str, value: Any, annotation: Any) -> Any:
     try:
         if key == "servers":
             return tuple(value)
+        if key == "placement_tags":
+            if isinstance(value, str):
+                return tuple(t.strip() for t in value.split(",") if t.strip())
+            return tuple(value)
+        if key in ("replicas", "results_replicas") and (
+            value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto"))
+        ):
+            return None
         if isinstance(value, str):
             if kind.startswith("bool"):
                 lowered = value.strip().lower()

@@ -25,8 +25,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from omniq.errors import BackendError, BackendUnavailableError, OmniQError
+from omniq_nats._cluster import cluster_size
 from omniq_nats._config import NATSSettings
-from omniq_nats._natspy import set_reconnect_policy
+from omniq_nats._natspy import server_info, set_reconnect_policy
 
 __all__ = ["Connection", "acquire", "pool_size", "release"]
 
@@ -59,6 +60,9 @@ class Connection:
         self.state: dict[str, Any] = {}  # per-connection caches of components (fetcher, ...)
         self._last_error = ""
         self._auth_failed = False
+        #: servers in the cluster of the server first connected to (0: not clustered)
+        self.cluster_size = 0
+        self._disconnected_at: float | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -80,6 +84,7 @@ class Connection:
             self.nc, time_wait=s.reconnect_time_wait, max_attempts=s.max_reconnect_attempts
         )
         await self._check_jetstream()
+        self.cluster_size = cluster_size(server_info(self.nc))
 
     async def _connect(self) -> None:
         s = self.settings
@@ -174,11 +179,22 @@ class Connection:
 
     async def _on_disconnected(self) -> None:
         if not self.nc.is_closed:
+            self._disconnected_at = time.monotonic()
             log.warning("NATS disconnected from %s; reconnecting", self.settings.describe())
 
     async def _on_reconnected(self) -> None:
         self._last_error = ""
-        log.info("NATS reconnected to %s", self.settings.describe())
+        since, self._disconnected_at = self._disconnected_at, None
+        away = f" after {time.monotonic() - since:.1f}s" if since is not None else ""
+        # WARNING like the disconnect, so a worker's log shows both ends of an outage
+        log.warning("NATS reconnected to %s%s", self._server_address(), away)
+
+    def _server_address(self) -> str:
+        """host:port of the server connected to (never credentials)."""
+        url = self.nc.connected_url
+        if url is None or not url.hostname:
+            return self.settings.describe()
+        return f"{url.scheme}://{url.hostname}:{url.port}"
 
     async def _on_closed(self) -> None:
         log.debug("NATS connection to %s closed", self.settings.describe())

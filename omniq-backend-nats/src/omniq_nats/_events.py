@@ -23,6 +23,7 @@ from omniq.errors import OmniQError
 from omniq.models import EventQuery, EventType, TaskEvent
 from omniq.storage.base import BaseEventStorage
 from omniq_nats._base import NATSComponent
+from omniq_nats._cluster import placement, replicas_for
 from omniq_nats._config import encode_token
 from omniq_nats._connection import Connection, log
 from omniq_nats._kv import ensure_stream, publish_many, scan_stream
@@ -51,10 +52,12 @@ class AsyncNATSEventStorage(NATSComponent, BaseEventStorage):
                 max_age=s.event_ttl or None,
                 max_msgs=s.event_max_msgs,
                 storage=api.StorageType.MEMORY if s.storage == "memory" else api.StorageType.FILE,
-                num_replicas=s.replicas,
+                num_replicas=replicas_for(s, conn, results=True),
+                placement=placement(s),
                 duplicate_window=s.duplicate_window,
                 discard=api.DiscardPolicy.OLD,
             ),
+            s,
         )
 
     def _subject(self, event: TaskEvent) -> str:

@@ -21,6 +21,8 @@ relies on:
   per call).
 * **JetStream errors as values** (:func:`api_error`, :func:`status_error`):
   ``APIError.from_error`` and ``from_msg`` raise instead of returning the error.
+* **The server's INFO** (:func:`server_info`): ``Client._server_info``, the INFO the
+  connected server sent (its ``cluster`` name and ``connect_urls``).
 * For tests only: :func:`reader_transport` (pause the client's reads) and
   :func:`delivers_directly` (is a subscription on direct delivery).
 
@@ -51,6 +53,7 @@ __all__ = [
     "delivers_directly",
     "key_value",
     "reader_transport",
+    "server_info",
     "set_reconnect_policy",
     "status_error",
     "subscribe_direct",
@@ -130,3 +133,9 @@ def reader_transport(nc: Client) -> asyncio.Transport:
     """The transport the client reads from (tests pause it to hold messages back)."""
     transport: asyncio.Transport = nc._transport._io_writer.transport  # type: ignore[union-attr]
     return transport
+
+
+def server_info(nc: Client) -> dict[str, Any]:
+    """The INFO the connected server sent (a copy; empty when not connected)."""
+    info = getattr(nc, "_server_info", None)
+    return dict(info) if isinstance(info, dict) else {}

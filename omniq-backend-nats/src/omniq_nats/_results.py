@@ -46,6 +46,7 @@ class AsyncNATSResultStorage(BucketComponent, BaseResultStorage):
     blocking_wait: ClassVar[bool] = True
     cross_process: ClassVar[bool] = True
     item = "result"
+    results = True
 
     def _bucket_spec(self) -> tuple[str, float | None, str]:
         s = self.settings

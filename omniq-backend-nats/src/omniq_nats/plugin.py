@@ -9,14 +9,11 @@ from omniq.plugins import BackendSpec, hookimpl
 def omniq_backends() -> list[BackendSpec]:
     """The ``nats`` backend (``nats://`` and ``tls://`` URLs)."""
     return [
-        BackendSpec(
-            name="nats",
+        BackendSpec.conventional(
+            "nats",
+            "omniq_nats",
+            "NATS",
             schemes=("nats", "tls"),
-            task_queue="omniq_nats:AsyncNATSQueue",
-            result_storage="omniq_nats:AsyncNATSResultStorage",
-            event_storage="omniq_nats:AsyncNATSEventStorage",
-            schedule_storage="omniq_nats:AsyncNATSScheduleStorage",
-            bundle="omniq_nats:NATSBackend",
             default_url="nats://127.0.0.1:4222",
             package="omniq-backend-nats",
             description="NATS JetStream (server 2.9+): work-queue stream, KV state/results",

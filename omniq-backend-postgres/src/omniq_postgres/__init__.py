@@ -8,8 +8,9 @@ without importing asyncpg.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from omniq.plugins.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from omniq_postgres._backend import PostgresBackend
@@ -27,24 +28,6 @@ if TYPE_CHECKING:
     )
     from omniq_postgres._url import DEFAULT_URL, PostgresOptions
 
-_EXPORTS = {
-    "AsyncPostgresQueue": "_queue",
-    "AsyncPostgresResultStorage": "_results",
-    "AsyncPostgresEventStorage": "_events",
-    "AsyncPostgresScheduleStorage": "_schedules",
-    "PostgresQueue": "_sync",
-    "PostgresResultStorage": "_sync",
-    "PostgresEventStorage": "_sync",
-    "PostgresScheduleStorage": "_sync",
-    "PostgresBackend": "_backend",
-    "Database": "_database",
-    "PostgresOptions": "_url",
-    "DEFAULT_URL": "_url",
-    "MIGRATIONS": "_migrations",
-    "LATEST_VERSION": "_migrations",
-    "Migration": "_migrations",
-    "migrate": "_migrations",
-}
 
 __all__ = [
     "DEFAULT_URL",
@@ -66,14 +49,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'omniq_postgres' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"omniq_postgres.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "_queue": ["AsyncPostgresQueue"],
+        "_results": ["AsyncPostgresResultStorage"],
+        "_events": ["AsyncPostgresEventStorage"],
+        "_schedules": ["AsyncPostgresScheduleStorage"],
+        "_sync": [
+            "PostgresQueue",
+            "PostgresResultStorage",
+            "PostgresEventStorage",
+            "PostgresScheduleStorage",
+        ],
+        "_backend": ["PostgresBackend"],
+        "_database": ["Database"],
+        "_url": ["PostgresOptions", "DEFAULT_URL"],
+        "_migrations": ["MIGRATIONS", "LATEST_VERSION", "Migration", "migrate"],
+    },
+)

@@ -1,4 +1,5 @@
-"""``python -m omniq_postgres show|apply URL``: show or apply the schema migrations.
+"""``python -m omniq_postgres show|apply URL``: show or apply the schema migrations
+(the same as ``omniq migrations show|apply --url URL``).
 
 ``show`` lists each migration with whether it is applied to the URL's schema
 (``?schema=...``, default ``omniq``); ``apply`` applies the missing ones under the
@@ -13,30 +14,18 @@ import asyncio
 import sys
 
 from omniq.errors import OmniQError
-from omniq_postgres._migrations import MIGRATIONS, applied_versions, migrate
+from omniq_postgres._database import migration_report
 from omniq_postgres._url import parse
 
 
 async def _run(command: str, url: str) -> int:
-    import asyncpg  # type: ignore[import-untyped]
-
-    from omniq_postgres._database import connect_error
-
     opts = parse(url)
-    try:
-        conn = await asyncpg.connect(opts.dsn, timeout=opts.connect_timeout)
-    except Exception as e:
-        raise connect_error(opts, e) from e
-    try:
-        if command == "apply":
-            done = await migrate(conn, opts.schema)
-            print(f"{opts.url}: applied {done or 'nothing (up to date)'}")
-        have = set(await applied_versions(conn, opts.schema))
-    finally:
-        await conn.close()
+    done, states = await migration_report(opts, apply=command == "apply")
+    if command == "apply":
+        print(f"{opts.url}: applied {done or 'nothing (up to date)'}")
     print(f"schema {opts.schema} at {opts.url}:")
-    for m in MIGRATIONS:
-        print(f"  {m.version:>3}  {'applied' if m.version in have else 'pending'}  {m.name}")
+    for version, name, applied in states:
+        print(f"  {version:>3}  {'applied' if applied else 'pending'}  {name}")
     return 0
 
 

@@ -37,38 +37,11 @@ class PostgresBackend(BackendBundle):
         self.event_storage = AsyncPostgresEventStorage(**shared)
         self.schedule_storage = AsyncPostgresScheduleStorage(**shared)
 
-    @classmethod
-    def from_url(cls, url: str | None = None, **options: Any) -> PostgresBackend:
-        """Build the bundle from a ``postgresql://`` URL and options (no I/O yet)."""
-        return cls(url, **options)
-
     @property
     def url(self) -> str:
         """The URL (password redacted)."""
         return self.database.url
 
-    @property
-    def components(
-        self,
-    ) -> tuple[
-        AsyncPostgresQueue,
-        AsyncPostgresResultStorage,
-        AsyncPostgresEventStorage,
-        AsyncPostgresScheduleStorage,
-    ]:
-        """The four components, in COMPONENTS order."""
-        return (self.task_queue, self.result_storage, self.event_storage, self.schedule_storage)
-
-    async def connect(self) -> None:
-        """Open the shared pool (schema created or migrated)."""
-        for c in self.components:
-            await c.connect()
-
-    async def close(self) -> None:
-        """Close every component and the shared pool."""
-        for c in self.components:
-            await c.close()
+    async def close_shared(self) -> None:
+        """Close the shared connection."""
         await self.database.close()
-
-    def __repr__(self) -> str:
-        return f"PostgresBackend({self.url!r})"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from omniq.serialization.manager import SerializationManager, default_manager
-from omniq_postgres._database import Database, database_for
+from omniq.serialization.manager import SerializationManager
+from omniq.storage.shared import SharedHandleComponent
+from omniq_postgres._database import Database, database_for, migration_report
 
 if TYPE_CHECKING:
     import asyncpg  # type: ignore[import-untyped]
@@ -18,7 +19,7 @@ T = TypeVar("T")
 CLEANUP_BATCH = 1000
 
 
-class PostgresComponent:
+class PostgresComponent(SharedHandleComponent[Database]):
     """Mixin for the four components (put it before the storage ABC in the bases).
 
     ``url`` is a ``postgresql://`` (or ``postgres://``) URL; options (or URL query
@@ -37,47 +38,22 @@ class PostgresComponent:
         database: Database | None = None,
         **options: Any,
     ) -> None:
-        self._db = database_for(url, database, options)
-        self._serializer = serializer
-        self._holds_db = False
-
-    @property
-    def url(self) -> str:
-        """The URL (password redacted)."""
-        return self._db.url
+        self._share(database_for(url, database, options), serializer)
 
     @property
     def schema(self) -> str:
         """The schema holding OmniQ's tables."""
         return self._db.schema
 
-    @property
-    def database(self) -> Database:
-        """The shared pool handle."""
-        return self._db
-
-    @property
-    def serializer(self) -> SerializationManager:
-        """The serialization manager (the process default unless one was given)."""
-        return self._serializer or default_manager()
-
-    async def connect(self) -> None:
-        """Open the pool (migrating the schema) if this component has not yet."""
-        if not self._holds_db:
-            await self._db.acquire()
-            self._holds_db = True
-
-    async def close(self) -> None:
-        """Release the pool; it closes when no component uses it."""
-        if self._holds_db:
-            self._holds_db = False
-            await self._db.release()
-
     async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        if not self._holds_db or not self._db.is_open:
-            self._holds_db = False
-            await self.connect()
-        return await self._db.run(fn)
+        return await (await self._ensure()).run(fn)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._db.url!r})"
+    async def migration_status(self) -> list[tuple[int, str, bool]]:
+        """Every schema migration this version knows, in order, and whether the schema
+        has it (``omniq migrations show``): reads only, on a connection of its own."""
+        return (await migration_report(self._db.options, apply=False))[1]
+
+    async def apply_migrations(self) -> list[int]:
+        """Apply the missing schema migrations under the advisory lock (``omniq
+        migrations apply``; the first connection does it anyway); the versions applied."""
+        return (await migration_report(self._db.options, apply=True))[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from omniq.errors import BackendError, BackendUnavailableError, ConfigurationError, OmniQError
-from omniq_postgres._migrations import migrate
+from omniq_postgres._migrations import MIGRATIONS, applied_versions, migrate
 from omniq_postgres._url import PostgresOptions, parse, redact
 
 log = logging.getLogger("omniq.postgres")
@@ -42,6 +43,19 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
+)
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    """Nothing more to reset when a connection goes back to the pool. asyncpg rolls
+    back a transaction left open itself; its default reset also sends ``RESET ALL;
+    UNLISTEN *; CLOSE ALL; ...``, a round trip per operation, for session state this
+    backend never leaves on pooled connections (LISTEN has its own connection)."""
+
+
+#: ``reset=`` exists from asyncpg 0.30 on; 0.29 keeps its default reset.
+_POOL_RESET: dict[str, Any] = (
+    {"reset": _reset} if "reset" in inspect.signature(asyncpg.create_pool).parameters else {}
 )
 
 
@@ -175,6 +189,7 @@ class Database:
                         command_timeout=opts.command_timeout,
                         server_settings=settings,
                         max_inactive_connection_lifetime=300.0,
+                        **_POOL_RESET,
                     ),
                     opts.connect_timeout + 1,
                 )
@@ -295,6 +310,27 @@ class Database:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             pass
+
+
+async def migration_report(
+    opts: PostgresOptions, *, apply: bool
+) -> tuple[list[int], list[tuple[int, str, bool]]]:
+    """Apply the missing migrations (when ``apply``), then list every migration with
+    whether ``opts.schema`` has it: (versions applied now, [(version, name, applied)]).
+
+    Uses one direct connection, not a pool (opening a pool migrates): ``show`` reads
+    only, and a failed connection raises the usual clear error.
+    """
+    try:
+        conn = await asyncpg.connect(opts.dsn, timeout=opts.connect_timeout)
+    except Exception as e:
+        raise connect_error(opts, e) from e
+    try:
+        done = await migrate(conn, opts.schema) if apply else []
+        have = set(await applied_versions(conn, opts.schema))
+    finally:
+        await conn.close()
+    return done, [(m.version, m.name, m.version in have) for m in MIGRATIONS]
 
 
 def database_for(url: str | None, database: Database | None, options: dict[str, Any]) -> Database:

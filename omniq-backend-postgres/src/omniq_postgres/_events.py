@@ -6,17 +6,12 @@ import builtins
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import msgspec
-
-from omniq.errors import SerializationError
-from omniq.models import EventQuery, EventType, TaskEvent
+from omniq.models import EventQuery, TaskEvent
 from omniq.storage.base import BaseEventStorage
+from omniq.storage.columns import EVENT_COLUMNS, event_from_row, event_row
 from omniq_postgres._component import CLEANUP_BATCH, PostgresComponent
 
-_FIELDS = (
-    "id", "event_type", "task_id", "timestamp", "queue", "func", "worker_id", "schedule_id",
-    "attempt", "message", "metadata",
-)  # fmt: skip
+_FIELDS = EVENT_COLUMNS
 _TYPES = (
     "text", "text", "text", "float8", "text", "text", "text", "text", "int", "text", "text",
 )  # fmt: skip
@@ -33,29 +28,6 @@ _INSERT_MANY = (
 Row = tuple[Any, ...]
 
 
-def _row(event: TaskEvent) -> Row:
-    try:
-        metadata = msgspec.json.encode(event.metadata).decode() if event.metadata else None
-    except (TypeError, ValueError) as e:
-        raise SerializationError(
-            f"event metadata must be JSON-compatible (events are never pickled): {e}"
-        ) from e
-    return (
-        event.id, event.event_type.value, event.task_id, event.timestamp, event.queue,
-        event.func, event.worker_id, event.schedule_id, event.attempt, event.message, metadata,
-    )  # fmt: skip
-
-
-def _event(row: Any) -> TaskEvent:
-    (eid, etype, task_id, ts, queue, func, worker_id, schedule_id, attempt, message,
-     metadata) = tuple(row)  # fmt: skip
-    return TaskEvent(
-        event_type=EventType(etype), id=eid, task_id=task_id, timestamp=ts, queue=queue,
-        func=func, worker_id=worker_id, schedule_id=schedule_id, attempt=attempt,
-        message=message, metadata=msgspec.json.decode(metadata) if metadata else {},
-    )  # fmt: skip
-
-
 class AsyncPostgresEventStorage(PostgresComponent, BaseEventStorage):
     """Event log with indexes by task, type, queue, schedule and time; never pickled."""
 
@@ -67,7 +39,7 @@ class AsyncPostgresEventStorage(PostgresComponent, BaseEventStorage):
 
     async def log_many(self, events: Sequence[TaskEvent]) -> None:
         """Append several events in one statement."""
-        rows = [_row(e) for e in events]
+        rows = [event_row(e) for e in events]
         if not rows:
             return
         cols = [builtins.list(c) for c in zip(*rows, strict=True)]
@@ -98,7 +70,7 @@ class AsyncPostgresEventStorage(PostgresComponent, BaseEventStorage):
         if query.limit is not None:
             sql += f" LIMIT {param(max(query.limit, 0))}"
         rows = await self._run(lambda c: c.fetch(sql, *params))
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     async def cleanup(self, older_than: float) -> int:
         """Delete events with ``timestamp < older_than`` in bounded batches."""

@@ -118,6 +118,137 @@ CREATE INDEX schedules_due ON schedules (next_run_at) WHERE state = 'active';
 CREATE INDEX schedules_seq ON schedules (seq);
 """,
     ),
+    Migration(
+        2,
+        "leaner task indexes; claims by a function with a fixed plan",
+        """
+-- A status change cannot be a HOT update (status is in the partial indexes'
+-- predicates), so every index without a predicate got a new entry at each claim and
+-- each completion. What is left: the primary key, and partial indexes each of which a
+-- task enters at most once (pending: claims; running: leases; settled: counts).
+DROP INDEX IF EXISTS tasks_queue_status;
+DROP INDEX IF EXISTS tasks_status_seq;
+DROP INDEX IF EXISTS tasks_seq;
+-- counts of waiting and finished tasks by queue and status (pending tasks are counted
+-- on tasks_claim, running ones on tasks_lease)
+CREATE INDEX tasks_settled ON tasks (queue, status) WHERE status NOT IN ('pending', 'running');
+
+-- The claim of one queue as a function, so that its plan is always the ordered walk of
+-- tasks_claim that stops after $3 rows. A queue table's statistics are rarely right
+-- (new, just filled, just drained), and with too few rows estimated the planner picks
+-- a bitmap scan of every pending task plus a sort: a claim then costs O(queue depth).
+-- $1 queue, $2 now, $3 limit, $4 worker id, $5 lease end, $6 error of expired tasks.
+CREATE FUNCTION omniq_claim(text, float8, integer, text, float8, text)
+RETURNS TABLE (c_id text, c_status text, c_priority integer, c_due float8, c_seq bigint,
+    c_run_at float8, c_attempt integer, c_lease_until float8, c_worker_id text,
+    c_error text, c_data bytea)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET search_path FROM CURRENT
+AS $claim$
+BEGIN
+    RETURN QUERY
+    WITH ready AS (
+        SELECT id, priority, due, seq FROM tasks
+        WHERE queue = $1 AND status = 'pending' AND (run_at IS NULL OR run_at <= $2)
+        ORDER BY priority DESC, due, seq LIMIT $3 FOR UPDATE SKIP LOCKED
+    ), lapsed AS (
+        SELECT id, priority, due, seq FROM tasks
+        WHERE queue = $1 AND status = 'running' AND lease_until < $2
+        ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT * FROM ready UNION ALL SELECT * FROM lapsed
+    ), chosen AS (
+        SELECT id FROM picked ORDER BY priority DESC, due, seq LIMIT $3
+    )
+    UPDATE tasks AS t SET
+        status = CASE WHEN t.expires_at <= $2 THEN 'expired' ELSE 'running' END,
+        attempt = CASE WHEN t.expires_at <= $2 THEN t.attempt ELSE t.attempt + 1 END,
+        worker_id = CASE WHEN t.expires_at <= $2 THEN t.worker_id ELSE $4 END,
+        lease_until = CASE WHEN t.expires_at <= $2 THEN NULL ELSE $5 END,
+        finished_at = CASE WHEN t.expires_at <= $2 THEN $2 END,
+        error = CASE WHEN t.expires_at <= $2 THEN $6 ELSE t.error END,
+        unreported = CASE WHEN t.expires_at <= $2 THEN true ELSE t.unreported END
+    FROM chosen WHERE t.id = chosen.id
+    RETURNING t.id, t.status, t.priority, t.due, t.seq, t.run_at, t.attempt,
+        t.lease_until, t.worker_id, t.error, t.data;
+END
+$claim$;
+
+-- Completions as functions for the same reason: with a hash join only, a batch costs
+-- O(batch) (primary key) instead of O(running x batch) in a nested loop.
+-- $1 ids, $2 attempts (the fence), $3 now.
+CREATE FUNCTION omniq_complete(text[], integer[], float8) RETURNS SETOF text
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_nestloop = off
+SET search_path FROM CURRENT
+AS $complete$
+BEGIN
+    RETURN QUERY
+    UPDATE tasks AS t SET status = 'success', finished_at = $3, lease_until = NULL,
+        error = NULL
+    FROM unnest($1, $2) AS c(id, attempt)
+    WHERE t.id = ANY($1) AND t.id = c.id AND t.status = 'running' AND t.attempt = c.attempt
+    RETURNING t.id;
+END
+$complete$;
+
+-- Complete the current claims and write their results in one statement: the fence
+-- decides which results are written. $4..$8 the results' columns, $9 the channel
+-- notified once when a result was stored. Returns the completed ids.
+CREATE FUNCTION omniq_complete_with_results(text[], integer[], float8, text[], text[],
+    float8[], float8[], bytea[], text) RETURNS SETOF text
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_nestloop = off
+SET search_path FROM CURRENT
+AS $complete$
+BEGIN
+    RETURN QUERY
+    WITH done AS (
+        UPDATE tasks AS t SET status = 'success', finished_at = $3, lease_until = NULL,
+            error = NULL
+        FROM unnest($1, $2) AS c(id, attempt)
+        WHERE t.id = ANY($1) AND t.id = c.id AND t.status = 'running'
+            AND t.attempt = c.attempt
+        RETURNING t.id
+    ), stored AS (
+        INSERT INTO results (task_id, status, finished_at, expires_at, data)
+        SELECT r.task_id, r.status, r.finished_at, r.expires_at, r.data
+        FROM unnest($4, $5, $6, $7, $8) AS r(task_id, status, finished_at, expires_at, data)
+        JOIN done ON done.id = r.task_id
+        ON CONFLICT (task_id) DO UPDATE SET status = excluded.status,
+            finished_at = excluded.finished_at, expires_at = excluded.expires_at,
+            data = excluded.data
+        RETURNING task_id
+    ), woke AS (
+        SELECT pg_notify($9, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
+    )
+    SELECT done.id FROM done WHERE (SELECT count(*) FROM woke) >= 0;
+END
+$complete$;
+""",
+    ),
+    Migration(
+        3,
+        "live workers (one heartbeat row per worker) and paused queues",
+        """
+CREATE TABLE workers (
+    id          text PRIMARY KEY,
+    started_at  double precision NOT NULL,
+    expires_at  double precision NOT NULL,
+    info        jsonb NOT NULL
+);
+CREATE TABLE paused_queues (
+    queue       text PRIMARY KEY,
+    paused_at   double precision NOT NULL
+);
+""",
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -8,9 +8,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from omniq.models import Task, TaskResult, TaskStatus
-from omniq.serialization.manager import SerializationManager
-from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released, check_encodable
+from omniq.models import Task, TaskQuery, TaskResult, TaskStatus, WorkerInfo
+from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released
+from omniq.storage.columns import task_row
 from omniq_postgres import _task_sql as sql
 from omniq_postgres._component import PostgresComponent
 from omniq_postgres._results import AsyncPostgresResultStorage
@@ -35,15 +35,8 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
     cross_process: ClassVar[bool] = True
     supports_pruning: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        default_lease: float = 30.0,
-        serializer: SerializationManager | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(url, serializer=serializer, **options)
+    def __init__(self, url: str | None = None, *, default_lease: float = 30.0, **kw: Any) -> None:
+        super().__init__(url, **kw)  # serializer, database, backend options
         self.default_lease = default_lease
 
     @property
@@ -57,15 +50,21 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
         return (await self.enqueue_many([task]))[0]
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[TaskStatus]:
-        """Store several tasks: one multi-row INSERT when none has dependencies."""
+        """Store several tasks: one ``COPY`` (or, for a few, one multi-row INSERT) when
+        none has dependencies, then one NOTIFY per queue; ids stored already are left
+        unchanged and reported with their stored status."""
         if not tasks:
             return []
         serializer = self.serializer
-        rows = [sql.encode(serializer, t) for t in tasks]
+        rows = [task_row(serializer, t) for t in tasks]
         channel = self._channel
         if not any(t.depends_on for t in tasks):
+            schema = self.schema
+            copy = len(rows) >= sql.COPY_MIN and len({r[0] for r in rows}) == len(rows)
 
             async def plain(conn: Any) -> builtins.list[TaskStatus]:
+                if copy and await sql.copy_new(conn, schema, rows, channel):
+                    return [TaskStatus.PENDING] * len(rows)
                 inserted = await sql.insert_new(conn, rows, channel)
                 if len(inserted) == len({r[0] for r in rows}):
                     return [TaskStatus.PENDING] * len(rows)
@@ -88,19 +87,10 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
 
     # --- claim ---------------------------------------------------------------------------
 
-    async def dequeue_many(
-        self,
-        queues: Sequence[str],
-        limit: int,
-        *,
-        worker_id: str,
-        lease: float = 30.0,
-        wait: float = 0.0,
+    async def claim_ready(
+        self, queues: builtins.list[str], limit: int, worker_id: str, lease: float, wait: float
     ) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks in claim order, waiting up to ``wait`` s."""
-        queues = builtins.list(queues)
-        if limit <= 0 or not queues:
-            return []
         db = self._db
         deadline = time.monotonic() + wait
         signal = db.signals["tasks"]
@@ -165,10 +155,11 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
             return await super().complete_with_results(finished, results)
         if not finished:
             return []
-        check_encodable(results, [r for _, r in finished])
         serializer = results.serializer
         encoded: dict[str, Any] = {}
-        for _, result in finished:  # a task given twice: its first result
+        # every result is encoded (raising before anything is written); a task given
+        # twice keeps its first result
+        for _, result in finished:
             encoded.setdefault(result.task_id, results.encode(result, serializer))
         claims = [(t.id, t.attempt) for t, _ in finished]
         cols = [builtins.list(c) for c in zip(*encoded.values(), strict=True)]
@@ -219,19 +210,48 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
         """Cancel a pending, waiting or running task; False when unknown or final."""
         return await self._run(lambda c: sql.cancel(c, task_id, reason or "cancelled"))
 
+    async def requeue(self, task_id: str) -> Task | None:
+        """Put an ended task back to PENDING with a fresh retry budget."""
+        serializer, channel = self.serializer, self._channel
+        return await self._run(lambda c: sql.requeue(c, serializer, task_id, channel))
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop workers claiming from ``queue``."""
+        await self._run(lambda c: sql.pause_queue(c, queue))
+
+    async def resume_queue(self, queue: str) -> None:
+        """Let workers claim from ``queue`` again."""
+        channel = self._channel
+        await self._run(lambda c: sql.resume_queue(c, queue, channel))
+
+    async def paused_queues(self) -> builtins.set[str]:
+        """The paused queues."""
+        return await self._run(sql.paused_queues)
+
+    async def record_worker(self, info: WorkerInfo) -> None:
+        """Store a worker's heartbeat."""
+        await self._run(lambda c: sql.record_worker(c, info))
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker."""
+        await self._run(lambda c: sql.remove_worker(c, worker_id))
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """Live workers, oldest first."""
+        return await self._run(sql.list_workers)
+
     async def count(self, queue: str | None = None, status: TaskStatus | None = None) -> int:
         """Number of tasks, optionally of one queue and/or effective status."""
         return await self._run(lambda c: sql.count_tasks(c, queue, status))
 
-    async def list(
-        self,
-        queue: str | None = None,
-        status: TaskStatus | None = None,
-        limit: int = 100,
-    ) -> builtins.list[Task]:
+    async def select_tasks(self, query: TaskQuery) -> builtins.list[Task]:
         """Tasks, oldest first, optionally filtered."""
+        queue, status, limit = query.queue, query.status, query.limit
         serializer = self.serializer
-        return await self._run(lambda c: sql.select_tasks(c, serializer, queue, status, limit))
+        newest = query.newest_first
+        return await self._run(
+            lambda c: sql.select_tasks(c, serializer, queue, status, limit, newest)
+        )
 
     async def purge(self, queue: str | None = None) -> int:
         """Delete every task (of one queue, or all); returns how many."""

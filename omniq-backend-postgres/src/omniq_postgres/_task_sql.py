@@ -14,13 +14,14 @@ import time
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
-import msgspec
+import asyncpg  # type: ignore[import-untyped]
 
 from omniq import rules
 from omniq.errors import SerializationError
-from omniq.models import Task, TaskStatus
+from omniq.models import Task, TaskStatus, WorkerInfo, decode_worker, encode_worker
 from omniq.models.enums import FINAL_STATUSES
 from omniq.serialization.manager import SerializationManager
+from omniq.storage.columns import TASK_COLUMNS, as_claimed, task_from_row, task_row
 
 log = logging.getLogger("omniq.postgres")
 
@@ -31,10 +32,6 @@ Encoded = tuple[str, str, int, float, float | None, float | None, float, bytes]
 
 FINAL = sorted(s.value for s in FINAL_STATUSES)
 
-TASK_COLUMNS = (
-    "id, queue, status, priority, created_at, run_at, expires_at, attempt, lease_until, "
-    "worker_id, error, data"
-)
 
 _UNNEST_NEW = (
     "unnest($1::text[], $2::text[], $3::int[], $4::float8[], $5::float8[], $6::float8[], "
@@ -59,32 +56,8 @@ INSERT_ONE_SQL = (
     "ON CONFLICT (id) DO NOTHING"
 )
 
-CLAIM_SQL = """
-WITH ready AS (
-    SELECT id, priority, due, seq FROM tasks
-    WHERE queue = $1 AND status = 'pending' AND (run_at IS NULL OR run_at <= $2)
-    ORDER BY priority DESC, due, seq LIMIT $3 FOR UPDATE SKIP LOCKED
-), lapsed AS (
-    SELECT id, priority, due, seq FROM tasks
-    WHERE queue = $1 AND status = 'running' AND lease_until < $2
-    ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED
-), picked AS (
-    SELECT * FROM ready UNION ALL SELECT * FROM lapsed
-), chosen AS (
-    SELECT id FROM picked ORDER BY priority DESC, due, seq LIMIT $3
-)
-UPDATE tasks AS t SET
-    status = CASE WHEN t.expires_at <= $2 THEN 'expired' ELSE 'running' END,
-    attempt = CASE WHEN t.expires_at <= $2 THEN t.attempt ELSE t.attempt + 1 END,
-    worker_id = CASE WHEN t.expires_at <= $2 THEN t.worker_id ELSE $4 END,
-    lease_until = CASE WHEN t.expires_at <= $2 THEN NULL ELSE $5::float8 END,
-    finished_at = CASE WHEN t.expires_at <= $2 THEN $2 END,
-    error = CASE WHEN t.expires_at <= $2 THEN $6 ELSE t.error END,
-    unreported = CASE WHEN t.expires_at <= $2 THEN true ELSE t.unreported END
-FROM chosen WHERE t.id = chosen.id
-RETURNING t.id, t.status, t.priority, t.due, t.seq, t.run_at, t.attempt, t.lease_until,
-    t.worker_id, t.error, t.data
-"""
+#: A claim of one queue: the function of migration 2 (the statement with a fixed plan).
+CLAIM_SQL = "SELECT * FROM omniq_claim($1, $2, $3, $4, $5::float8, $6)"
 #: When an idle waiter should look again: the next delayed task or lease end.
 NEXT_DUE_SQL = """
 SELECT min(w) FROM unnest($1::text[]) AS q(name), LATERAL (
@@ -96,36 +69,14 @@ SELECT min(w) FROM unnest($1::text[]) AS q(name), LATERAL (
      ORDER BY lease_until LIMIT 1)
 ) AS s
 """
-COMPLETE_MANY_SQL = """
-UPDATE tasks AS t SET status = 'success', finished_at = $3, lease_until = NULL, error = NULL
-FROM unnest($1::text[], $2::int[]) AS c(id, attempt)
-WHERE t.id = c.id AND t.status = 'running' AND t.attempt = c.attempt
-RETURNING t.id
-"""
-#: Complete the current claims and write their results in one statement: the fence
-#: (status and attempt) decides which results are written.
-COMPLETE_WITH_RESULTS_SQL = """
-WITH done AS (
-    UPDATE tasks AS t SET status = 'success', finished_at = $3, lease_until = NULL,
-        error = NULL
-    FROM unnest($1::text[], $2::int[]) AS c(id, attempt)
-    WHERE t.id = c.id AND t.status = 'running' AND t.attempt = c.attempt
-    RETURNING t.id
-), stored AS (
-    INSERT INTO results (task_id, status, finished_at, expires_at, data)
-    SELECT r.task_id, r.status, r.finished_at, r.expires_at, r.data
-    FROM unnest($4::text[], $5::text[], $6::float8[], $7::float8[], $8::bytea[])
-        AS r(task_id, status, finished_at, expires_at, data)
-    JOIN done ON done.id = r.task_id
-    ON CONFLICT (task_id) DO UPDATE SET status = excluded.status,
-        finished_at = excluded.finished_at, expires_at = excluded.expires_at,
-        data = excluded.data
-    RETURNING task_id
-), woke AS (
-    SELECT pg_notify($9, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
+#: Complete claims (fenced by attempt): the function of migration 2; the ids completed.
+COMPLETE_MANY_SQL = "SELECT * FROM omniq_complete($1::text[], $2::int[], $3::float8)"
+#: Complete the current claims and write their results in one statement (one
+#: transaction): the fence (status and attempt) decides which results are written.
+COMPLETE_WITH_RESULTS_SQL = (
+    "SELECT * FROM omniq_complete_with_results($1::text[], $2::int[], $3::float8, "
+    "$4::text[], $5::text[], $6::float8[], $7::float8[], $8::bytea[], $9)"
 )
-SELECT id, (SELECT count(*) FROM woke) FROM done
-"""
 FAIL_SQL = """
 UPDATE tasks SET status = $3, error = $4, lease_until = NULL,
     run_at = coalesce($5, run_at), due = coalesce($5, due),
@@ -142,7 +93,8 @@ UNCLAIM_SQL = (
 UNCLAIM_MANY_SQL = """
 UPDATE tasks AS t SET status = 'pending', lease_until = NULL, attempt = t.attempt - 1
 FROM unnest($1::text[], $2::int[]) AS c(id, attempt)
-WHERE t.id = c.id AND t.status = 'running' AND t.attempt = c.attempt
+WHERE t.id = ANY($1::text[]) AND t.id = c.id AND t.status = 'running'
+        AND t.attempt = c.attempt
 """
 
 Row = Any
@@ -154,37 +106,6 @@ Row = Any
 def effective(status: str, expires_at: float | None, now: float) -> TaskStatus:
     """A row's status as a reader sees it (see :func:`omniq.rules.effective_status`)."""
     return rules.effective_status(TaskStatus(status), expires_at, now)
-
-
-def encode(serializer: SerializationManager, task: Task) -> Encoded:
-    """The stored form of a new task."""
-    due = task.run_at if task.run_at is not None else task.created_at
-    return (task.id, task.queue, task.priority, due, task.run_at, task.expires_at,
-            task.created_at, serializer.encode_task(task))  # fmt: skip
-
-
-def to_task(serializer: SerializationManager, row: Row, now: float) -> Task:
-    """Rebuild a task from a row in TASK_COLUMNS order (the columns win over the bytes).
-
-    A payload that cannot be decoded yields a placeholder task (``func`` is
-    ``"<undecodable>"``, ``metadata["corrupt"]`` is True) so listing never fails.
-    """
-    (tid, queue, status, priority, created_at, run_at, expires_at, attempt, lease_until,
-     worker_id, error, data) = tuple(row)  # fmt: skip
-    st = effective(status, expires_at, now)
-    try:
-        task = serializer.decode_task(bytes(data))
-    except SerializationError as e:
-        return Task(
-            func="<undecodable>", id=tid, queue=queue, priority=priority, status=st,
-            created_at=created_at, run_at=run_at, expires_at=expires_at, attempt=attempt,
-            lease_until=lease_until, worker_id=worker_id,
-            error=error or f"stored payload cannot be decoded: {e}", metadata={"corrupt": True},
-        )  # fmt: skip
-    return msgspec.structs.replace(
-        task, id=tid, status=st, attempt=attempt, lease_until=lease_until,
-        worker_id=worker_id, error=error, run_at=run_at,
-    )  # fmt: skip
 
 
 def _columns(rows: Sequence[Encoded]) -> list[list[Any]]:
@@ -199,6 +120,34 @@ async def insert_new(conn: Conn, rows: Sequence[Encoded], notify: str) -> set[st
     exists already is left unchanged)."""
     inserted = await conn.fetch(INSERT_NEW_SQL, *_columns(rows), notify)
     return {r[0] for r in inserted}
+
+
+#: Columns a bulk enqueue COPYs, in :data:`Encoded` order with the status after the queue.
+COPY_COLUMNS = (
+    "id", "queue", "status", "priority", "due", "run_at", "expires_at", "created_at", "data",
+)  # fmt: skip
+#: Smallest batch sent by COPY: below it one INSERT statement is as cheap.
+COPY_MIN = 16
+
+
+async def copy_new(conn: Conn, schema: str, rows: Sequence[Encoded], notify: str) -> bool:
+    """Store new tasks with ``COPY`` (binary), then notify each of their queues once.
+
+    COPY is all or nothing: when one of the ids is stored already, nothing is written
+    and the answer is False (the caller then takes the ``ON CONFLICT`` insert, which
+    leaves existing tasks unchanged). The ids of ``rows`` must be distinct.
+    """
+    records = [(r[0], r[1], "pending", *r[2:]) for r in rows]
+    try:
+        await conn.copy_records_to_table(
+            "tasks", records=records, columns=COPY_COLUMNS, schema_name=schema
+        )
+    except asyncpg.UniqueViolationError:
+        return False
+    await conn.execute(
+        "SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q", notify, sorted({r[1] for r in rows})
+    )
+    return True
 
 
 async def statuses_of(conn: Conn, ids: Sequence[str], now: float) -> dict[str, TaskStatus]:
@@ -288,10 +237,7 @@ async def claim(
                 except SerializationError as e:
                     await fail_corrupt(conn, tid, str(e), now)
                     continue
-                task.id, task.status, task.attempt = tid, TaskStatus.RUNNING, attempt
-                task.lease_until, task.worker_id, task.error = lease_until, worker, error
-                task.run_at = run_at
-                claimed.append(task)
+                claimed.append(as_claimed(task, tid, attempt, lease_until, worker, error, run_at))
             if len(rows) < want:
                 break  # this queue has nothing more
         if len(claimed) >= limit:
@@ -470,6 +416,10 @@ def status_filter(status: TaskStatus | None, now: float, first: int) -> tuple[st
     return f"status = ${first}", [status.value]
 
 
+#: The predicate of the ``tasks_settled`` index: waiting and final tasks.
+_SETTLED = "status NOT IN ('pending', 'running')"
+
+
 def _where(queue: str | None, status: TaskStatus | None, now: float) -> tuple[str, list[Any]]:
     params: list[Any] = []
     conds: list[str] = []
@@ -487,26 +437,36 @@ async def select_tasks(
     queue: str | None,
     status: TaskStatus | None,
     limit: int,
+    newest_first: bool = False,
 ) -> list[Task]:
     """Tasks in insertion order, filtered by queue and effective status."""
     now = time.time()
     cond, params = _where(queue, status, now)
     rows = await conn.fetch(
-        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} ORDER BY seq LIMIT ${len(params) + 1}",
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} "
+        f"ORDER BY seq{' DESC' if newest_first else ''} LIMIT ${len(params) + 1}",
         *params,
         max(0, min(limit, 2**62)),
     )
-    return [to_task(serializer, row, now) for row in rows]
+    return [task_from_row(serializer, row, now) for row in rows]
 
 
 async def get_task(conn: Conn, serializer: SerializationManager, task_id: str) -> Task | None:
     """One stored task with its effective status."""
     row = await conn.fetchrow(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1", task_id)
-    return None if row is None else to_task(serializer, row, time.time())
+    return None if row is None else task_from_row(serializer, row, time.time())
 
 
 async def count_tasks(conn: Conn, queue: str | None, status: TaskStatus | None) -> int:
-    """Number of tasks by queue and effective status (the ``(queue, status)`` index)."""
+    """Number of tasks by queue and effective status, each counted on a partial index:
+    pending on ``tasks_claim``, running on ``tasks_lease``, the others on
+    ``tasks_settled`` (a queue's total is the sum of the three)."""
+    if status is None and queue is not None:
+        parts = [
+            f"(SELECT count(*) FROM tasks WHERE queue = $1 AND {c})"
+            for c in ("status = 'pending'", "status = 'running'", _SETTLED)
+        ]
+        return int(await conn.fetchval("SELECT " + " + ".join(parts), queue))
     cond, params = _where(queue, status, time.time())
     return int(await conn.fetchval(f"SELECT count(*) FROM tasks WHERE {cond}", *params))
 
@@ -574,3 +534,75 @@ async def expire(conn: Conn, now: float) -> list[str]:
         if new_ids:
             await conn.execute("DELETE FROM task_deps WHERE task_id = ANY($1::text[])", new_ids)
     return sorted(r[0] for r in seen) + sorted(new_ids)
+
+
+# --- re-queue of ended tasks, live workers -----------------------------------------------
+
+
+async def requeue(
+    conn: Conn, serializer: SerializationManager, task_id: str, notify: str
+) -> Task | None:
+    """Put an ended task back to PENDING (:func:`omniq.rules.requeued`), fenced on the
+    status and attempt read; None when unknown or not final."""
+    now = time.time()
+    async with conn.transaction():
+        row = await conn.fetchrow(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1", task_id)
+        if row is None:
+            return None
+        task = task_from_row(serializer, row, now)
+        if not task.status.is_final or task.metadata.get("corrupt"):
+            return None
+        fresh = rules.requeued(task, now)
+        _, queue, _, due, run_at, expires_at, _, data = task_row(serializer, fresh)
+        result = await conn.execute(
+            "UPDATE tasks SET status = 'pending', due = $3, run_at = $4, expires_at = $5, "
+            "lease_until = NULL, worker_id = NULL, error = NULL, finished_at = NULL, "
+            "unreported = NULL, data = $6 WHERE id = $1 AND status = $2 AND attempt = $7",
+            task_id, row[2], due, run_at, expires_at, data, fresh.attempt,
+        )  # fmt: skip
+        if result != "UPDATE 1":
+            return None
+        await conn.execute("SELECT pg_notify($1, $2)", notify, queue)
+    return fresh
+
+
+async def record_worker(conn: Conn, info: WorkerInfo) -> None:
+    """Insert or replace a worker's heartbeat row."""
+    await conn.execute(
+        "INSERT INTO workers (id, started_at, expires_at, info) VALUES ($1, $2, $3, $4::jsonb) "
+        "ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, "
+        "expires_at = excluded.expires_at, info = excluded.info",
+        info.id, info.started_at, info.expires_at, encode_worker(info).decode(),
+    )  # fmt: skip
+
+
+async def remove_worker(conn: Conn, worker_id: str) -> None:
+    """Delete a worker's heartbeat row."""
+    await conn.execute("DELETE FROM workers WHERE id = $1", worker_id)
+
+
+async def list_workers(conn: Conn) -> list[WorkerInfo]:
+    """Live workers oldest first; rows of workers gone silent are deleted."""
+    now = time.time()
+    await conn.execute("DELETE FROM workers WHERE expires_at <= $1", now)
+    rows = await conn.fetch("SELECT info::text FROM workers ORDER BY started_at, id")
+    return [info for (data,) in rows if (info := decode_worker(data)) is not None]
+
+
+async def pause_queue(conn: Conn, queue: str) -> None:
+    """Mark a queue paused."""
+    await conn.execute(
+        "INSERT INTO paused_queues (queue, paused_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        queue, time.time(),
+    )  # fmt: skip
+
+
+async def resume_queue(conn: Conn, queue: str, notify: str) -> None:
+    """Unmark a paused queue and wake its idle workers."""
+    await conn.execute("DELETE FROM paused_queues WHERE queue = $1", queue)
+    await conn.execute("SELECT pg_notify($1, $2)", notify, queue)
+
+
+async def paused_queues(conn: Conn) -> set[str]:
+    """The paused queues."""
+    return {r[0] for r in await conn.fetch("SELECT queue FROM paused_queues")}

@@ -16,16 +16,13 @@ DEFAULT_URL = "postgresql://127.0.0.1:5432/postgres"
 def omniq_backends() -> list[BackendSpec]:
     """The ``postgres`` backend (all four components, plus the shared-pool bundle)."""
     return [
-        BackendSpec(
-            name="postgres",
+        BackendSpec.conventional(
+            "postgres",
+            "omniq_postgres",
+            "Postgres",
             schemes=("postgresql", "postgres"),
-            task_queue="omniq_postgres:AsyncPostgresQueue",
-            result_storage="omniq_postgres:AsyncPostgresResultStorage",
-            event_storage="omniq_postgres:AsyncPostgresEventStorage",
-            schedule_storage="omniq_postgres:AsyncPostgresScheduleStorage",
             default_url=DEFAULT_URL,
             package="omniq-backend-postgres",
             description="PostgreSQL: SKIP LOCKED claims, LISTEN/NOTIFY, a schema per app",
-            bundle="omniq_postgres:PostgresBackend",
         )
     ]

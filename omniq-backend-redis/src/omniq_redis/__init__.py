@@ -9,8 +9,9 @@ driver.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from omniq.plugins.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from omniq_redis._backend import RedisBackend
@@ -37,27 +38,15 @@ __all__ = [
     "RedisScheduleStorage",
 ]
 
-_WHERE = {
-    "AsyncRedisQueue": "_queue",
-    "AsyncRedisResultStorage": "_results",
-    "AsyncRedisEventStorage": "_events",
-    "AsyncRedisScheduleStorage": "_schedules",
-    "RedisQueue": "_sync",
-    "RedisResultStorage": "_sync",
-    "RedisEventStorage": "_sync",
-    "RedisScheduleStorage": "_sync",
-    "RedisBackend": "_backend",
-}
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'omniq_redis' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"omniq_redis.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "_queue": ["AsyncRedisQueue"],
+        "_results": ["AsyncRedisResultStorage"],
+        "_events": ["AsyncRedisEventStorage"],
+        "_schedules": ["AsyncRedisScheduleStorage"],
+        "_sync": ["RedisQueue", "RedisResultStorage", "RedisEventStorage", "RedisScheduleStorage"],
+        "_backend": ["RedisBackend"],
+    },
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any
 
 from omniq.storage.base import BackendBundle
 from omniq_redis._component import DEFAULT_URL, client_options, redact, split_url
@@ -48,20 +48,6 @@ class RedisBackend(BackendBundle):
             self.schedule_storage
         )
 
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """Build the bundle from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
-        return cls(url, **options)
-
-    @property
-    def components(
-        self,
-    ) -> tuple[
-        AsyncRedisQueue, AsyncRedisResultStorage, AsyncRedisEventStorage, AsyncRedisScheduleStorage
-    ]:
-        """The four async components."""
-        return (self.task_queue, self.result_storage, self.event_storage, self.schedule_storage)
-
     async def connect(self) -> None:
         """Make the shared client and hand it to every component."""
         if self._client is None:
@@ -85,10 +71,6 @@ class RedisBackend(BackendBundle):
             c._scripts.clear()
         if client is not None:
             await client.aclose()
-
-    def async_context(self) -> Self:
-        """``async with backend.async_context():`` (same as ``async with backend:``)."""
-        return self
 
     def __repr__(self) -> str:
         return f"RedisBackend({redact(self._url)!r}, prefix={self.task_queue.prefix!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import time
@@ -12,12 +13,23 @@ import msgspec
 
 from omniq import rules
 from omniq.errors import SerializationError
-from omniq.models import Task, TaskResult, TaskStatus
+from omniq.models import (
+    Task,
+    TaskQuery,
+    TaskResult,
+    TaskStatus,
+    WorkerInfo,
+    decode_worker,
+    encode_worker,
+)
 from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released
 from omniq_redis import _scripts as lua
 from omniq_redis._component import BATCH, RedisComponent
+from omniq_redis._results import listening
 
 if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
     from omniq_redis._results import AsyncRedisResultStorage
 
 log = logging.getLogger("omniq.redis")
@@ -25,6 +37,16 @@ log = logging.getLogger("omniq.redis")
 #: Tasks per script call of a bulk enqueue (the calls of one batch go in one pipeline).
 ENQUEUE_CHUNK = 1000
 _RETRY = b"retry"
+#: Enqueue calls of one component in flight at once, at most (see ``enqueue_many``).
+ENQUEUES_IN_FLIGHT = 16
+#: Event-loop turns a consumer that knows its queues are empty gives other coroutines
+#: (runners, the completion writer) before it sends its blocking pop.
+YIELDS_BEFORE_BLOCK = 8
+#: Enqueues of at most this many tasks tell this process's result listeners which
+#: tasks are new (see ``AsyncRedisResultStorage.mark_fresh``).
+FRESH_BATCH = 64
+#: Completed ids remembered as having no dependents, at most (see ``_no_dependents``).
+NO_DEPENDENTS_MAX = 100_000
 
 
 def _s(v: Any) -> str:
@@ -56,6 +78,13 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
             default_lease = float(self.url_options["default_lease"])
         if default_lease is not None:
             self.default_lease = default_lease
+        #: The queues this component's last claim found empty (None: not known empty).
+        self._drained: tuple[str, ...] | None = None
+        #: The next delayed task's due time or lease end seen by the last claim.
+        self._next_due: float | None = None
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        #: Ids this component completed that no task waits on (release has nothing to do).
+        self._no_dependents: builtins.set[str] = set()
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -95,22 +124,34 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[TaskStatus]:
         """Store tasks in one round trip (script calls of up to ENQUEUE_CHUNK tasks,
-        pipelined). Every task is encoded first: a SerializationError stores nothing."""
+        pipelined). Every task is encoded first: a SerializationError stores nothing.
+
+        At most ENQUEUES_IN_FLIGHT calls of one component run at once (the others wait
+        their turn): a big ``map()`` sends all its batches together, and each call holds
+        a pooled connection, of which redis-py allows 100 by default."""
         if not tasks:
             return []
         enc = self.serializer.encode_task
         data = [enc(t) for t in tasks]
-        now = time.time()
-        if all(
-            not t.depends_on and t.expires_at is None and (t.run_at is None or t.run_at <= now)
-            for t in tasks
-        ):
-            return await self._enqueue_plain(tasks, data, now)
-        for _ in range(100):
-            out = await self._try_enqueue(tasks, data)
-            if out is not None:
-                return out
+        async with self._enqueue_slots():
+            now = time.time()
+            if all(
+                not t.depends_on and t.expires_at is None and (t.run_at is None or t.run_at <= now)
+                for t in tasks
+            ):
+                return await self._enqueue_plain(tasks, data, now)
+            for _ in range(100):
+                out = await self._try_enqueue(tasks, data)
+                if out is not None:
+                    return out
         raise RuntimeError("enqueue: dependencies kept changing while being read")
+
+    def _enqueue_slots(self) -> asyncio.Semaphore:
+        """The semaphore bounding this component's enqueues in flight, per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(ENQUEUES_IN_FLIGHT))
+        return self._slots[1]
 
     async def _enqueue_plain(
         self, tasks: Sequence[Task], data: Sequence[bytes], now: float
@@ -118,26 +159,48 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
         """Tasks ready now without TTL or dependencies: 4 arguments each, and only the
         tasks that existed already come back (one pipeline for the whole batch)."""
         script = await self.script("enqueue_plain", lua.ENQUEUE_PLAIN)
-        r = await self.redis()
         starts = range(0, len(tasks), ENQUEUE_CHUNK)
-        async with r.pipeline(transaction=False) as pipe:
-            for start in starts:
-                args: builtins.list[Any] = [self.p]
-                for t, d in zip(
-                    tasks[start : start + ENQUEUE_CHUNK],
-                    data[start : start + ENQUEUE_CHUNK],
-                    strict=True,
-                ):
-                    due = t.run_at if t.run_at is not None else t.created_at
-                    args += [t.queue, int(t.priority), member(t.id, due), d]
-                await script(keys=[f"{self.p}all"], args=args, client=pipe)
-            replies = await pipe.execute()
+        calls: builtins.list[builtins.list[Any]] = []
+        for start in starts:
+            args: builtins.list[Any] = [self.p]
+            for t, d in zip(
+                tasks[start : start + ENQUEUE_CHUNK],
+                data[start : start + ENQUEUE_CHUNK],
+                strict=True,
+            ):
+                due = t.run_at if t.run_at is not None else t.created_at
+                args += [t.queue, int(t.priority), member(t.id, due), d]
+            calls.append(args)
+        # result listeners subscribed before this enqueue is sent see every result of
+        # the new tasks announced: their waiters skip the first read (small batches)
+        listeners = listening(self._url, self.p) if len(tasks) <= FRESH_BATCH else []
+        replies = await self._run_calls(script, calls)
         out = [TaskStatus.PENDING] * len(tasks)
+        existed: builtins.set[int] = set()
         for start, reply in zip(starts, replies, strict=True):
             for i in range(0, len(reply), 3):
                 st = TaskStatus(_s(reply[i + 1]))
+                existed.add(start + int(reply[i]))
                 out[start + int(reply[i])] = rules.effective_status(st, _f(reply[i + 2]), now)
+        if listeners:
+            new = [t.id for i, t in enumerate(tasks) if i not in existed]
+            for storage, epoch in listeners:
+                storage.mark_fresh(new, epoch)
         return out
+
+    async def _run_calls(
+        self, script: AsyncScript, calls: Sequence[Sequence[Any]]
+    ) -> builtins.list[Any]:
+        """Run ``script`` once per argument list: one call alone (EVALSHA), several in one
+        pipeline (which checks that the script is loaded first: one more round trip)."""
+        keys = [f"{self.p}all"]
+        if len(calls) == 1:
+            return [await script(keys=keys, args=calls[0])]
+        r = await self.redis()
+        async with r.pipeline(transaction=False) as pipe:
+            for args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            return list(await pipe.execute())
 
     async def _dependency_statuses(
         self, dep_ids: set[str]
@@ -189,14 +252,12 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
         if rows:
             chunks.append(rows)
         script = await self.script("enqueue", lua.ENQUEUE)
-        r = await self.redis()
-        async with r.pipeline(transaction=False) as pipe:
-            for n, chunk in enumerate(chunks):
-                head: builtins.list[Any] = [self.p, repr(now)]
-                head += [len(checks) // 2, *checks] if n == 0 else [0]
-                await script(keys=[f"{self.p}all"], args=[*head, len(chunk) // 10, *chunk],
-                             client=pipe)  # fmt: skip
-            replies = await pipe.execute()
+        calls: builtins.list[builtins.list[Any]] = []
+        for n, chunk in enumerate(chunks):
+            head: builtins.list[Any] = [self.p, repr(now)]
+            head += [len(checks) // 2, *checks] if n == 0 else [0]
+            calls.append([*head, len(chunk) // 10, *chunk])
+        replies = await self._run_calls(script, calls)
         out: builtins.list[TaskStatus] = []
         for reply in replies:
             if reply and reply[0] == _RETRY:
@@ -213,7 +274,7 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
     ) -> tuple[builtins.list[Task], float | None, int]:
         now = time.time()
         script = await self.script("claim", lua.CLAIM)
-        nxt, flat = await script(
+        nxt, flat, drained = await script(
             keys=[f"{self.p}q:{q}" for q in queues],
             args=[self.p, repr(now), limit, worker_id, repr(now + lease),
                   rules.EXPIRED_MESSAGE],
@@ -221,10 +282,11 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
         claimed: builtins.list[Task] = []
         corrupt = 0
         lease_until = now + lease
+        decode = self.serializer.decode_task
         for i in range(0, len(flat), 3):
             tid, data, attempt = _s(flat[i]), flat[i + 1], int(flat[i + 2])
             try:
-                task = self.serializer.decode_task(data)
+                task = decode(data)
             except SerializationError as e:
                 corrupt += 1
                 log.error("task %s has an undecodable payload; failing it: %s", tid, e)
@@ -242,36 +304,43 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
                     error=None,
                 )
             )
+        self._drained = tuple(queues) if int(drained) else None
         return claimed, (None if not nxt else float(nxt)), corrupt
 
-    async def dequeue_many(
-        self,
-        queues: Sequence[str],
-        limit: int,
-        *,
-        worker_id: str,
-        lease: float = 30.0,
-        wait: float = 0.0,
+    async def claim_ready(
+        self, queues: builtins.list[str], limit: int, worker_id: str, lease: float, wait: float
     ) -> builtins.list[Task]:
         """Claim up to ``limit`` tasks (queue order, then priority, then oldest) in one
-        script; when none is ready, block on the queues' wake-up lists up to ``wait``."""
-        if limit <= 0 or not queues:
-            return []
+        script; when none is ready, block on the queues' wake-up lists up to ``wait``.
+
+        When this consumer's previous claim found the same queues empty, it blocks first
+        (a wake token is there at once if anything became ready since), which saves an
+        empty claim per call: a worker that just took the last task is idle until woken."""
         deadline = time.monotonic() + wait
         r = await self.redis()
+        block = wait > 0 and self._drained == tuple(queues)
+        if block:
+            # nothing to claim: let the tasks just claimed run and their completions go
+            # out before this blocking call (a wake token waits for it meanwhile)
+            for _ in range(YIELDS_BEFORE_BLOCK):
+                await asyncio.sleep(0)
         while True:
-            claimed, nxt, corrupt = await self._claim(queues, limit, worker_id, lease)
+            if block:
+                remaining = deadline - time.monotonic()
+                timeout = min(max(remaining, 0.0), self.block_limit())
+                if self._next_due is not None:
+                    timeout = min(timeout, max(self._next_due - time.time(), 0.0) + 0.002)
+                if timeout > 0:
+                    await r.blpop(self._wake_keys(queues), timeout=max(timeout, 0.01))
+            claimed, self._next_due, corrupt = await self._claim(queues, limit, worker_id, lease)
             if claimed:
                 return claimed
             if corrupt:
+                block = False
                 continue  # the undecodable tasks are failed: claim the next ones
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 return []
-            timeout = min(remaining, self.block_limit())
-            if nxt is not None:
-                timeout = min(timeout, max(nxt - time.time(), 0.0) + 0.002)
-            await r.blpop(self._wake_keys(queues), timeout=max(timeout, 0.01))
+            block = True
 
     # --- finishing --------------------------------------------------------------------
 
@@ -303,14 +372,24 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
             return []
         now = time.time()
         args: builtins.list[Any] = []
-        for t, res in finished:
-            if res is None or results is None:
-                args += [t.id, t.attempt, "", "", ""]
-            else:
-                data, px, exp = results.encode(res, now)
-                args += [t.id, t.attempt, data, px, exp]
+        if results is None:
+            for t, _ in finished:
+                args += [f"{t.attempt}\t\t\t{t.id}", ""]
+        else:
+            encode = results.encoder()
+            for t, res in finished:
+                if res is None:
+                    args += [f"{t.attempt}\t\t\t{t.id}", ""]
+                else:
+                    data, px, exp = encode(res, now)
+                    args += [f"{t.attempt}\t{px}\t{exp}\t{t.id}", data]
         script = await self.script("complete", lua.COMPLETE)
         out = await script(keys=[f"{self.p}all"], args=[self.p, repr(now), len(finished), *args])
+        if len(self._no_dependents) > NO_DEPENDENTS_MAX:
+            self._no_dependents.clear()  # never released: forget them (they get looked up)
+        for (t, _), x in zip(finished, out, strict=True):
+            if x == 1:
+                self._no_dependents.add(t.id)
         return [bool(x) for x in out]
 
     async def fail(
@@ -355,6 +434,62 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
         )
         return bool(ok)
 
+    async def requeue(self, task_id: str) -> Task | None:
+        """Put an ended task back to PENDING with a fresh retry budget
+        (:func:`omniq.rules.requeued`), fenced on the attempt read."""
+        task = await self.get(task_id)
+        if task is None or not task.status.is_final or task.metadata.get("corrupt"):
+            return None
+        fresh = rules.requeued(task, time.time())
+        script = await self.script("requeue", lua.REQUEUE)
+        ok = await script(
+            keys=[f"{self.p}all"],
+            args=[self.p, repr(time.time()), task_id, str(task.attempt),
+                  self.serializer.encode_task(fresh),
+                  "" if fresh.expires_at is None else repr(fresh.expires_at)],
+        )  # fmt: skip
+        return fresh if ok else None
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop workers claiming from ``queue`` (set ``P paused``)."""
+        await (await self.redis()).sadd(f"{self.p}paused", queue)
+
+    async def resume_queue(self, queue: str) -> None:
+        """Let workers claim from ``queue`` again, waking its blocked consumers."""
+        r = await self.redis()
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.srem(f"{self.p}paused", queue)
+            pipe.rpush(f"{self.p}w:{queue}", "1")
+            await pipe.execute()
+
+    async def paused_queues(self) -> builtins.set[str]:
+        """The paused queues."""
+        return {_s(q) for q in await (await self.redis()).smembers(f"{self.p}paused")}
+
+    async def record_worker(self, info: WorkerInfo) -> None:
+        """Store a worker's heartbeat in the ``P workers`` hash."""
+        await (await self.redis()).hset(f"{self.p}workers", info.id, encode_worker(info))
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker."""
+        await (await self.redis()).hdel(f"{self.p}workers", worker_id)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """Live workers, oldest first (records of silent workers are deleted)."""
+        r = await self.redis()
+        now = time.time()
+        live: builtins.list[WorkerInfo] = []
+        gone: builtins.list[bytes | str] = []
+        for key, data in (await r.hgetall(f"{self.p}workers")).items():
+            info = decode_worker(data)
+            if info is None or not info.is_live(now):
+                gone.append(key)
+            else:
+                live.append(info)
+        if gone:
+            await r.hdel(f"{self.p}workers", *gone)
+        return sorted(live, key=lambda w: (w.started_at, w.id))
+
     async def count(self, queue: str | None = None, status: TaskStatus | None = None) -> int:
         """Number of tasks from the counters kept by every script (no scan).
 
@@ -368,19 +503,20 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
                 total += int(v)
         return total
 
-    async def list(
-        self,
-        queue: str | None = None,
-        status: TaskStatus | None = None,
-        limit: int = 100,
-    ) -> builtins.list[Task]:
-        """Tasks oldest first (insertion order), optionally filtered."""
+    async def select_tasks(self, query: TaskQuery) -> builtins.list[Task]:
+        """Tasks oldest first (insertion order), optionally filtered. WAITING tasks come
+        from their own index (the dependency sweep lists them: it never scans)."""
+        queue, status, limit = query.queue, query.status, query.limit
         r = await self.redis()
         index = f"{self.p}all" if queue is None else f"{self.p}qa:{queue}"
+        waiting = status is TaskStatus.WAITING
+        if waiting:
+            index = f"{self.p}waiting"
         out: builtins.list[Task] = []
         start = 0
         while len(out) < limit:
-            ids = [_s(i) for i in await r.zrange(index, start, start + BATCH - 1)]
+            window = await r.zrange(index, start, start + BATCH - 1, desc=query.newest_first)
+            ids = [_s(i) for i in window]
             if not ids:
                 break
             start += BATCH
@@ -389,8 +525,15 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
                     pipe.hgetall(f"{self.p}t:{tid}")
                 hashes = await pipe.execute()
             now = time.time()
+            if waiting:  # ids that are no longer WAITING leave the index
+                stale = [
+                    tid for tid, h in zip(ids, hashes, strict=True) if h.get(b"s") != b"waiting"
+                ]
+                if stale:
+                    drop = await self.script("unwait", lua.UNWAIT)
+                    start -= int(await drop(keys=[index], args=[self.p, *stale]))
             for tid, h in zip(ids, hashes, strict=True):
-                if not h:
+                if not h or (queue is not None and _s(h.get(b"q", b"")) != queue):
                     continue
                 t = self._decode(tid, h, now)
                 if status is None or t.status is status:
@@ -441,7 +584,13 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
         (two pipelined reads), decides with :func:`rules.release_step`, and applies the
         decision in one script that skips tasks no longer WAITING."""
         out = Released()
-        ended = [(tid, succeeded) for tid in task_ids]
+        # tasks this component just completed with no task waiting on them: none can
+        # start waiting later (an enqueue checks its dependencies' statuses atomically)
+        known = self._no_dependents
+        ended = [(tid, succeeded) for tid in task_ids if tid not in known]
+        known.difference_update(task_ids)
+        if not ended:
+            return out
         script = await self.script("release", lua.RELEASE)
         while ended:
             waiting = await self._waiting_dependents(ended)

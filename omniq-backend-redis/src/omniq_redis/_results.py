@@ -7,7 +7,8 @@ import builtins
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from omniq.errors import SerializationError
@@ -22,6 +23,57 @@ def _s(v: Any) -> str:
 
 log = logging.getLogger("omniq.redis")
 
+#: Results up to this many bytes travel with their announcement (the scripts' limit too).
+ANNOUNCE_LIMIT = 8192
+
+
+#: Fresh task ids remembered per result storage, at most (see ``mark_fresh``).
+FRESH_MAX = 10_000
+#: Result storages of this process with a confirmed subscription (see ``listening``).
+_LISTENING: weakref.WeakSet[AsyncRedisResultStorage] = weakref.WeakSet()
+
+
+def listening(url: str, prefix: str) -> builtins.list[tuple[AsyncRedisResultStorage, int]]:
+    """The result storages of this process subscribed to the announcements of ``url``
+    and ``prefix``, each with its subscription's epoch (read before an enqueue is sent,
+    so the subscription was confirmed before the enqueue reached the server)."""
+    out = []
+    try:
+        storages = list(_LISTENING)
+    except RuntimeError:  # changed by another thread's loop meanwhile: no shortcut now
+        return []
+    for storage in storages:
+        epoch = storage._epoch
+        if epoch is not None and storage.p == prefix and storage._url == url:
+            out.append((storage, epoch))
+    return out
+
+
+def announcement(task_id: str, data: bytes) -> bytes:
+    """One result's announcement on the ``rdone`` channel: NUL, the id's length, ``:``,
+    the length of the bytes, ``:``, the id, the bytes (none when over ANNOUNCE_LIMIT)."""
+    tid = task_id.encode()
+    if len(data) > ANNOUNCE_LIMIT:
+        data = b""
+    return b"\0%d:%d:%s%s" % (len(tid), len(data), tid, data)
+
+
+def parse_announcements(message: bytes) -> builtins.list[tuple[str, bytes]]:
+    """The (task id, result bytes or b'') pairs of one message on the ``rdone``
+    channel: announcements one after another, or one bare task id."""
+    if message[:1] != b"\0":
+        return [(_s(message), b"")]
+    out = []
+    i, end = 0, len(message)
+    while i < end:
+        j = message.index(b":", i + 1)
+        k = message.index(b":", j + 1)
+        n, m = int(message[i + 1 : j]), int(message[j + 1 : k])
+        start = k + 1
+        out.append((message[start : start + n].decode(), message[start + n : start + n + m]))
+        i = start + n + m
+    return out
+
 
 class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
     """Results as ``{prefix}:r:<task id>`` (``SET ... PX`` when they expire), listed
@@ -33,6 +85,13 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
     def __init__(self, url: str | None = None, **options: Any) -> None:
         super().__init__(url, **options)
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        #: Counts confirmed subscriptions; None while not subscribed.
+        self._epoch: int | None = None
+        self._epochs = 0
+        #: Task ids enqueued in this process while subscription ``epoch`` was confirmed.
+        self._fresh: dict[str, int] = {}
+        #: Result bytes that came with an announcement, by task id, while it has waiters.
+        self._announced: dict[str, bytes] = {}
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
@@ -49,6 +108,8 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
         self._listening = asyncio.Event()
+        self._epoch = None
+        _LISTENING.discard(self)
         await super().close()
 
     async def _listen(self) -> None:
@@ -59,62 +120,140 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
             pubsub = r.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
+                await self._confirmed(pubsub)
+                self._epochs += 1
+                self._epoch = self._epochs
+                _LISTENING.add(self)
                 self._listening.set()
                 while True:
                     msg = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=self.block_limit()
                     )
                     if msg is not None:
-                        for ev in self._waiters.get(_s(msg["data"]), ()):
-                            ev.set()
+                        self._on_announcement(msg["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # connection lost: re-check everything, then resubscribe
+                self._epoch = None
                 log.debug("result listener lost its subscription: %s", e)
                 for evs in self._waiters.values():
                     for ev in evs:
                         ev.set()
                 await asyncio.sleep(0.2)
             finally:
+                self._epoch = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def _confirmed(self, pubsub: Any) -> None:
+        """Wait for the server's confirmation of the subscription: from then on every
+        result written is announced to this listener."""
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            msg = await pubsub.get_message(timeout=1.0)
+            if msg is None:
+                continue
+            if msg["type"] == "subscribe":
+                return
+            if msg["type"] == "message":
+                self._on_announcement(msg["data"])
+        raise ConnectionError(f"no confirmation of the subscription to {self.channel}")
+
+    def mark_fresh(self, task_ids: Sequence[str], epoch: int) -> None:
+        """Note tasks created after subscription ``epoch`` was confirmed: their results
+        can only be written later, so they will be announced to this listener (unless
+        it resubscribes meanwhile), and a waiter needs no first read of their keys."""
+        fresh = self._fresh
+        if len(fresh) + len(task_ids) > FRESH_MAX:
+            fresh.clear()  # forgotten ids are read first, as any other
+        for tid in task_ids:
+            fresh[tid] = epoch
+
+    def _on_announcement(self, message: bytes) -> None:
+        """Wake the waiters of the announced task ids, keeping the result bytes that came
+        with them (see :func:`announcement`; a bare id from older writers)."""
+        waiting = self._waiters
+        if not waiting:
+            return
+        for task_id, data in parse_announcements(message):
+            waiters = waiting.get(task_id)
+            if not waiters:
+                continue
+            if data:
+                self._announced[task_id] = data
+            else:
+                self._announced.pop(task_id, None)
+            for ev in waiters:
+                ev.set()
+
+    def _take_announced(self, task_id: str) -> TaskResult | None:
+        """The result announced with its bytes since the waiter last looked, if any."""
+        data = self._announced.get(task_id)
+        if data is None:
+            return None
+        try:
+            result = self._decode(task_id, data)
+        except SerializationError:
+            return None  # read it from its key instead
+        return None if result.is_expired() else result
+
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskResult | None:
         """Wait up to ``timeout`` seconds (None: forever), woken by the announcement of
-        the result (re-checked every second as well, in case one was missed)."""
+        the result, which usually carries it (re-checked every second as well, in case an
+        announcement was missed)."""
         if self._listener is None or self._listener.done():
             self._listener = asyncio.ensure_future(self._listen())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._listening.wait(), 5.0)
+        if not self._listening.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self._listening.wait()
         ev = asyncio.Event()
         self._waiters.setdefault(task_id, set()).add(ev)
         deadline = None if timeout is None else time.monotonic() + timeout
+        fresh = self._fresh.pop(task_id, None)
         try:
-            while True:
-                ev.clear()
-                result = await self.get(task_id)
-                if result is not None:
-                    return result
+            # a task enqueued here after the subscription was confirmed, on a subscription
+            # still the same: its result is announced later, no need to read it now
+            skip = fresh is not None and fresh == self._epoch
+            result = None if skip else await self.get(task_id)
+            while result is None:
                 remaining = 1.0 if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), min(remaining, 1.0))
+                    async with asyncio.timeout(min(remaining, 1.0)):
+                        await ev.wait()
+                woken = ev.is_set()
+                ev.clear()
+                result = self._take_announced(task_id) if woken else None
+                if result is None:
+                    result = await self.get(task_id)
+            return result
         finally:
             waiters = self._waiters.get(task_id)
             if waiters is not None:
                 waiters.discard(ev)
                 if not waiters:
                     del self._waiters[task_id]
+                    self._announced.pop(task_id, None)
 
     def encode(self, result: TaskResult, now: float) -> tuple[bytes, str, str]:
         """(bytes, PX in ms or '', expires_at or '') of a result (raises
         SerializationError)."""
-        data = self.serializer.encode_result(result)
-        if result.expires_at is None:
-            return data, "", ""
-        px = max(int((result.expires_at - now) * 1000), 1)
-        return data, str(px), repr(result.expires_at)
+        return self.encoder()(result, now)
+
+    def encoder(self) -> Callable[[TaskResult, float], tuple[bytes, str, str]]:
+        """:meth:`encode` bound to the current serializer (for many results in a row)."""
+        encode = self.serializer.encode_result
+
+        def enc(result: TaskResult, now: float) -> tuple[bytes, str, str]:
+            data = encode(result)
+            if result.expires_at is None:
+                return data, "", ""
+            px = max(int((result.expires_at - now) * 1000), 1)
+            return data, str(px), repr(result.expires_at)
+
+        return enc
 
     def _write(
         self, pipe: Any, result: TaskResult, enc: tuple[bytes, str, str], now: float
@@ -128,7 +267,7 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
             pipe.set(key, data)
             pipe.zrem(f"{self.p}rexp", result.task_id)
         pipe.zadd(f"{self.p}results", {result.task_id: now})
-        pipe.publish(self.channel, result.task_id)
+        pipe.publish(self.channel, announcement(result.task_id, data))
 
     async def set(self, result: TaskResult) -> None:
         """Store (or replace) the result of ``result.task_id``."""
@@ -137,7 +276,8 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
     async def set_many(self, results: Sequence[TaskResult]) -> None:
         """Store results in one transaction (all are encoded first)."""
         now = time.time()
-        encoded = [(r, self.encode(r, now)) for r in results]
+        encode = self.encoder()
+        encoded = [(r, encode(r, now)) for r in results]
         if not encoded:
             return
         r = await self.redis()

@@ -3,15 +3,22 @@
 Keys (``P`` is the hash-tagged prefix ``{prefix}:``): ``P t:<id>`` a task's hash
 (``d`` payload as enqueued, ``s`` status, ``q`` queue, ``p`` priority, ``m`` its member in
 the ready set, ``a`` attempt, ``l`` lease, ``w`` worker, ``e`` error, ``r`` run_at, ``x``
-expires_at, ``f`` finished at, ``n`` insertion number, ``dp`` dependencies); ``P q:<queue>``
+expires_at, ``f`` finished at, ``n`` insertion number, ``dp`` dependencies; ``l`` is read
+only while the task is RUNNING); ``P q:<queue>``
 the ready tasks of a queue, scored ``-priority`` with members ``<due µs>:<id>`` so equal
 priorities are claimed oldest first; ``P delayed`` (by run_at), ``P leases`` (by lease
 end), ``P ttl`` (by expires_at), ``P finished`` (by end time); ``P all`` and
-``P qa:<queue>`` (by insertion number) for listing; ``P counts`` (``queue\\tstatus`` ->
-number) for O(1) counts; ``P deps:<id>`` the tasks waiting on ``id``; ``P w:<queue>`` wake
+``P qa:<queue>`` (by insertion number) for listing; ``P waiting`` (by insertion number)
+the WAITING tasks, so the dependency sweep never scans (ids no longer WAITING found
+there are dropped by the listing); ``P counts`` (``queue\\tstatus`` -> number) for O(1)
+counts; ``P deps:<id>`` the tasks waiting on ``id``, and ``P hasdeps``, set once any task
+waited on another (completions look for dependents only then); ``P w:<queue>`` wake
 tokens for blocked consumers; ``P expired`` tasks found expired at claim time; results
 are ``P r:<id>`` with ``P results`` (by time) and ``P rexp`` (by expiry); each result
-written is announced on the channel ``P rdone`` (its task id) for waiters.
+written is announced on the channel ``P rdone`` for waiters, several per message (one
+message per script call): each is a NUL byte, the id's length, ``:``, the length of the
+result's bytes, ``:``, the id, then the bytes (none when over 8 KiB: the waiter reads
+the key), so a waiter usually needs no read after the announcement.
 
 Decisions about a task's life (dependency outcomes, release walk, messages) are made in
 Python with :mod:`omniq.rules`; the scripts apply them with compare-and-set checks.
@@ -30,22 +37,32 @@ local function wake(q)
   local k = P .. 'w:' .. q
   if redis.call('LLEN', k) < 64 then redis.call('RPUSH', k, '1') end
 end
+-- a delayed task; due before every other one, it wakes the queue's blocked consumers
+-- so that they shorten their block to its due time
+local function delay(q, at, id)
+  local first = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+  redis.call('ZADD', P .. 'delayed', at, id)
+  if #first == 0 or tonumber(at) < tonumber(first[2]) then wake(q) end
+end
 local function fenced(k, attempt)
   local h = redis.call('HMGET', k, 's', 'a', 'q')
   if h[1] == 'running' and h[2] == attempt then return h[3] end
   return nil
 end
-local function store_result(id, data, px, exp, now)
-  local rk = P .. 'r:' .. id
-  if px ~= '' then
-    redis.call('SET', rk, data, 'PX', px)
-    redis.call('ZADD', P .. 'rexp', exp, id)
-  else
-    redis.call('SET', rk, data)
-    redis.call('ZREM', P .. 'rexp', id)
+-- one command over many arguments (in slices: Lua's unpack has a limit)
+local function bulk(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
   end
-  redis.call('ZADD', P .. 'results', now, id)
-  redis.call('PUBLISH', P .. 'rdone', id)
+end
+-- counter changes gathered by queue (one HINCRBY per queue and status)
+local function add_moves(moves, from, to)
+  for q, c in pairs(moves) do cnt(q, from, -c); cnt(q, to, c) end
+end
+-- one result announcement (see the module docstring)
+local function announcement(id, data)
+  if #data > 8192 then data = '' end
+  return '\0' .. #id .. ':' .. #data .. ':' .. id .. data
 end
 local function delete_task(id)
   local k = tkey(id)
@@ -60,6 +77,7 @@ local function delete_task(id)
   redis.call('ZREM', P .. 'leases', id)
   redis.call('ZREM', P .. 'ttl', id)
   redis.call('ZREM', P .. 'finished', id)
+  redis.call('ZREM', P .. 'waiting', id)
   return 1
 end
 """
@@ -99,12 +117,14 @@ for t = 1, n do
     cnt(q, s, 1)
     if s == 'pending' then
       if r ~= '' and tonumber(r) > now then
-        redis.call('ZADD', P .. 'delayed', r, id)
+        delay(q, r, id)
       else
         ready(q, p, m); wake(q)
       end
     elseif s == 'waiting' then
       for dep in string.gmatch(deps, '[^\n]+') do redis.call('SADD', P .. 'deps:' .. dep, id) end
+      redis.call('ZADD', P .. 'waiting', seq, id)
+      redis.call('SET', P .. 'hasdeps', '1')
     else
       redis.call('HSET', k, 'f', ARGV[2]); finish(id, now)
     end
@@ -155,7 +175,10 @@ return out
 
 #: KEYS: the ready sets of the queues, in claim order.
 #: ARGV: P, now, limit, worker id, lease end, expired message.
-#: Returns {next wake-up time or '', {id, payload, attempt, ...}}.
+#: Returns {next wake-up time or '', {id, payload, attempt, ...}, drained}: ``drained`` is 1
+#: when every queue was found empty. A queue found empty loses its wake tokens (they are
+#: stale: whatever becomes ready later pushes a new one); a queue left non-empty because
+#: the limit was reached gets one, so another blocked consumer takes the rest.
 CLAIM = (
     COMMON
     + r"""
@@ -165,7 +188,7 @@ local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', ARGV[2], 'LIMIT'
 for _, id in ipairs(due) do
   redis.call('ZREM', P .. 'delayed', id)
   local h = redis.call('HMGET', tkey(id), 's', 'q', 'p', 'm')
-  if h[1] == 'pending' then ready(h[2], h[3], h[4]) end
+  if h[1] == 'pending' then ready(h[2], h[3], h[4]); wake(h[2]) end
 end
 local lapsed = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. ARGV[2], 'LIMIT', 0, 1000)
 for _, id in ipairs(lapsed) do
@@ -176,72 +199,121 @@ for _, id in ipairs(lapsed) do
     redis.call('HSET', k, 's', 'pending')
     redis.call('HDEL', k, 'l')
     move(h[2], 'running', 'pending')
-    ready(h[2], h[3], h[4])
+    ready(h[2], h[3], h[4]); wake(h[2])
   end
 end
 local out = {}
 local claimed = 0
+local emptied = 0
+local leases, moves = {}, {}
 for qi = 1, #KEYS do
   while claimed < limit do
-    local top = redis.call('ZPOPMIN', KEYS[qi])
-    if #top == 0 then break end
-    local id = string.sub(top[1], 18)
-    local k = tkey(id)
-    local h = redis.call('HMGET', k, 's', 'x', 'r', 'q')
-    if h[1] == 'pending' then
-      if h[2] and tonumber(h[2]) <= now then
-        redis.call('HSET', k, 's', 'expired', 'e', ARGV[6], 'f', ARGV[2])
-        move(h[4], 'pending', 'expired'); finish(id, now)
-        redis.call('ZREM', P .. 'ttl', id)
-        redis.call('RPUSH', P .. 'expired', id)
-      elseif h[3] and tonumber(h[3]) > now then
-        redis.call('ZADD', P .. 'delayed', h[3], id)
-      else
-        local a = redis.call('HINCRBY', k, 'a', 1)
-        redis.call('HSET', k, 's', 'running', 'l', ARGV[5], 'w', ARGV[4])
-        redis.call('ZADD', P .. 'leases', ARGV[5], id)
-        move(h[4], 'pending', 'running')
-        out[#out + 1] = id
-        out[#out + 1] = redis.call('HGET', k, 'd')
-        out[#out + 1] = a
-        claimed = claimed + 1
+    local top = redis.call('ZPOPMIN', KEYS[qi], limit - claimed)
+    if #top == 0 then
+      emptied = qi
+      redis.call('DEL', P .. 'w:' .. string.sub(KEYS[qi], #P + 3))
+      break
+    end
+    for j = 1, #top, 2 do
+      local id = string.sub(top[j], 18)
+      local k = tkey(id)
+      local h = redis.call('HMGET', k, 's', 'x', 'r', 'q', 'a', 'd')
+      if h[1] == 'pending' then
+        if h[2] and tonumber(h[2]) <= now then
+          redis.call('HSET', k, 's', 'expired', 'e', ARGV[6], 'f', ARGV[2])
+          move(h[4], 'pending', 'expired'); finish(id, now)
+          redis.call('ZREM', P .. 'ttl', id)
+          redis.call('RPUSH', P .. 'expired', id)
+        elseif h[3] and tonumber(h[3]) > now then
+          redis.call('ZADD', P .. 'delayed', h[3], id)
+        else
+          local a = tonumber(h[5] or 0) + 1
+          redis.call('HSET', k, 's', 'running', 'a', a, 'l', ARGV[5], 'w', ARGV[4])
+          leases[#leases + 1] = ARGV[5]
+          leases[#leases + 1] = id
+          moves[h[4]] = (moves[h[4]] or 0) + 1
+          out[#out + 1] = id
+          out[#out + 1] = h[6]
+          out[#out + 1] = a
+          claimed = claimed + 1
+        end
       end
     end
   end
+  if emptied < qi then
+    if redis.call('ZCARD', KEYS[qi]) > 0 then wake(string.sub(KEYS[qi], #P + 3)) end
+    break
+  end
 end
+bulk('ZADD', P .. 'leases', leases)
+add_moves(moves, 'pending', 'running')
 local nxt = ''
 local d1 = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
 local l1 = redis.call('ZRANGE', P .. 'leases', 0, 0, 'WITHSCORES')
 if #d1 > 0 then nxt = d1[2] end
 if #l1 > 0 and (nxt == '' or tonumber(l1[2]) < tonumber(nxt)) then nxt = l1[2] end
-return {nxt, out}
+return {nxt, out, emptied == #KEYS and 1 or 0}
 """
 )
 
-#: ARGV: P, now, n, (id, attempt, result bytes or '', px or '', expires_at or '')*.
+#: ARGV: P, now, n, ('attempt TAB px-or-empty TAB expires_at-or-empty TAB id',
+#: result bytes or '')*.
+#: Returns per task 0 (not the current claim: nothing written), 1 (completed, no task
+#: waits on it) or 2 (completed, some task waits on it).
 COMPLETE = (
     COMMON
     + r"""
 local now = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local out = {}
+local done, ttl, fin, res, rexp, norexp, ann, moves = {}, {}, {}, {}, {}, {}, {}, {}
+-- announcements only when someone listens (a waiter subscribes before it reads the
+-- result). In a cluster NUMSUB counts one node's subscribers: sharded channels then.
+local listened = redis.call('PUBSUB', 'NUMSUB', P .. 'rdone')[2] > 0
+-- dependents are looked up only once some task ever waited on another
+local deps = redis.call('EXISTS', P .. 'hasdeps') == 1
 for i = 0, n - 1 do
-  local b = 4 + i * 5
-  local id = ARGV[b]
+  local b = 4 + i * 2
+  local attempt, px, exp, id = string.match(ARGV[b], '^(%d+)\t(%d*)\t([^\t]*)\t(.*)$')
   local k = tkey(id)
-  local q = fenced(k, ARGV[b + 1])
-  if q then
+  local h = redis.call('HMGET', k, 's', 'a', 'q', 'x', 'e')
+  if h[1] == 'running' and h[2] == attempt then
+    -- the lease field stays: it is read only while the task is RUNNING
     redis.call('HSET', k, 's', 'success', 'f', ARGV[2])
-    redis.call('HDEL', k, 'l', 'e')
-    redis.call('ZREM', P .. 'leases', id)
-    redis.call('ZREM', P .. 'ttl', id)
-    move(q, 'running', 'success'); finish(id, now)
-    if ARGV[b + 2] ~= '' then store_result(id, ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], now) end
-    out[#out + 1] = 1
+    if h[5] then redis.call('HDEL', k, 'e') end
+    done[#done + 1] = id
+    if h[4] then ttl[#ttl + 1] = id end
+    fin[#fin + 1] = ARGV[2]
+    fin[#fin + 1] = id
+    moves[h[3]] = (moves[h[3]] or 0) + 1
+    local data = ARGV[b + 1]
+    if data ~= '' then
+      local rk = P .. 'r:' .. id
+      if px ~= '' then
+        redis.call('SET', rk, data, 'PX', px)
+        rexp[#rexp + 1] = exp
+        rexp[#rexp + 1] = id
+      else
+        redis.call('SET', rk, data)
+        norexp[#norexp + 1] = id
+      end
+      res[#res + 1] = ARGV[2]
+      res[#res + 1] = id
+      if listened then ann[#ann + 1] = announcement(id, data) end
+    end
+    out[#out + 1] = (deps and 1 + redis.call('EXISTS', P .. 'deps:' .. id)) or 1
   else
     out[#out + 1] = 0
   end
 end
+bulk('ZREM', P .. 'leases', done)
+bulk('ZREM', P .. 'ttl', ttl)
+bulk('ZADD', P .. 'finished', fin)
+bulk('ZADD', P .. 'results', res)
+bulk('ZADD', P .. 'rexp', rexp)
+bulk('ZREM', P .. 'rexp', norexp)
+add_moves(moves, 'running', 'success')
+if #ann > 0 then redis.call('PUBLISH', P .. 'rdone', table.concat(ann)) end
 return out
 """
 )
@@ -266,7 +338,7 @@ else
   redis.call('HSET', k, 's', 'pending', 'r', retry, 'm', ARGV[7])
   move(q, 'running', 'pending')
   if tonumber(retry) > now then
-    redis.call('ZADD', P .. 'delayed', retry, id)
+    delay(q, retry, id)
   else
     ready(q, redis.call('HGET', k, 'p'), ARGV[7]); wake(q)
   end
@@ -324,6 +396,7 @@ redis.call('ZREM', P .. 'q:' .. h[2], h[3])
 redis.call('ZREM', P .. 'delayed', id)
 redis.call('ZREM', P .. 'leases', id)
 redis.call('ZREM', P .. 'ttl', id)
+if s == 'waiting' then redis.call('ZREM', P .. 'waiting', id) end
 move(h[2], s, 'cancelled'); finish(id, now)
 return 1
 """
@@ -345,11 +418,26 @@ for _, id in ipairs(ids) do
     redis.call('HSET', k, 's', 'expired', 'e', ARGV[3], 'f', ARGV[2])
     redis.call('ZREM', P .. 'q:' .. h[2], h[3])
     redis.call('ZREM', P .. 'delayed', id)
+    if h[1] == 'waiting' then redis.call('ZREM', P .. 'waiting', id) end
     move(h[2], h[1], 'expired'); finish(id, now)
     out[#out + 1] = id
   end
 end
 return {out, #ids}
+"""
+)
+
+#: ARGV: P, ids... Drops from ``P waiting`` the ids whose task is not WAITING.
+UNWAIT = (
+    COMMON
+    + r"""
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('HGET', tkey(ARGV[i]), 's') ~= 'waiting' then
+    n = n + redis.call('ZREM', P .. 'waiting', ARGV[i])
+  end
+end
+return n
 """
 )
 
@@ -389,9 +477,10 @@ for c = 1, nr do
   local h = redis.call('HMGET', k, 's', 'q', 'p', 'm', 'r')
   if h[1] == 'waiting' then
     redis.call('HSET', k, 's', 'pending')
+    redis.call('ZREM', P .. 'waiting', id)
     move(h[2], 'waiting', 'pending')
     if h[5] and tonumber(h[5]) > now then
-      redis.call('ZADD', P .. 'delayed', h[5], id)
+      delay(h[2], h[5], id)
     else
       ready(h[2], h[3], h[4]); wake(h[2])
     end
@@ -405,6 +494,7 @@ for c = 1, nc do
   local h = redis.call('HMGET', k, 's', 'q')
   if h[1] == 'waiting' then
     redis.call('HSET', k, 's', 'cancelled', 'e', reason, 'f', ARGV[2])
+    redis.call('ZREM', P .. 'waiting', id)
     redis.call('ZREM', P .. 'ttl', id)
     move(h[2], 'waiting', 'cancelled'); finish(id, now)
     cancelled_out[#cancelled_out + 1] = id
@@ -431,3 +521,35 @@ else
 end
 return 1
 """
+
+#: ARGV: P, now, id, attempt read, new payload, new expires_at or ''. Puts an ended task
+#: (final, or queued past its TTL) back to PENDING if its attempt is still the one read.
+#: Returns 1 when it did, else 0.
+REQUEUE = (
+    COMMON
+    + r"""
+local now = tonumber(ARGV[2])
+local id = ARGV[3]
+local k = tkey(id)
+local h = redis.call('HMGET', k, 's', 'q', 'p', 'm', 'a', 'x')
+local s = h[1]
+if not s or h[5] ~= ARGV[4] then return 0 end
+local ended = s == 'success' or s == 'failed' or s == 'cancelled' or s == 'expired'
+if not ended and not ((s == 'pending' or s == 'waiting') and h[6] and tonumber(h[6]) <= now) then
+  return 0
+end
+redis.call('HSET', k, 's', 'pending', 'd', ARGV[5])
+redis.call('HDEL', k, 'e', 'l', 'w', 'f', 'r')
+if ARGV[6] ~= '' then
+  redis.call('HSET', k, 'x', ARGV[6]); redis.call('ZADD', P .. 'ttl', ARGV[6], id)
+else
+  redis.call('HDEL', k, 'x'); redis.call('ZREM', P .. 'ttl', id)
+end
+redis.call('ZREM', P .. 'finished', id)
+redis.call('ZREM', P .. 'delayed', id)
+redis.call('LREM', P .. 'expired', 0, id)
+move(h[2], s, 'pending')
+ready(h[2], h[3], h[4]); wake(h[2])
+return 1
+"""
+)

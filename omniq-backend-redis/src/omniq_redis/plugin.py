@@ -9,14 +9,11 @@ from omniq.plugins import BackendSpec, hookimpl
 def omniq_backends() -> list[BackendSpec]:
     """The ``redis`` backend (``redis://``, ``rediss://`` and ``unix://`` URLs)."""
     return [
-        BackendSpec(
-            name="redis",
+        BackendSpec.conventional(
+            "redis",
+            "omniq_redis",
+            "Redis",
             schemes=("redis", "rediss", "unix"),
-            task_queue="omniq_redis:AsyncRedisQueue",
-            result_storage="omniq_redis:AsyncRedisResultStorage",
-            event_storage="omniq_redis:AsyncRedisEventStorage",
-            schedule_storage="omniq_redis:AsyncRedisScheduleStorage",
-            bundle="omniq_redis:RedisBackend",
             default_url="redis://127.0.0.1:6379/0",
             package="omniq-backend-redis",
             description="Redis 6.2+: Lua claims, sorted sets, leases, capped event stream",

@@ -7,8 +7,9 @@ plugin module (``omniq_sqlite.plugin``) loads without importing the driver.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from omniq.plugins.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from omniq_sqlite._backend import SQLiteBackend
@@ -26,23 +27,6 @@ if TYPE_CHECKING:
     )
     from omniq_sqlite._url import DEFAULT_URL, SQLiteOptions
 
-_EXPORTS = {
-    "AsyncSQLiteQueue": "_queue",
-    "AsyncSQLiteResultStorage": "_results",
-    "AsyncSQLiteEventStorage": "_events",
-    "AsyncSQLiteScheduleStorage": "_schedules",
-    "SQLiteQueue": "_sync",
-    "SQLiteResultStorage": "_sync",
-    "SQLiteEventStorage": "_sync",
-    "SQLiteScheduleStorage": "_sync",
-    "SQLiteBackend": "_backend",
-    "Database": "_database",
-    "SQLiteOptions": "_url",
-    "DEFAULT_URL": "_url",
-    "MIGRATIONS": "_migrations",
-    "LATEST_VERSION": "_migrations",
-    "Migration": "_migrations",
-}
 
 __all__ = [
     "DEFAULT_URL",
@@ -63,14 +47,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'omniq_sqlite' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"omniq_sqlite.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "_queue": ["AsyncSQLiteQueue"],
+        "_results": ["AsyncSQLiteResultStorage"],
+        "_events": ["AsyncSQLiteEventStorage"],
+        "_schedules": ["AsyncSQLiteScheduleStorage"],
+        "_sync": [
+            "SQLiteQueue",
+            "SQLiteResultStorage",
+            "SQLiteEventStorage",
+            "SQLiteScheduleStorage",
+        ],
+        "_backend": ["SQLiteBackend"],
+        "_database": ["Database"],
+        "_url": ["SQLiteOptions", "DEFAULT_URL"],
+        "_migrations": ["MIGRATIONS", "LATEST_VERSION", "Migration"],
+    },
+)

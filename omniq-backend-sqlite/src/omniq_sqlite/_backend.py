@@ -38,38 +38,11 @@ class SQLiteBackend(BackendBundle):
         self.event_storage = AsyncSQLiteEventStorage(**shared)
         self.schedule_storage = AsyncSQLiteScheduleStorage(**shared)
 
-    @classmethod
-    def from_url(cls, url: str | None = None, **options: Any) -> SQLiteBackend:
-        """Build the bundle from a ``sqlite://`` URL and options (no I/O yet)."""
-        return cls(url, **options)
-
     @property
     def url(self) -> str:
         """The ``sqlite://`` URL of the database."""
         return self.database.url
 
-    @property
-    def components(
-        self,
-    ) -> tuple[
-        AsyncSQLiteQueue,
-        AsyncSQLiteResultStorage,
-        AsyncSQLiteEventStorage,
-        AsyncSQLiteScheduleStorage,
-    ]:
-        """The four components, in COMPONENTS order."""
-        return (self.task_queue, self.result_storage, self.event_storage, self.schedule_storage)
-
-    async def connect(self) -> None:
-        """Open the shared connection (schema created or migrated)."""
-        for c in self.components:
-            await c.connect()
-
-    async def close(self) -> None:
-        """Close every component and the shared connection."""
-        for c in self.components:
-            await c.close()
+    async def close_shared(self) -> None:
+        """Close the shared connection."""
         await self.database.close()
-
-    def __repr__(self) -> str:
-        return f"SQLiteBackend({self.url!r})"

@@ -7,44 +7,20 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import msgspec
-
-from omniq.errors import SerializationError
-from omniq.models import EventQuery, EventType, TaskEvent
+from omniq.models import EventQuery, TaskEvent
 from omniq.storage.base import BaseEventStorage
+from omniq.storage.columns import EVENT_COLUMNS, event_from_row, event_row
 from omniq_sqlite._component import CLEANUP_BATCH, SQLiteComponent
 from omniq_sqlite._database import begin_immediate
 
-_FIELDS = (
-    "id", "event_type", "task_id", "timestamp", "queue", "func", "worker_id", "schedule_id",
-    "attempt", "message", "metadata",
-)  # fmt: skip
+_FIELDS = EVENT_COLUMNS
 _INSERT = f"INSERT INTO events ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})"
 
 Row = tuple[Any, ...]
 
 
-def _row(event: TaskEvent) -> Row:
-    try:
-        metadata = msgspec.json.encode(event.metadata).decode() if event.metadata else None
-    except (TypeError, ValueError) as e:
-        raise SerializationError(
-            f"event metadata must be JSON-compatible (events are never pickled): {e}"
-        ) from e
-    return (
-        event.id, event.event_type.value, event.task_id, event.timestamp, event.queue,
-        event.func, event.worker_id, event.schedule_id, event.attempt, event.message, metadata,
-    )  # fmt: skip
 
 
-def _event(row: Row) -> TaskEvent:
-    (eid, etype, task_id, ts, queue, func, worker_id, schedule_id, attempt, message,
-     metadata) = row  # fmt: skip
-    return TaskEvent(
-        event_type=EventType(etype), id=eid, task_id=task_id, timestamp=ts, queue=queue,
-        func=func, worker_id=worker_id, schedule_id=schedule_id, attempt=attempt,
-        message=message, metadata=msgspec.json.decode(metadata) if metadata else {},
-    )  # fmt: skip
 
 
 def _insert(conn: sqlite3.Connection, rows: list[Row]) -> list[None]:
@@ -61,7 +37,7 @@ def _query(conn: sqlite3.Connection, where: str, params: list[Any]) -> builtins.
     rows = conn.execute(
         f"SELECT {', '.join(_FIELDS)} FROM events {where} ORDER BY timestamp, id, seq", params
     ).fetchall()
-    return [_event(r) for r in rows]
+    return [event_from_row(r) for r in rows]
 
 
 def _cleanup(conn: sqlite3.Connection, older_than: float) -> int:
@@ -80,13 +56,13 @@ class AsyncSQLiteEventStorage(SQLiteComponent, BaseEventStorage):
 
     async def log(self, event: TaskEvent) -> None:
         """Append one event (group-committed with concurrent writes)."""
-        row = _row(event)
+        row = event_row(event)
         db = await self._ensure()
         await db.run_batched("events", _insert, row)
 
     async def log_many(self, events: Sequence[TaskEvent]) -> None:
         """Append several events in one transaction."""
-        rows = [_row(e) for e in events]
+        rows = [event_row(e) for e in events]
         if rows:
             await self._write(_insert_many, rows)
 
@@ -128,4 +104,4 @@ def _query_limited(
     conn: sqlite3.Connection, where: str, params: list[Any]
 ) -> builtins.list[TaskEvent]:
     rows = conn.execute(f"SELECT {', '.join(_FIELDS)} FROM events {where}", params).fetchall()
-    return [_event(r) for r in rows]
+    return [event_from_row(r) for r in rows]

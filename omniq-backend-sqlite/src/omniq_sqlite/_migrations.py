@@ -142,6 +142,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX task_batches_range ON task_batches (first_id)",
         ),
     ),
+    Migration(
+        4,
+        "live workers (one heartbeat row per worker) and paused queues",
+        (
+            """CREATE TABLE workers (
+                id TEXT PRIMARY KEY,
+                started_at REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                info BLOB NOT NULL  -- WorkerInfo as JSON
+            ) WITHOUT ROWID""",
+            """CREATE TABLE paused_queues (
+                queue TEXT PRIMARY KEY,
+                paused_at REAL NOT NULL
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -9,9 +9,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from omniq.models import Task, TaskResult, TaskStatus
+from omniq.models import Task, TaskQuery, TaskResult, TaskStatus, WorkerInfo
 from omniq.serialization.manager import SerializationManager
 from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released
+from omniq.storage.columns import TASK_COLUMNS, task_from_row, task_row
 from omniq_sqlite import _task_sql as sql
 from omniq_sqlite._component import SQLiteComponent
 from omniq_sqlite._database import Database, Poll
@@ -33,19 +34,8 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
     cross_process: ClassVar[bool] = True
     supports_pruning: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        default_lease: float = 30.0,
-        serializer: SerializationManager | None = None,
-        base_dir: str | None = None,
-        database: Database | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            url, serializer=serializer, base_dir=base_dir, database=database, **options
-        )
+    def __init__(self, url: str | None = None, *, default_lease: float = 30.0, **kw: Any) -> None:
+        super().__init__(url, **kw)  # serializer, database, backend options
         self.default_lease = default_lease
         # ids completed by complete_many that had no dependents: their release is a no-op
         self._leaves: set[str] = set()
@@ -57,7 +47,7 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
 
     async def enqueue(self, task: Task) -> TaskStatus:
         """Store a task; idempotent by id (see :meth:`BaseTaskQueue.enqueue`)."""
-        item = (task, sql.encode(self.serializer, task))
+        item = (task, task_row(self.serializer, task))
         db = await self._ensure()
         status = await db.run_batched("enqueue", sql.enqueue_encoded, item)
         self._wake()
@@ -76,19 +66,10 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
 
     # --- claim ---------------------------------------------------------------------------
 
-    async def dequeue_many(
-        self,
-        queues: Sequence[str],
-        limit: int,
-        *,
-        worker_id: str,
-        lease: float = 30.0,
-        wait: float = 0.0,
+    async def claim_ready(
+        self, queues: builtins.list[str], limit: int, worker_id: str, lease: float, wait: float
     ) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks in claim order, waiting up to ``wait`` s."""
-        queues = builtins.list(queues)
-        if limit <= 0 or not queues:
-            return []
         db = await self._ensure()
         signal = db.signal("tasks")
         poll = Poll(db, wait > 0)
@@ -201,18 +182,48 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         """Cancel a pending, waiting or running task; False when unknown or final."""
         return await self._run(sql.cancel, task_id, reason or "cancelled")
 
+    async def requeue(self, task_id: str) -> Task | None:
+        """Put an ended task back to PENDING with a fresh retry budget."""
+        task = await self._run(sql.requeue, self.serializer, task_id)
+        if task is not None:
+            self._wake()
+        return task
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop workers claiming from ``queue``."""
+        await self._run(sql.pause_queue, queue)
+
+    async def resume_queue(self, queue: str) -> None:
+        """Let workers claim from ``queue`` again."""
+        await self._run(sql.resume_queue, queue)
+        self._wake()
+
+    async def paused_queues(self) -> builtins.set[str]:
+        """The paused queues."""
+        return await self._run(sql.paused_queues)
+
+    async def record_worker(self, info: WorkerInfo) -> None:
+        """Store a worker's heartbeat."""
+        await self._run(sql.record_worker, info)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker."""
+        await self._run(sql.remove_worker, worker_id)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """Live workers, oldest first."""
+        return await self._run(sql.list_workers)
+
     async def count(self, queue: str | None = None, status: TaskStatus | None = None) -> int:
         """Number of tasks, optionally of one queue and/or effective status."""
         return await self._run(sql.count_tasks, queue, status)
 
-    async def list(
-        self,
-        queue: str | None = None,
-        status: TaskStatus | None = None,
-        limit: int = 100,
-    ) -> builtins.list[Task]:
+    async def select_tasks(self, query: TaskQuery) -> builtins.list[Task]:
         """Tasks, oldest first, optionally filtered."""
-        return await self._run(sql.select_tasks, self.serializer, queue, status, limit)
+        queue, status, limit = query.queue, query.status, query.limit
+        return await self._run(
+            sql.select_tasks, self.serializer, queue, status, limit, query.newest_first
+        )
 
     async def purge(self, queue: str | None = None) -> int:
         """Delete every task (of one queue, or all); returns how many."""
@@ -268,5 +279,5 @@ def _complete_with_results(
 
 def _get(conn: Any, serializer: SerializationManager, task_id: str) -> Task | None:
     expand_range(conn, task_id, task_id)
-    row = conn.execute(f"SELECT {sql.TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
-    return None if row is None else sql.to_task(serializer, row, time.time())
+    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return None if row is None else task_from_row(serializer, row, time.time())

@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-import msgspec
-
 from omniq import rules
 from omniq.errors import SerializationError
-from omniq.models import Task, TaskStatus
+from omniq.models import Task, TaskStatus, WorkerInfo, decode_worker, encode_worker
 from omniq.models.enums import FINAL_STATUSES
 from omniq.serialization.manager import SerializationManager
+from omniq.storage.columns import TASK_COLUMNS, as_claimed, task_from_row, task_row
 from omniq_sqlite._database import begin_immediate
 from omniq_sqlite._staging import (
     INSERT_NEW_SQL,
@@ -42,11 +41,6 @@ log = logging.getLogger("omniq.sqlite")
 
 EXPIRED_MSG = rules.EXPIRED_MESSAGE
 
-#: Columns read back into a Task, in this order.
-TASK_COLUMNS = (
-    "id, queue, status, priority, created_at, run_at, expires_at, attempt, lease_until, "
-    "worker_id, error, data"
-)
 
 INSERT_SQL = (
     "INSERT INTO tasks (id, queue, status, priority, due, run_at, expires_at, error, "
@@ -126,38 +120,8 @@ def effective(status: str, expires_at: float | None, now: float) -> TaskStatus:
     return rules.effective_status(TaskStatus(status), expires_at, now)
 
 
-def encode(serializer: SerializationManager, task: Task) -> Encoded:
-    """The stored form of a new task."""
-    due = task.run_at if task.run_at is not None else task.created_at
-    data = serializer.encode_task(task)
-    return (task.id, task.queue, task.priority, due, task.run_at, task.expires_at,
-            task.created_at, data)  # fmt: skip
 
 
-def to_task(serializer: SerializationManager, row: Row, now: float) -> Task:
-    """Rebuild a task from a row in TASK_COLUMNS order (the columns win over the bytes).
-
-    A payload that cannot be decoded yields a placeholder task (``func`` is
-    ``"<undecodable>"``, ``metadata["corrupt"]`` is True) so listing never fails.
-    """
-    (tid, queue, status, priority, created_at, run_at, expires_at, attempt, lease_until,
-     worker_id, error, data) = row[:12]  # fmt: skip
-    st = effective(status, expires_at, now)
-    if status in FINAL_STATUSES:
-        lease_until = None  # the column holds when it ended (see NOW_SQL)
-    try:
-        task = serializer.decode_task(data)
-    except SerializationError as e:
-        return Task(
-            func="<undecodable>", id=tid, queue=queue, priority=priority, status=st,
-            created_at=created_at, run_at=run_at, expires_at=expires_at, attempt=attempt,
-            lease_until=lease_until, worker_id=worker_id,
-            error=error or f"stored payload cannot be decoded: {e}", metadata={"corrupt": True},
-        )  # fmt: skip
-    return msgspec.structs.replace(
-        task, id=tid, status=st, attempt=attempt, lease_until=lease_until,
-        worker_id=worker_id, error=error, run_at=run_at,
-    )  # fmt: skip
 
 
 def _ids_param(ids: Sequence[str]) -> str:
@@ -358,11 +322,7 @@ def claim(
                 except SerializationError as e:
                     _fail_corrupt(conn, tid, str(e), now)
                     continue
-                # a fresh object: set the columns' fields in place (cheaper than replace)
-                task.id, task.status, task.attempt = tid, TaskStatus.RUNNING, attempt
-                task.lease_until, task.worker_id, task.error = lease_until, worker, error
-                task.run_at = run_at
-                claimed.append(task)
+                claimed.append(as_claimed(task, tid, attempt, lease_until, worker, error, run_at))
             if len(rows) < want:
                 break  # this queue has nothing more
         if len(claimed) >= limit:
@@ -567,8 +527,10 @@ def select_tasks(
     queue: str | None,
     status: TaskStatus | None,
     limit: int,
+    newest_first: bool = False,
 ) -> list[Task]:
-    """Tasks in insertion order, filtered by queue and effective status."""
+    """Tasks in insertion order (or newest first), filtered by queue and effective
+    status."""
     now = time.time()
     if status in (None, TaskStatus.PENDING, TaskStatus.EXPIRED):  # what staged tasks are
         if queue is None:
@@ -582,10 +544,11 @@ def select_tasks(
     # (+rowid), rather than walking the whole table in rowid order.
     order = "+rowid" if status in (TaskStatus.WAITING, TaskStatus.RUNNING) else "rowid"
     rows = conn.execute(
-        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} ORDER BY {order} LIMIT ?",
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} "
+        f"ORDER BY {order}{' DESC' if newest_first else ''} LIMIT ?",
         [*params, min(limit, 2**62)],
     ).fetchall()
-    return [to_task(serializer, row, now) for row in rows]
+    return [task_from_row(serializer, row, now) for row in rows]
 
 
 def count_tasks(conn: sqlite3.Connection, queue: str | None, status: TaskStatus | None) -> int:
@@ -618,6 +581,31 @@ def cancel(conn: sqlite3.Connection, task_id: str, reason: str) -> bool:
         return False
     conn.execute("DELETE FROM task_deps WHERE task_id = ?", (task_id,))
     return True
+
+
+def requeue(
+    conn: sqlite3.Connection, serializer: SerializationManager, task_id: str
+) -> Task | None:
+    """Put an ended task back to PENDING (:func:`omniq.rules.requeued`), fenced on the
+    status and attempt read in the same transaction; None when unknown or not final."""
+    now = time.time()
+    begin_immediate(conn)
+    expand_range(conn, task_id, task_id)
+    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None:
+        return None
+    task = task_from_row(serializer, row, now)
+    if not task.status.is_final or task.metadata.get("corrupt"):
+        return None
+    fresh = rules.requeued(task, now)
+    _, _, _, due, run_at, expires_at, _, data = task_row(serializer, fresh)
+    cur = conn.execute(
+        "UPDATE tasks SET status = 'pending', due = ?, run_at = ?, expires_at = ?, "
+        "lease_until = NULL, worker_id = NULL, error = NULL, unreported = NULL, data = ? "
+        "WHERE id = ? AND status = ? AND attempt = ?",
+        (due, run_at, expires_at, data, task_id, row[2], fresh.attempt),
+    )
+    return fresh if cur.rowcount == 1 else None
 
 
 def purge(conn: sqlite3.Connection, queue: str | None) -> int:
@@ -691,3 +679,50 @@ def expire(conn: sqlite3.Connection, now: float) -> list[str]:
             (_ids_param(new),),
         )
     return sorted(seen) + sorted(new)
+
+
+# --- live workers --------------------------------------------------------------------------
+
+
+def record_worker(conn: sqlite3.Connection, info: WorkerInfo) -> None:
+    """Insert or replace a worker's heartbeat row."""
+    conn.execute(
+        "INSERT INTO workers (id, started_at, expires_at, info) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, "
+        "expires_at = excluded.expires_at, info = excluded.info",
+        (info.id, info.started_at, info.expires_at, encode_worker(info)),
+    )
+
+
+def remove_worker(conn: sqlite3.Connection, worker_id: str) -> None:
+    """Delete a worker's heartbeat row."""
+    conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+
+def list_workers(conn: sqlite3.Connection) -> list[WorkerInfo]:
+    """Live workers oldest first; rows of workers gone silent are deleted."""
+    now = time.time()
+    conn.execute("DELETE FROM workers WHERE expires_at <= ?", (now,))
+    rows = conn.execute("SELECT info FROM workers ORDER BY started_at, id").fetchall()
+    return [info for (data,) in rows if (info := decode_worker(data)) is not None]
+
+
+# --- paused queues -------------------------------------------------------------------------
+
+
+def pause_queue(conn: sqlite3.Connection, queue: str) -> None:
+    """Mark a queue paused."""
+    conn.execute(
+        "INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (queue, time.time()),
+    )
+
+
+def resume_queue(conn: sqlite3.Connection, queue: str) -> None:
+    """Unmark a paused queue."""
+    conn.execute("DELETE FROM paused_queues WHERE queue = ?", (queue,))
+
+
+def paused_queues(conn: sqlite3.Connection) -> set[str]:
+    """The paused queues."""
+    return {q for (q,) in conn.execute("SELECT queue FROM paused_queues")}

@@ -17,16 +17,13 @@ DEFAULT_URL = "sqlite:///omniq.db"
 def omniq_backends() -> list[BackendSpec]:
     """The ``sqlite`` backend (all four components, plus the shared-connection bundle)."""
     return [
-        BackendSpec(
-            name="sqlite",
+        BackendSpec.conventional(
+            "sqlite",
+            "omniq_sqlite",
+            "SQLite",
             schemes=("sqlite",),
-            task_queue="omniq_sqlite:AsyncSQLiteQueue",
-            result_storage="omniq_sqlite:AsyncSQLiteResultStorage",
-            event_storage="omniq_sqlite:AsyncSQLiteEventStorage",
-            schedule_storage="omniq_sqlite:AsyncSQLiteScheduleStorage",
             default_url=DEFAULT_URL,
             package="omniq-backend-sqlite",
             description="embedded default: one SQLite file (WAL), safe across worker processes",
-            bundle="omniq_sqlite:SQLiteBackend",
         )
     ]

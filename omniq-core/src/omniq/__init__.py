@@ -10,10 +10,13 @@ Where things live (one concern per module):
 * ``lifecycle`` -- what happens around a task's end, and the periodic sweeps;
   ``components`` -- building the four storage components from settings.
 * ``workers`` -- the claim loop (``worker``), executors, the trust boundary
-  (``resolve``), rate limits; ``queue`` -- retry maths, dependency checks, scheduler.
-* ``storage`` -- the interfaces every backend implements (``base``) and the memory
-  backend; ``testing`` -- the conformance suite for backend authors.
-* ``models`` -- Task, TaskResult, TaskEvent, Schedule; ``serialization`` -- msgspec
+  (``resolve``), rate limits, heartbeats in the store (``presence``); ``queue`` --
+  retry maths, dependency checks, scheduler.
+* ``storage`` -- the interfaces every backend implements (``base``), what backends
+  share (``shared``: components on one reference-counted handle; ``columns``: models as
+  SQL row columns) and the memory backend; ``testing`` -- the conformance suite for
+  backend authors; ``plugins.lazy`` -- lazy exports of a backend package.
+* ``models`` -- Task, TaskResult, TaskEvent, Schedule, WorkerInfo; ``serialization`` -- msgspec
   first, signed dill; ``events`` -- batched event logging.
 * ``config`` -- settings and their loading; ``plugins`` -- hooks and discovery;
   ``sync`` -- the blocking twins; ``errors`` -- one exception hierarchy; ``cli`` --

@@ -25,7 +25,7 @@ from omniq.config import ComponentConfig, OmniQConfig, load_config
 from omniq.errors import ConfigurationError
 from omniq.events import AsyncEventLogger
 from omniq.lifecycle import TaskLifecycle
-from omniq.models import Schedule, Task, TaskEvent, TaskResult, new_ids
+from omniq.models import Schedule, Task, TaskEvent, TaskResult, WorkerInfo, new_ids
 from omniq.models.enums import CatchUp, EventType, ScheduleState, TaskStatus
 from omniq.options import SCHEDULE_OPTIONS, check_options, resolve_options, seconds
 from omniq.plugins import PluginManager, get_plugin_manager
@@ -436,6 +436,38 @@ class AsyncOmniQ(TaskRegistration, AsyncResource):
         await self.connect()
         return await self.lifecycle.cancel(task_id)
 
+    async def requeue(self, task_id: str) -> Task:
+        """Run a task that ended (failed, cancelled, expired or succeeded) again, at
+        once, with a fresh retry budget; returns the re-queued task. Raises
+        TaskNotFoundError for an unknown id, TaskNotFinalError for a task not ended."""
+        await self.connect()
+        return await self.lifecycle.requeue(task_id)
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop workers claiming from ``queue`` within about a second (running tasks
+        finish; enqueues are still accepted). ``resume_queue`` undoes it."""
+        await self.connect()
+        await self.task_queue.pause_queue(queue)
+        await self.events.log(TaskEvent(event_type=EventType.QUEUE_PAUSED, queue=queue))
+
+    async def resume_queue(self, queue: str) -> None:
+        """Let workers claim from a paused queue again."""
+        await self.connect()
+        await self.task_queue.resume_queue(queue)
+        await self.events.log(TaskEvent(event_type=EventType.QUEUE_RESUMED, queue=queue))
+
+    async def paused_queues(self) -> set[str]:
+        """The queues paused now."""
+        await self.connect()
+        paused: set[str] = await self.task_queue.paused_queues()
+        return paused
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Live workers, as their heartbeats in the store say (oldest first)."""
+        await self.connect()
+        workers: list[WorkerInfo] = await self.task_queue.list_workers()
+        return workers
+
     async def prune(self, now: float | None = None) -> dict[str, int]:
         """Delete what the retention settings no longer keep (results past their TTL,
         old events, finished tasks older than ``result_ttl``); workers do it every
@@ -529,7 +561,17 @@ class AsyncOmniQ(TaskRegistration, AsyncResource):
     async def delete_schedule(self, schedule_id: str) -> bool:
         """Delete a schedule."""
         await self.connect()
-        return await self.schedule_storage.delete(schedule_id)  # type: ignore[no-any-return]
+        s = await self.schedule_storage.get(schedule_id)
+        deleted: bool = await self.schedule_storage.delete(schedule_id)
+        if deleted:
+            await self.events.log(
+                TaskEvent(
+                    event_type=EventType.SCHEDULE_DELETED,
+                    schedule_id=schedule_id,
+                    func=s.func if s is not None else None,
+                )
+            )
+        return deleted
 
     # --- events ----------------------------------------------------------------------------
 

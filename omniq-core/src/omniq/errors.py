@@ -115,6 +115,10 @@ class StaleClaimError(TaskError):
     """A complete/fail/heartbeat came from a claim that is no longer current."""
 
 
+class TaskNotFinalError(TaskError, ValueError):
+    """The task has not ended yet, so it cannot be re-queued (cancel it first, or wait)."""
+
+
 class DependencyCycleError(TaskError, ValueError):
     """Enqueueing the task would create a dependency cycle."""
 
@@ -139,6 +143,7 @@ __all__ = [
     "TaskError",
     "TaskExpiredError",
     "TaskFailedError",
+    "TaskNotFinalError",
     "TaskNotFoundError",
     "TaskTimeoutError",
     "UnknownTaskError",

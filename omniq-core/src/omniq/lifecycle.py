@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from omniq import rules
+from omniq.errors import TaskNotFinalError, TaskNotFoundError
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
 
 if TYPE_CHECKING:
@@ -104,6 +105,33 @@ class TaskLifecycle:
         await self.record_end(task_id, TaskStatus.CANCELLED, rules.CANCELLED_BY_REQUEST)
         await self.release([task_id], succeeded=False)
         return True
+
+    async def requeue(self, task_id: str) -> Task:
+        """Run an ended task again (see ``AsyncOmniQ.requeue``). Its old result goes
+        first, so a waiter never takes it for the new run's."""
+        task = await self.queue.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(f"no task with id {task_id!r}", task_id=task_id)
+        if not task.status.is_final:
+            raise TaskNotFinalError(
+                f"task {task_id} is {task.status.value}, not ended: only a task that "
+                "ended (failed, cancelled, expired or succeeded) can be re-queued; "
+                "cancel it first or wait for it"
+            )
+        await self.results.delete(task_id)
+        fresh = await self.queue.requeue(task_id)
+        if fresh is None:  # re-queued (or removed) by someone else meanwhile
+            raise TaskNotFinalError(f"task {task_id} changed while it was re-queued; try again")
+        self.events.emit(
+            TaskEvent(
+                event_type=EventType.REQUEUED,
+                task_id=task_id,
+                message=rules.REQUEUED_MESSAGE,
+                queue=fresh.queue,
+                func=fresh.func,
+            )
+        )
+        return fresh
 
     async def release(self, task_ids: Sequence[str], *, succeeded: bool) -> None:
         """Release (or cancel) the dependents of ended tasks; record the cancelled."""

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from omniq.models.enums import FINAL_STATUSES, TaskStatus
+
+if TYPE_CHECKING:
+    from omniq.models.task import Task
 
 __all__ = [
     "CANCELLED_BY_REQUEST",
@@ -33,6 +37,7 @@ __all__ = [
     "FINAL_STATUSES",
     "HANDED_BACK",
     "POISON_MESSAGE",
+    "REQUEUED_MESSAGE",
     "WORKER_STOPPED",
     "ReleaseStep",
     "WaitingDependent",
@@ -42,6 +47,7 @@ __all__ = [
     "is_expired",
     "is_final",
     "release_step",
+    "requeued",
 ]
 
 #: Why a task that was never claimed before its TTL passed ended EXPIRED.
@@ -56,6 +62,9 @@ WORKER_STOPPED = "worker stopped"
 HANDED_BACK = "handed back by a stopping worker"
 #: Why a task whose workers kept dying with it was failed for good.
 POISON_MESSAGE = "PoisonTaskError: the task lost its worker too many times"
+
+#: The event message of a task put back to PENDING after it ended (``requeue``).
+REQUEUED_MESSAGE = "re-queued by request"
 
 #: Outcomes of a dependency that cancel its dependents.
 FAILED_OUTCOMES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED})
@@ -156,3 +165,20 @@ def release_step(
             continue  # still waiting on another dependency
         decided.add(w.task_id)
     return step
+
+
+def requeued(task: Task, now: float) -> Task:
+    """A task that ended (any final status), put back to run again at once.
+
+    It gets a fresh retry budget: ``retries`` grows by the attempts already made, because
+    ``attempt`` keeps counting (it fences every claim, so it never goes back). A TTL that
+    has passed is dropped (the task would expire at once); its error is cleared."""
+    return task.copy(
+        status=TaskStatus.PENDING,
+        run_at=None,
+        lease_until=None,
+        worker_id=None,
+        error=None,
+        retries=task.retries + task.attempt,
+        expires_at=None if is_expired(task.expires_at, now) else task.expires_at,
+    )

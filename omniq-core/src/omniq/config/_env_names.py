@@ -30,6 +30,10 @@ _OTHER_NAMES = {
     "OMNIQ_PLUGINS",  # plugin modules to load (omniq.plugins.manager)
     "OMNIQ_SQLITE_NO_INOTIFY",  # SQLite backend: poll for new tasks instead of inotify
     "OMNIQ_NATS_SERVER_BIN",  # the test suite: which nats-server binary to start
+    "OMNIQ_NATS_CLUSTER_FULL",  # the test suite: whole conformance suite on the cluster
+    "OMNIQ_NATS_CLUSTER_TASKS",  # the test suite: tasks of the cluster fault run
+    "OMNIQ_CHROMIUM",  # the test suite: the browser the dashboard tests drive
+    "OMNIQ_DASHBOARD_TOKEN",  # omniq dashboard: the access token (never logged)
 }
 _registered: set[str] = set()
 

@@ -48,12 +48,27 @@ __all__ = [
 ]
 
 
-def _sqlite_queue() -> ComponentConfig:
-    return ComponentConfig(type="sqlite")
+def _default_queue() -> ComponentConfig:
+    """SQLite, or the only backend installed besides memory (see
+    :func:`omniq.plugins.resolution.default_backend_type`)."""
+    from omniq.plugins.resolution import default_backend_type
+
+    return ComponentConfig(type=default_backend_type())
 
 
 def _optional_seconds(op: str, tp: Any) -> Any:
     return number(tp, f"a number {op} 0 {SECONDS}", True)
+
+
+_LOG_FORMATS = ("text", "json")
+
+
+def _log_format(value: Any, where: str) -> str:
+    fmt: str = text("text or json", lower=True)(value, where)
+    if fmt not in _LOG_FORMATS:
+        shown = value if isinstance(value, str) else repr(value)
+        raise ConfigurationError(f"{where}: invalid value {shown!r}; expected text or json")
+    return fmt
 
 
 class OmniQConfig(msgspec.Struct, kw_only=True):
@@ -67,8 +82,9 @@ class OmniQConfig(msgspec.Struct, kw_only=True):
         ComponentConfig,
         Setting(component, "Where tasks are stored: a URL, a backend type or both "
                 "(`OMNIQ_TASK_QUEUE_TYPE`, `OMNIQ_TASK_QUEUE_URL`, `OMNIQ_TASK_QUEUE_OPTIONS`); "
-                "the URL scheme picks the backend"),
-    ] = msgspec.field(default_factory=_sqlite_queue)
+                "the URL scheme picks the backend. Default: sqlite, or the only backend "
+                "installed besides memory"),
+    ] = msgspec.field(default_factory=_default_queue)
     result_storage: Annotated[
         ComponentConfig | None,
         Setting(component, "Where results are stored (`..._TYPE`, `..._URL`, `..._OPTIONS`); "
@@ -158,6 +174,18 @@ class OmniQConfig(msgspec.Struct, kw_only=True):
                 'Per-logger levels, e.g. {"worker": "DEBUG"} for the logger omniq.worker '
                 "(JSON in the environment)"),
     ] = msgspec.field(default_factory=dict)
+    log_format: Annotated[
+        str,
+        Setting(_log_format,
+                "Format of library log lines: text, or json (one object per line, for "
+                "log shippers)"),
+    ] = "text"
+    worker_stats_interval: Annotated[
+        float | None,
+        Setting(_optional_seconds(">", PositiveFloat),
+                "Seconds between a worker's one-line stats log (processed, failed, rate, "
+                "queue depth); none: never"),
+    ] = 60.0
     secret_key: Annotated[
         str | None,
         Setting(secret(optional=True),

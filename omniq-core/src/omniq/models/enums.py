@@ -37,8 +37,12 @@ class EventType(StrEnum):
     RETRY = "retry"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    REQUEUED = "requeued"
     SCHEDULE_PAUSED = "schedule_paused"
     SCHEDULE_RESUMED = "schedule_resumed"
+    SCHEDULE_DELETED = "schedule_deleted"
+    QUEUE_PAUSED = "queue_paused"
+    QUEUE_RESUMED = "queue_resumed"
 
 
 class ScheduleState(StrEnum):

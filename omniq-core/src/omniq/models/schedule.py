@@ -22,6 +22,9 @@ from omniq.models.ids import new_id
 MISFIRE_GRACE = 60.0
 #: ``catch_up="all"`` never enqueues more than this many missed runs at once.
 MAX_CATCH_UP_RUNS = 1000
+#: Interval schedules: a time within this many intervals of a due time is that due time
+#: (float rounding), so it is never fired twice.
+DUE_TIME_SNAP = 1e-6
 
 
 class Schedule(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -144,9 +147,14 @@ class Schedule(msgspec.Struct, kw_only=True, omit_defaults=True):
             anchor = self.start_at if self.start_at is not None else self.created_at
             if t < anchor:
                 return anchor + self.interval
-            k = math.floor((t - anchor) / self.interval) + 1
-            nxt = anchor + k * self.interval
-            return nxt if nxt > t else nxt + self.interval
+            # Due times are anchor + k * interval for whole k, always computed that way.
+            # A t that is itself a due time (give or take float rounding) is followed by
+            # k + 1: without the snap, 1.99999809 could be followed by 2.00000048, the
+            # same due time twice.
+            span = (t - anchor) / self.interval
+            n = round(span)
+            k = n + 1 if abs(span - n) <= DUE_TIME_SNAP else math.floor(span) + 1
+            return anchor + k * self.interval
         assert self.cron is not None
         tz = ZoneInfo(self.timezone)
         base = datetime.fromtimestamp(t, tz)

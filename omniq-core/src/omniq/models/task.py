@@ -111,3 +111,14 @@ class Task(msgspec.Struct, kw_only=True, eq=False, omit_defaults=True):
             f"Task(id={self.id!r}, func={self.func!r}, queue={self.queue!r}, "
             f"status={self.status.value!r}, attempt={self.attempt})"
         )
+
+
+class TaskQuery(msgspec.Struct, frozen=True):
+    """The filters of ``BaseTaskQueue.list`` as one value: tasks of one queue and/or one
+    (effective) status when given, at most ``limit``, oldest first (in the order they
+    were stored) or, with ``newest_first``, the newest ``limit`` of them newest first."""
+
+    queue: str | None = None
+    status: TaskStatus | None = None
+    limit: int = 100
+    newest_first: bool = False

@@ -10,13 +10,12 @@ from omniq.plugins.specs import BackendSpec, WorkerSpec
 def omniq_backends() -> list[BackendSpec]:
     """The in-process memory backend."""
     return [
-        BackendSpec(
-            name="memory",
+        BackendSpec.conventional(
+            "memory",
+            "omniq.storage.memory",
+            "Memory",
+            bundle=False,
             schemes=("memory",),
-            task_queue="omniq.storage.memory:AsyncMemoryQueue",
-            result_storage="omniq.storage.memory:AsyncMemoryResultStorage",
-            event_storage="omniq.storage.memory:AsyncMemoryEventStorage",
-            schedule_storage="omniq.storage.memory:AsyncMemoryScheduleStorage",
             default_url="memory://",
             package="omniq-core",
             description="in-process, for tests and single-process apps",

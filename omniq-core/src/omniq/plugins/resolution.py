@@ -10,7 +10,13 @@ from omniq.errors import BackendNotFoundError, ConfigurationError
 from omniq.plugins.manager import PluginManager, get_plugin_manager
 from omniq.plugins.specs import COMPONENTS, BackendSpec
 
-#: Distributions of first-party backends, named in "install ..." hints.
+#: The embedded default backend, used when it is installed (or when nothing decides).
+DEFAULT_BACKEND = "sqlite"
+#: Backends that are always there and never chosen by default (in-process only).
+BUILTIN_BACKENDS = frozenset({"memory"})
+
+#: Distributions of first-party backends, named in "install ..." hints (only these:
+#: a hint never names a package that does not exist).
 KNOWN_PACKAGES = {
     "sqlite": "omniq-backend-sqlite",
     "file": "omniq-backend-file",
@@ -71,11 +77,60 @@ def _safe(url: str) -> str:
     return safe
 
 
+def default_backend_type(pm: PluginManager | None = None) -> str:
+    """The backend used when no setting names one: SQLite when it is installed, else the
+    only backend installed besides memory. With none or several of those it is SQLite
+    still, and building it fails with one message listing what is installed and the
+    setting that chooses (see :func:`find_backend`)."""
+    from omniq.plugins import manager
+
+    if pm is None and manager._lock.locked():
+        return DEFAULT_BACKEND  # settings read while plugins load: do not wait for them
+    candidates = installed_storage_backends(pm)
+    if DEFAULT_BACKEND in candidates or len(candidates) != 1:
+        return DEFAULT_BACKEND
+    return candidates[0]
+
+
+def installed_storage_backends(pm: PluginManager | None = None) -> list[str]:
+    """Names of installed backends that can hold a task queue, besides memory."""
+    pm = pm or get_plugin_manager()
+    return sorted(
+        name
+        for name, (spec, _) in pm.backends().items()
+        if name not in BUILTIN_BACKENDS and spec.offers("task_queue")
+    )
+
+
+def _no_default(pm: PluginManager) -> BackendNotFoundError:
+    """The default backend (SQLite) is not installed and nothing else decides."""
+    others = installed_storage_backends(pm)
+    if others:
+        listed = ", ".join(others)
+        return BackendNotFoundError(
+            f"no backend is configured and several are installed ({listed}): choose one "
+            "with OMNIQ_TASK_QUEUE_TYPE=NAME (or OMNIQ_TASK_QUEUE_URL=SCHEME://...), or "
+            f"install {KNOWN_PACKAGES[DEFAULT_BACKEND]} for the embedded default. "
+            "OMNIQ_TASK_QUEUE_TYPE=memory needs no extra package."
+        )
+    return BackendNotFoundError(
+        "no storage backend is installed besides memory (in-process only): install one, "
+        f"e.g. pip install {KNOWN_PACKAGES[DEFAULT_BACKEND]} (the embedded default), or "
+        "set OMNIQ_TASK_QUEUE_TYPE=memory."
+    )
+
+
 def _not_found(what: str, name: str, pm: PluginManager) -> BackendNotFoundError:
     installed = sorted(pm.backends())
-    close = difflib.get_close_matches(name, [*installed, *KNOWN_PACKAGES], n=1)
+    if what == "type" and name == DEFAULT_BACKEND and len(installed_storage_backends(pm)) != 1:
+        return _no_default(pm)
+    # never suggest back the very name typed (it is known, just not installed)
+    candidates = [n for n in dict.fromkeys([*installed, *KNOWN_PACKAGES]) if n != name]
+    close = difflib.get_close_matches(name, candidates, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     known = KNOWN_PACKAGES.get(name) or KNOWN_PACKAGES.get(KNOWN_SCHEMES.get(name, ""), "")
+    if known and known == _installed_package(name, pm):
+        known = ""  # installed already (a broken plugin): installing it again does not help
     if not known and close and close[0] not in installed:
         # a misspelt first-party name ("sqlit"): name the package of the closest match
         known = KNOWN_PACKAGES.get(close[0], "")
@@ -95,6 +150,11 @@ def _not_found(what: str, name: str, pm: PluginManager) -> BackendNotFoundError:
         f"unknown backend {what} {name!r}. Installed backends: {', '.join(installed) or 'none'}."
         f"{hint}{install}{broken} OMNIQ_TASK_QUEUE_TYPE=memory needs no extra package."
     )
+
+
+def _installed_package(name: str, pm: PluginManager) -> str | None:
+    entry = pm.backends().get(name)
+    return entry[0].package if entry is not None else None
 
 
 def find_backend(

@@ -34,6 +34,23 @@ class BackendSpec(msgspec.Struct, kw_only=True, frozen=True):
     #: Optional ``"module:Class"`` or class of a bundle sharing one connection.
     bundle: Any = None
 
+    @classmethod
+    def conventional(
+        cls, name: str, module: str, stem: str, *, bundle: bool = True, **fields: Any
+    ) -> BackendSpec:
+        """A spec whose classes follow the naming convention of the built-in backends:
+        ``module:Async{stem}Queue``, ``...ResultStorage``, ``...EventStorage``,
+        ``...ScheduleStorage`` and (unless ``bundle=False``) ``module:{stem}Backend``."""
+        return cls(
+            name=name,
+            task_queue=f"{module}:Async{stem}Queue",
+            result_storage=f"{module}:Async{stem}ResultStorage",
+            event_storage=f"{module}:Async{stem}EventStorage",
+            schedule_storage=f"{module}:Async{stem}ScheduleStorage",
+            bundle=f"{module}:{stem}Backend" if bundle else None,
+            **fields,
+        )
+
     def component(self, kind: str) -> type[Any] | None:
         """The class for ``kind`` (one of COMPONENTS), importing it if given as a string."""
         if kind not in COMPONENTS:

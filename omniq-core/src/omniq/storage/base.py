@@ -27,7 +27,15 @@ import anyio
 import msgspec
 
 from omniq import rules
-from omniq.models import EventQuery, Schedule, Task, TaskEvent, TaskResult
+from omniq.models import (
+    EventQuery,
+    Schedule,
+    Task,
+    TaskEvent,
+    TaskQuery,
+    TaskResult,
+    WorkerInfo,
+)
 from omniq.models.enums import EventType, ScheduleState, TaskStatus
 from omniq.sync import AsyncResource, BlockingResource
 
@@ -79,8 +87,10 @@ class StorageComponent(AsyncResource, ABC):
 class BackendBundle(BlockingResource):
     """Base of a backend's ``{Name}Backend``: the four components over one connection.
 
-    Subclasses set the four component attributes and implement ``connect``/``close``;
-    this gives them ``async with`` and a blocking ``with``.
+    Subclasses build the four component attributes in ``__init__`` (sharing one
+    connection or pool); this gives them ``from_url``, ``connect``/``close`` of every
+    component, ``async with`` and a blocking ``with``. A bundle that owns something the
+    components share (a pool) closes it in :meth:`close_shared`.
     """
 
     task_queue: Any
@@ -88,13 +98,36 @@ class BackendBundle(BlockingResource):
     event_storage: Any
     schedule_storage: Any
 
+    @classmethod
+    def from_url(cls, url: str | None = None, **options: Any) -> Self:
+        """Build the bundle from a URL and backend options (no I/O yet)."""
+        return cls(url, **options)  # type: ignore[call-arg]
+
+    @property
+    def components(self) -> tuple[Any, Any, Any, Any]:
+        """The four async components, in COMPONENTS order."""
+        return (self.task_queue, self.result_storage, self.event_storage, self.schedule_storage)
+
     async def connect(self) -> None:
-        """Connect every component."""
-        raise NotImplementedError
+        """Connect every component (they share one connection)."""
+        for c in self.components:
+            await c.connect()
 
     async def close(self) -> None:
-        """Close every component and the shared connection."""
-        raise NotImplementedError
+        """Close every component, then what they share."""
+        for c in self.components:
+            await c.close()
+        await self.close_shared()
+
+    async def close_shared(self) -> None:
+        """Close the connection the components share, if the bundle owns it."""
+
+    def async_context(self) -> Self:
+        """``async with backend.async_context():`` (same as ``async with backend:``)."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({getattr(self, 'url', '')!r})"
 
 
 class BaseTaskQueue(StorageComponent):
@@ -114,6 +147,11 @@ class BaseTaskQueue(StorageComponent):
 
     #: Lease used by ``heartbeat`` when none is given (seconds).
     default_lease: float = 30.0
+    #: Seconds a claim may take beyond its own wait before the worker stops waiting for
+    #: it (the tasks a cut-off claim took come back when their leases lapse). A backend
+    #: whose claims can stall longer without failing (a cluster's leader election)
+    #: raises it.
+    claim_grace: ClassVar[float] = 5.0
 
     @abstractmethod
     async def enqueue(self, task: Task) -> TaskStatus:
@@ -144,7 +182,6 @@ class BaseTaskQueue(StorageComponent):
         )
         return tasks[0] if tasks else None
 
-    @abstractmethod
     async def dequeue_many(
         self,
         queues: Sequence[str],
@@ -155,6 +192,19 @@ class BaseTaskQueue(StorageComponent):
         wait: float = 0.0,
     ) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks in claim order (see :meth:`dequeue`)."""
+        if limit <= 0 or not queues:
+            return []
+        return await self.claim_ready(builtins.list(queues), limit, worker_id, lease, wait)
+
+    async def claim_ready(
+        self, queues: builtins.list[str], limit: int, worker_id: str, lease: float, wait: float
+    ) -> builtins.list[Task]:
+        """What a backend implements for :meth:`dequeue_many` (or it overrides that):
+        claim up to ``limit`` (> 0) ready tasks of ``queues`` (not empty) in claim order,
+        each RUNNING under a ``lease`` with ``attempt`` + 1, waiting up to ``wait`` s."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither claim_ready() nor dequeue_many()"
+        )
 
     @abstractmethod
     async def complete(self, task: Task) -> bool:
@@ -216,27 +266,79 @@ class BaseTaskQueue(StorageComponent):
         """Cancel a PENDING, WAITING or RUNNING task (a running one is told through its
         next heartbeat). False when the task is unknown or already final."""
 
+    async def requeue(self, task_id: str) -> Task | None:
+        """Put a task that ended (any final status) back to PENDING as
+        :func:`omniq.rules.requeued` says, in one atomic step that checks the task is
+        still final. Returns the stored task, or None (nothing changed) when it is unknown
+        or not final. Dependents it cancelled stay cancelled."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement requeue(task_id): re-queueing "
+            "ended tasks needs an atomic 'replace if final' in this backend"
+        )
+
+    # --- paused queues (workers do not claim from them) -----------------------------------
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop workers claiming from ``queue`` (tasks already claimed run on; new tasks
+        are still accepted). Idempotent."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement pause_queue(): queues cannot be "
+            "paused on this backend"
+        )
+
+    async def resume_queue(self, queue: str) -> None:
+        """Let workers claim from ``queue`` again. Idempotent."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement resume_queue()")
+
+    async def paused_queues(self) -> set[str]:
+        """The queues paused now (workers read this about once a second)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement paused_queues()")
+
+    # --- live workers (heartbeats in the store, for ``omniq workers``) -------------------
+
+    async def record_worker(self, info: WorkerInfo) -> None:
+        """Store (or replace) a worker's heartbeat; it counts as live until
+        ``info.expires_at``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement record_worker(): "
+            "live workers cannot be listed on this backend"
+        )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker (it stopped cleanly). Unknown ids are ignored."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement remove_worker()")
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """Live workers (records past ``expires_at`` left out, and deleted when cheap),
+        oldest first by ``started_at``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement list_workers()")
+
     @abstractmethod
     async def count(self, queue: str | None = None, status: TaskStatus | None = None) -> int:
         """Number of tasks, optionally in one queue and/or one status."""
 
-    @abstractmethod
     async def list(
         self,
         queue: str | None = None,
         status: TaskStatus | None = None,
         limit: int = 100,
+        *,
+        newest_first: bool = False,
     ) -> builtins.list[Task]:
-        """Tasks, oldest first, optionally filtered."""
+        """Tasks, oldest first (or the newest ``limit``, newest first), optionally
+        filtered (see :class:`TaskQuery`)."""
+        return await self.select_tasks(TaskQuery(queue, status, limit, newest_first))
 
-    async def list_tasks(
-        self,
-        queue: str | None = None,
-        status: TaskStatus | None = None,
-        limit: int = 100,
-    ) -> builtins.list[Task]:
+    async def select_tasks(self, query: TaskQuery) -> builtins.list[Task]:
+        """The tasks ``query`` selects, oldest first (what backends implement, unless
+        they override :meth:`list`)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither select_tasks() nor list()"
+        )
+
+    async def list_tasks(self, *args: Any, **kwargs: Any) -> builtins.list[Task]:
         """Seed-compatible alias of :meth:`list` (docs: migration table)."""
-        return await self.list(queue, status, limit)
+        return await self.list(*args, **kwargs)
 
     @abstractmethod
     async def purge(self, queue: str | None = None) -> int:

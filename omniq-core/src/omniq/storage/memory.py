@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from omniq import rules
 from omniq.errors import ConfigurationError
-from omniq.models import EventQuery, Schedule, Task, TaskEvent, TaskResult
+from omniq.models import EventQuery, Schedule, Task, TaskEvent, TaskQuery, TaskResult, WorkerInfo
 from omniq.models.enums import ScheduleState, TaskStatus
 from omniq.serialization import default_manager
 from omniq.storage.base import (
@@ -89,6 +89,8 @@ class _QueueState:
         self.newly_expired: list[str] = []
         self.finished_at: dict[str, float] = {}  # id -> when the task reached a final status
         self.notifier = Notifier()
+        self.workers: dict[str, WorkerInfo] = {}  # live workers' heartbeats by id
+        self.paused: set[str] = set()  # queues workers do not claim from
 
 
 class AsyncMemoryQueue(BaseTaskQueue):
@@ -217,14 +219,8 @@ class AsyncMemoryQueue(BaseTaskQueue):
         self._s.notifier.notify_all()
         return statuses
 
-    async def dequeue_many(
-        self,
-        queues: Sequence[str],
-        limit: int,
-        *,
-        worker_id: str,
-        lease: float = 30.0,
-        wait: float = 0.0,
+    async def claim_ready(
+        self, queues: builtins.list[str], limit: int, worker_id: str, lease: float, wait: float
     ) -> builtins.list[Task]:
         deadline = time.monotonic() + wait
         while True:
@@ -315,19 +311,58 @@ class AsyncMemoryQueue(BaseTaskQueue):
             self._s.finished_at[t.id] = time.time()
             return True
 
+    async def requeue(self, task_id: str) -> Task | None:
+        now = time.time()
+        with self._s.lock:
+            t = self._s.tasks.get(task_id)
+            if t is None or not t.effective_status(now).is_final:
+                return None
+            fresh = rules.requeued(t, now)
+            self._s.tasks[task_id] = fresh
+            self._s.finished_at.pop(task_id, None)
+            self._push_pending(fresh, now)
+            out = fresh.copy()
+        self._s.notifier.notify_all()
+        return out
+
+    async def pause_queue(self, queue: str) -> None:
+        with self._s.lock:
+            self._s.paused.add(queue)
+
+    async def resume_queue(self, queue: str) -> None:
+        with self._s.lock:
+            self._s.paused.discard(queue)
+        self._s.notifier.notify_all()
+
+    async def paused_queues(self) -> set[str]:
+        with self._s.lock:
+            return set(self._s.paused)
+
+    async def record_worker(self, info: WorkerInfo) -> None:
+        with self._s.lock:
+            self._s.workers[info.id] = info
+
+    async def remove_worker(self, worker_id: str) -> None:
+        with self._s.lock:
+            self._s.workers.pop(worker_id, None)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        now = time.time()
+        with self._s.lock:
+            for wid in [w.id for w in self._s.workers.values() if not w.is_live(now)]:
+                del self._s.workers[wid]
+            return sorted(self._s.workers.values(), key=lambda w: w.started_at)
+
     async def count(self, queue: str | None = None, status: TaskStatus | None = None) -> int:
         return len(await self.list(queue, status, limit=2**62))
 
-    async def list(
-        self,
-        queue: str | None = None,
-        status: TaskStatus | None = None,
-        limit: int = 100,
-    ) -> builtins.list[Task]:
+    async def select_tasks(self, query: TaskQuery) -> builtins.list[Task]:
+        queue, status, limit = query.queue, query.status, query.limit
         now = time.time()
         out: builtins.list[Task] = []
         with self._s.lock:
-            for t in self._s.tasks.values():  # insertion order = oldest first
+            tasks = self._s.tasks.values()  # insertion order = oldest first
+            for t in reversed(tasks) if query.newest_first else tasks:
                 st = t.effective_status(now)
                 if (queue is None or t.queue == queue) and (status is None or st is status):
                     out.append(t.copy(status=st))

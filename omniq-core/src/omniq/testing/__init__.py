@@ -25,6 +25,13 @@ The tests run on anyio's pytest plugin (shipped with anyio). The fixture contrac
 ``blocking_dequeue``, ...) gate tests with a visible skip reason, never silently.
 """
 
+try:
+    import pytest as _pytest  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "omniq.testing (the conformance suite) needs pytest: pip install 'omniq-core[testing]'"
+    ) from e
+
 from omniq.testing.base import (
     ConformanceBase,
     component_factory,

@@ -12,7 +12,7 @@ from collections import Counter
 import anyio
 import pytest
 
-from omniq.models import Task, TaskResult, TaskStatus
+from omniq.models import Task, TaskResult, TaskStatus, WorkerInfo
 from omniq.storage.base import BaseTaskQueue
 from omniq.testing.base import (
     ConformanceBase,
@@ -524,6 +524,95 @@ class TaskQueueConformance(ConformanceBase):
         c = await self._run_one(task_queue)
         assert not await task_queue.cancel(c.id)
 
+    # --- re-queue of ended tasks ------------------------------------------------------
+
+    async def test_requeue_failed_task_runs_again_with_fresh_retries(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        t = make_task(7, retries=1)
+        await task_queue.enqueue(t)
+        for _ in range(2):  # two runs: the first retried at once, the second final
+            c = await task_queue.dequeue(["default"], worker_id="w", lease=30)
+            assert c is not None, "the task should be claimable for each of its two runs"
+            last = c
+            assert await task_queue.fail(c, time.time() if c.attempt == 1 else None, error="boom")
+        stored = await task_queue.get(t.id)
+        assert stored is not None and stored.status is TaskStatus.FAILED
+        fresh = await task_queue.requeue(t.id)
+        assert fresh is not None and fresh.status is TaskStatus.PENDING
+        assert fresh.error is None and fresh.retries == 1 + 2, "retries grow by attempts made"
+        again = await task_queue.dequeue(["default"], worker_id="w2", lease=30)
+        assert again is not None and again.id == t.id, "a re-queued task is claimable at once"
+        assert again.attempt == 3 and list(again.args) == [7], "attempt keeps counting"
+        # the claim of the old run is stale: it can neither complete nor fail the new run
+        assert not await task_queue.complete(last)
+        assert await task_queue.complete(again)
+
+    async def test_requeue_refuses_unknown_and_live_tasks(self, task_queue: BaseTaskQueue) -> None:
+        assert await task_queue.requeue("no-such-task") is None
+        t = make_task()
+        await task_queue.enqueue(t)
+        assert await task_queue.requeue(t.id) is None, "a PENDING task is not re-queued"
+        c = await task_queue.dequeue(["default"], worker_id="w", lease=30)
+        assert c is not None
+        assert await task_queue.requeue(t.id) is None, "a RUNNING task is not re-queued"
+        stored = await task_queue.get(t.id)
+        assert stored is not None and stored.status is TaskStatus.RUNNING and stored.attempt == 1
+
+    async def test_requeue_cancelled_and_succeeded_tasks(self, task_queue: BaseTaskQueue) -> None:
+        cancelled, done = make_task(1), make_task(2)
+        await task_queue.enqueue_many([cancelled, done])
+        assert await task_queue.cancel(cancelled.id, "not now")
+        c = await task_queue.dequeue(["default"], worker_id="w", lease=30)
+        assert c is not None and c.id == done.id
+        assert await task_queue.complete(c)
+        for t in (cancelled, done):
+            fresh = await task_queue.requeue(t.id)
+            assert fresh is not None and fresh.status is TaskStatus.PENDING, t.id
+        claimed = {c.id for c in await task_queue.dequeue_many(["default"], 10, worker_id="w")}
+        assert claimed == {cancelled.id, done.id}, "both re-queued tasks run again"
+
+    # --- paused queues ----------------------------------------------------------------
+
+    async def test_pause_and_resume_queues(self, task_queue: BaseTaskQueue) -> None:
+        assert await task_queue.paused_queues() == set()
+        await task_queue.pause_queue("reports")
+        await task_queue.pause_queue("reports")  # idempotent
+        await task_queue.pause_queue("emails")
+        assert await task_queue.paused_queues() == {"reports", "emails"}
+        await task_queue.enqueue(make_task(1, queue="reports"))
+        assert await task_queue.count("reports") == 1, "a paused queue still takes tasks"
+        await task_queue.resume_queue("reports")
+        await task_queue.resume_queue("never-paused")
+        assert await task_queue.paused_queues() == {"emails"}
+        c = await task_queue.dequeue(["reports"], worker_id="w")
+        assert c is not None and list(c.args) == [1]
+
+    # --- live workers ----------------------------------------------------------------
+
+    async def test_worker_registry(self, task_queue: BaseTaskQueue) -> None:
+        now = time.time()
+        a = WorkerInfo(id="host-a:1:x", host="host-a", pid=1, queues=["default", "high"],
+                       started_at=now - 5, last_seen=now, expires_at=now + 60, running=2)
+        b = WorkerInfo(id="host-b:2:y", host="host-b", pid=2, started_at=now - 1,
+                       last_seen=now, expires_at=now + 60)
+        dead = WorkerInfo(id="host-c:3:z", host="host-c", pid=3, started_at=now - 9,
+                          last_seen=now - 100, expires_at=now - 40)
+        for info in (b, a, dead):
+            await task_queue.record_worker(info)
+        listed = await task_queue.list_workers()
+        assert [w.id for w in listed] == [a.id, b.id], "live workers, oldest first"
+        assert listed[0].queues == ["default", "high"] and listed[0].running == 2
+        await task_queue.record_worker(
+            WorkerInfo(id=a.id, host="host-a", pid=1, started_at=a.started_at,
+                       last_seen=now + 1, expires_at=now + 61, processed=10)
+        )
+        listed = await task_queue.list_workers()
+        assert [w.processed for w in listed] == [10, 0], "a heartbeat replaces the record"
+        await task_queue.remove_worker(a.id)
+        await task_queue.remove_worker("never-seen")
+        assert [w.id for w in await task_queue.list_workers()] == [b.id]
+
     # --- inspection ------------------------------------------------------------------
 
     async def test_count_list_purge(self, task_queue: BaseTaskQueue) -> None:
@@ -535,6 +624,10 @@ class TaskQueueConformance(ConformanceBase):
         listed = await task_queue.list("a")
         assert [t.args[0] for t in listed] == [0, 1, 2]
         assert len(await task_queue.list(limit=2)) == 2
+        newest = await task_queue.list("a", limit=2, newest_first=True)
+        assert [t.args[0] for t in newest] == [2, 1], "the newest two, newest first"
+        newest_b = await task_queue.list(None, TaskStatus.PENDING, 1, newest_first=True)
+        assert [(t.queue, t.args[0]) for t in newest_b] == [("b", 1)]
         assert await task_queue.purge("a") == 3
         assert await task_queue.count() == 2
         assert await task_queue.purge() == 2

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from omniq import rules
+from omniq.config.logging import LoggingConfig, ensure_logging
 from omniq.conversion import Converter, argument_converter
 from omniq.errors import (
     PayloadTooLargeError,
@@ -31,6 +32,7 @@ from omniq.errors import (
 )
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus, new_id
 from omniq.queue.retry import backoff_delay, should_retry
+from omniq.workers.presence import run_presence
 from omniq.workers.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
@@ -46,9 +48,8 @@ PREFETCH_MAX_FACTOR = 30
 
 #: Extra claims allowed after lost leases before a task counts as poison (dead-lettered).
 MAX_LOST_LEASES = 5
-#: Seconds a claim may take beyond its own wait before the worker stops waiting for it
-#: (tasks a cut-off claim took anyway come back when their leases lapse).
-CLAIM_GRACE = 5.0
+#: Seconds between reads of the paused queues.
+PAUSE_REFRESH = 1.0
 #: Seconds the stopped tasks get to unwind after the grace period (a child is killed).
 STOP_BOUND = 5.0
 #: Errors of one result that writing it again cannot fix: that task fails alone.
@@ -83,7 +84,13 @@ class AsyncWorker:
         self._registry = oq.registry
         self._resolve = oq.resolve_function
         self._connect = oq.connect
+        self._logging = LoggingConfig.from_config(oq.config)
+        #: Seconds between the one-line stats logs (None: never).
+        self.stats_interval: float | None = oq.config.worker_stats_interval
         self.queues = queues or ["default"]
+        #: The worker's queues that are not paused (refreshed by ``_pause_loop``).
+        self._claimable = list(self.queues)
+        self._claimable_changed = anyio.Event()
         self.concurrency = max(1, concurrency)
         self._fixed_prefetch = None if prefetch is None else max(0, prefetch)
         self._avg_run: float | None = None  # moving average of task run time, seconds
@@ -107,6 +114,8 @@ class AsyncWorker:
         self._limiters: dict[str, RateLimiter] = {}
         # finished tasks waiting to be written in one batch: (task, result)
         self._done: list[tuple[Task, TaskResult]] = []
+        # the batch being written now: its claims are still held (and heartbeated)
+        self._writing: list[tuple[Task, TaskResult]] = []
         self._done_ready = anyio.Event()
         self._unrecorded = 0  # finished tasks whose results are not written yet
         self._slot_freed = anyio.Event()
@@ -123,6 +132,11 @@ class AsyncWorker:
         self._slot_freed.set()  # the claim loop may be waiting for a busy slot
 
     @property
+    def running_tasks(self) -> list[Task]:
+        """The tasks running right now."""
+        return [task for task, _ in self._running.values()]
+
+    @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
@@ -132,15 +146,22 @@ class AsyncWorker:
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or until idle, in burst mode)."""
+        ensure_logging(self._logging)
         await self._connect()
         await self.executor.start()
         await self.plugins.acall("omniq_worker_startup", worker=self)
+        paused_known = await self._read_paused()
         log.info("worker %s started on queues %s", self.id, self.queues)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(run_presence, self)
+                if paused_known:
+                    tg.start_soon(self._pause_loop)
                 tg.start_soon(self._maintenance_loop)
                 tg.start_soon(self._completion_loop)
+                if self.stats_interval:
+                    tg.start_soon(self._stats_loop, self.stats_interval)
                 async with anyio.create_task_group() as runners:
                     for _ in range(self.concurrency):
                         runners.start_soon(self._runner)
@@ -155,7 +176,10 @@ class AsyncWorker:
                 await self.plugins.acall("omniq_worker_shutdown", worker=self)
                 await self.events.flush()
                 self._stopped.set()
-                log.info("worker %s stopped (%d processed)", self.id, self.processed)
+                log.info(
+                    "worker %s stopped (%d processed, %d failed)",
+                    self.id, self.processed, self.failed,
+                )  # fmt: skip
 
     async def _drain(self) -> None:
         """Hand back claimed tasks that have not started; give running tasks the grace
@@ -198,6 +222,12 @@ class AsyncWorker:
         """Release the claims at once instead of waiting for the leases to lapse. A task
         that never started keeps its attempt (``unclaim``); one stopped mid-run counts."""
         queue = self.queue
+        if tasks:
+            log.info(
+                "handing back %d %s task(s): %s",
+                len(tasks), "stopped" if started else "claimed, not started",
+                ", ".join(t.id for t in tasks[:10]) + (" ..." if len(tasks) > 10 else ""),
+            )  # fmt: skip
         with anyio.CancelScope(shield=True):
             for task in tasks:
                 try:
@@ -249,10 +279,16 @@ class AsyncWorker:
                     while self._free < batch_min and self._running:
                         await self._wait_for_slot_change()
             wait = 0.0 if self.burst else self.poll_interval
+            claimable = self._claimable
+            if not claimable:  # every queue of this worker is paused
+                if self.burst:
+                    break
+                await self._claimable_changed.wait()
+                continue
             claimed: list[Task] = []  # a claim cut off below yields nothing
-            with anyio.move_on_after(wait + CLAIM_GRACE):
+            with anyio.move_on_after(wait + queue.claim_grace):
                 claimed = await queue.dequeue_many(
-                    self.queues, self._free, worker_id=self.id, lease=self.lease, wait=wait
+                    claimable, self._free, worker_id=self.id, lease=self.lease, wait=wait
                 )
             if not claimed:
                 if self.burst and await self._idle():
@@ -318,15 +354,13 @@ class AsyncWorker:
 
     async def _execute(self, task: Task) -> None:
         if task.attempt > task.retries + 1 + MAX_LOST_LEASES:
-            await self._finish_failed(
-                task, rules.POISON_MESSAGE, None, None
-            )
+            await self._finish_failed(task, rules.POISON_MESSAGE, None, None)
             return
         tf = self._registry.get(task.func)
         try:
             fn = tf.fn if tf is not None else self._resolve(task.func)
         except UnknownTaskError as e:
-            log.error("task %s refused: %s", task.id, e)
+            log.error("task %s refused: %s", task.id, e, extra=_fields(task))
             await self._finish_failed(task, f"UnknownTaskError: {e}", None, None)
             return
         if tf is not None and tf.rate_limit:
@@ -335,6 +369,10 @@ class AsyncWorker:
                 limiter = self._limiters[task.func] = RateLimiter(tf.rate_limit)
             await limiter.acquire()
         started = time.time()
+        log.debug(
+            "task %s (%s) started, attempt %d", task.id, task.func, task.attempt,
+            extra=_fields(task),
+        )  # fmt: skip
         if self.events.enabled:
             self.events.emit(self._event(EventType.EXECUTING, task))
         plugins = self.plugins
@@ -383,6 +421,7 @@ class AsyncWorker:
     async def _flush_completions(self) -> None:
         while self._done:
             batch, self._done = self._done, []
+            self._writing = batch
             with anyio.CancelScope(shield=True):
                 try:
                     await self._write_batch(batch)
@@ -390,6 +429,8 @@ class AsyncWorker:
                 except Exception:
                     # one by one: one task's bad result must not hold up the others
                     retry = await self._write_each(batch)
+                finally:
+                    self._writing = []
                 self._unrecorded -= len(batch) - len(retry)
                 self._slot_freed.set()
                 if retry:
@@ -425,9 +466,11 @@ class AsyncWorker:
         events_on = self.events.enabled
         for (task, result), ok in zip(batch, accepted, strict=True):
             if not ok:
-                log.info(
-                    "task %s finished but its claim was lost (attempt %d)", task.id, task.attempt
-                )
+                log.warning(
+                    "task %s (%s) finished but its claim was lost (attempt %d): cancelled, "
+                    "or its lease lapsed and another worker took it; the result is dropped",
+                    task.id, task.func, task.attempt,
+                )  # fmt: skip
                 continue
             self.processed += 1
             if events_on:
@@ -446,9 +489,19 @@ class AsyncWorker:
         if retry and should_retry(task.attempt, task.retries):
             delay = backoff_delay(task.attempt, task.retry_delay)
             if await self.queue.fail(task, time.time() + delay, error=error):
+                log.warning(
+                    "task %s (%s) failed on attempt %d of %d: %s; retry in %.2f s",
+                    task.id, task.func, task.attempt, task.retries + 1, error, delay,
+                    extra=_fields(task, tb),
+                )  # fmt: skip
                 self.events.emit(
                     self._event(EventType.RETRY, task, message=f"{error}; retry in {delay:.2f} s")
                 )
+            else:
+                log.warning(
+                    "task %s (%s) failed on attempt %d, but its claim was lost: %s",
+                    task.id, task.func, task.attempt, error,
+                )  # fmt: skip
             return
         await self._finish_failed(task, error, tb, started)
 
@@ -456,12 +509,16 @@ class AsyncWorker:
         self, task: Task, error: str, tb: str | None, started: float | None
     ) -> None:
         if not await self.queue.fail(task, None, error=error):
+            log.warning(
+                "task %s (%s) failed on attempt %d, but its claim was lost: %s",
+                task.id, task.func, task.attempt, error,
+            )  # fmt: skip
             return
         self.failed += 1
         self.processed += 1
         log.error(
-            "task %s (%s) failed on attempt %d: %s%s",
-            task.id, task.func, task.attempt, error, f"\n{tb}" if tb else "",
+            "task %s (%s) failed on attempt %d: %s",
+            task.id, task.func, task.attempt, error, extra=_fields(task, tb),
         )  # fmt: skip
         await self.results.set(
             TaskResult(
@@ -497,9 +554,13 @@ class AsyncWorker:
         queue = self.queue
         while True:
             await anyio.sleep(self.heartbeat_interval)
+            # every claim still held: running, waiting to start, finished and waiting
+            # for (or in) the write of its result -- a slow store must not let a
+            # finished task's lease lapse, or another worker would run it again
             held: list[tuple[Task, anyio.CancelScope | None]] = [
                 *self._running.values(),
                 *((t, None) for t in self._pending),
+                *((t, None) for t, _ in (*self._done, *self._writing)),
             ]
             for task, scope in held:
                 try:
@@ -509,11 +570,68 @@ class AsyncWorker:
                     continue
                 if alive:
                     continue
+                finishing = any(t is task for t, _ in (*self._done, *self._writing))
+                if not (task.id in self._running or task in self._pending or finishing):
+                    continue  # it ended meanwhile (its result was written): nothing lost
                 # cancelled by request, or the claim went elsewhere
+                log.warning(
+                    "lost the claim on %s task %s (%s), attempt %d: cancelled, or its "
+                    "lease lapsed and another worker took it; %s",
+                    "running" if scope is not None else "finished" if finishing else "claimed",
+                    task.id, task.func, task.attempt,
+                    "stopping it" if scope is not None
+                    else "its result will be refused" if finishing else "dropping it",
+                )  # fmt: skip
                 if scope is not None and task.id in self._running:
                     scope.cancel()
                 elif scope is None and task in self._pending:
                     self._pending.remove(task)
+
+    async def _stats_loop(self, interval: float) -> None:
+        """Log one line every ``interval`` seconds: processed, failed, rate, queue depth."""
+        last_processed, last_t = self.processed, time.monotonic()
+        while True:
+            await anyio.sleep(interval)
+            now = time.monotonic()
+            rate = (self.processed - last_processed) / max(now - last_t, 1e-9)
+            last_processed, last_t = self.processed, now
+            try:
+                depth = sum([await self.queue.count(q, TaskStatus.PENDING) for q in self.queues])
+                shown = str(depth)
+            except Exception as e:
+                shown = f"unknown ({type(e).__name__})"
+            log.info(
+                "worker %s: processed %d, failed %d, %.1f tasks/s, running %d, "
+                "queue depth %s",
+                self.id, self.processed, self.failed, rate, len(self._running), shown,
+            )  # fmt: skip
+
+    async def _pause_loop(self) -> None:
+        """Follow paused queues: claims skip them within about PAUSE_REFRESH seconds."""
+        while await self._read_paused():
+            await anyio.sleep(PAUSE_REFRESH)
+
+    async def _read_paused(self) -> bool:
+        """Read which of the worker's queues are paused; False when the backend cannot
+        pause queues (then every queue is claimed from)."""
+        try:
+            paused = await self.queue.paused_queues()
+        except NotImplementedError:
+            return False
+        except Exception:
+            log.exception("reading the paused queues failed; will retry")
+            return True
+        claimable = [q for q in self.queues if q not in paused]
+        if claimable != self._claimable:
+            if paused & set(self.queues):
+                log.info(
+                    "queues paused, not claimed from: %s",
+                    ", ".join(q for q in self.queues if q in paused),
+                )
+            self._claimable = claimable
+            changed, self._claimable_changed = self._claimable_changed, anyio.Event()
+            changed.set()
+        return True
 
     async def _maintenance_loop(self) -> None:
         while True:
@@ -522,6 +640,33 @@ class AsyncWorker:
             except Exception:
                 log.exception("maintenance (scheduler / TTL sweep) failed; will retry")
             await anyio.sleep(self.maintenance_interval)
+
+
+def _fields(task: Task, traceback: str | None = None) -> dict[str, Any]:
+    """Fields of a task for structured (JSON) log lines: ``extra=`` of a log call. A
+    failed task's traceback goes in as the record's exception text (see
+    :class:`_TaskTraceback`)."""
+    fields: dict[str, Any] = {
+        "task_id": task.id, "task": task.func, "queue": task.queue, "attempt": task.attempt,
+    }  # fmt: skip
+    if traceback:
+        fields["task_traceback"] = traceback
+    return fields
+
+
+class _TaskTraceback(logging.Filter):
+    """Make a failed task's traceback (formatted in the worker, or in a child process)
+    the record's exception text: every formatter prints it under the message, and JSON
+    lines carry it as ``exc``, as for any logged exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        traceback = record.__dict__.pop("task_traceback", None)
+        if traceback and not record.exc_text:
+            record.exc_text = traceback
+        return True
+
+
+log.addFilter(_TaskTraceback())
 
 
 def _converter(fn: Any) -> Converter | None:

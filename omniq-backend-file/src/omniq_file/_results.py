@@ -1,0 +1,121 @@
+"""AsyncFileResultStorage: one file per result, a TTL index for the sweep."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import time
+from collections.abc import Sequence
+from typing import ClassVar
+
+from omniq.errors import SerializationError
+from omniq.models import TaskResult, TaskStatus
+from omniq.storage.base import BaseResultStorage
+from omniq_file import _layout as L
+from omniq_file._component import FileComponent
+
+log = logging.getLogger("omniq.file")
+
+
+class AsyncFileResultStorage(FileComponent, BaseResultStorage):
+    """Results as ``results/<task id>`` (core serializer: msgpack, signed dill for
+    objects msgpack cannot hold), replaced atomically; ``rttl/<expires>-<id>`` lists
+    the ones with a TTL in expiry order. ``wait`` polls with backoff."""
+
+    blocking_wait: ClassVar[bool] = False
+    cross_process: ClassVar[bool] = True
+
+    def _writes(self, result: TaskResult, data: bytes) -> builtins.list[tuple[str, bytes]]:
+        """The files one result is stored as: the result and, with a TTL, its index entry."""
+        out = [(f"results/{result.task_id}", data)]
+        if result.expires_at is not None:
+            out.append((f"rttl/{L.ttl_name(result.expires_at, result.task_id)}", b"t"))
+        return out
+
+    async def set(self, result: TaskResult) -> None:
+        """Store (or replace) the result of ``result.task_id``."""
+        await self.set_many([result])
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        """Store results in one thread hop (all are encoded first)."""
+        for r in results:
+            if not L.safe_id(r.task_id):
+                raise ValueError(f"task id {r.task_id!r} cannot be a file name")
+        encoded = [(r, self.serializer.encode_result(r)) for r in results]
+        files = [f for r, d in encoded for f in self._writes(r, d)]
+        if files:
+            await self.run(self.store.map, lambda f: self.store.write(*f), files)
+
+    def _decode(self, task_id: str, data: bytes) -> TaskResult:
+        try:
+            return self.serializer.decode_result(data)
+        except SerializationError as e:
+            raise SerializationError(f"stored result of task {task_id} in {self.url}: {e}") from e
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        """The result, or None when absent or expired."""
+        if not L.safe_id(task_id):
+            return None
+        data = await self.run(self.store.read, f"results/{task_id}")
+        if data is None:
+            return None
+        result = self._decode(task_id, data)
+        return None if result.is_expired() else result
+
+    async def delete(self, task_id: str) -> bool:
+        """Delete a result; False when there was none."""
+        if not L.safe_id(task_id):
+            return False
+        return await self.run(self.store.delete, f"results/{task_id}")
+
+    async def list(
+        self, status: TaskStatus | None = None, limit: int = 100
+    ) -> builtins.list[TaskResult]:
+        """Unexpired results, optionally of one status (undecodable ones are skipped)."""
+
+        def scan() -> builtins.list[TaskResult]:
+            out: builtins.list[TaskResult] = []
+            for name in sorted(self.store.list("results")):
+                data = self.store.read(f"results/{name}")
+                if data is None:
+                    continue
+                try:
+                    r = self._decode(name, data)
+                except SerializationError as e:
+                    log.warning("skipping an undecodable result: %s", e)
+                    continue
+                if r.is_expired() or (status is not None and r.status is not status):
+                    continue
+                out.append(r)
+                if len(out) >= limit:
+                    break
+            return out
+
+        return await self.run(scan)
+
+    async def cleanup_expired(self, now: float | None = None) -> int:
+        """Delete results past their TTL (walking the TTL index); returns how many."""
+        now = time.time() if now is None else now
+
+        def sweep() -> int:
+            n = 0
+            now_us = int(now * 1_000_000)
+            for name in sorted(self.store.list("rttl")):
+                parsed = L.parse_ttl(name)
+                if parsed is None:
+                    continue
+                exp_us, tid = parsed
+                if exp_us > now_us:
+                    break
+                data = self.store.read(f"results/{tid}")
+                if data is not None:
+                    try:
+                        expired = self._decode(tid, data).is_expired(now)
+                    except SerializationError:
+                        expired = True
+                    if expired and self.store.delete(f"results/{tid}"):
+                        n += 1
+                self.store.delete(f"rttl/{name}")
+            return n
+
+        return await self.run(sweep)
