@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
             levels[prefix] = found
         return found
 
-    for cmd in COMMANDS.values():
+    # the same order however the modules happened to be imported: this module's
+    # commands, then each of COMMAND_MODULES' in turn (each in registration order)
+    rank = {m: i for i, m in enumerate([__name__, *COMMAND_MODULES])}
+    ordered = sorted(COMMANDS.values(), key=lambda c: rank.get(c.handler.__module__, len(rank)))
+    for cmd in ordered:
         sub = subparsers_for(cmd.path[:-1]).add_parser(
             cmd.path[-1], help=cmd.help, description=cmd.help
         )
