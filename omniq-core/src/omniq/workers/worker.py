@@ -369,10 +369,11 @@ class AsyncWorker:
                 limiter = self._limiters[task.func] = RateLimiter(tf.rate_limit)
             await limiter.acquire()
         started = time.time()
-        log.debug(
-            "task %s (%s) started, attempt %d", task.id, task.func, task.attempt,
-            extra=_fields(task),
-        )  # fmt: skip
+        if log.isEnabledFor(logging.DEBUG):  # no per-task fields dict when it is off
+            log.debug(
+                "task %s (%s) started, attempt %d", task.id, task.func, task.attempt,
+                extra=_fields(task),
+            )  # fmt: skip
         if self.events.enabled:
             self.events.emit(self._event(EventType.EXECUTING, task))
         plugins = self.plugins
