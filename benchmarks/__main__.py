@@ -51,6 +51,42 @@ def _run_one(system: System, workload: str, sizes: dict[str, int], quick: bool) 
     return harness.w3(system, n, poll=0.05, timeout=drain_timeout)
 
 
+def _one(
+    system: System,
+    row: dict[str, Any],
+    workload: str,
+    i: int,
+    sizes: dict[str, int],
+    args: argparse.Namespace,
+    out: Path,
+    data: dict[str, Any],
+) -> None:
+    """Run one workload once and save the JSON (a failure is recorded, not raised)."""
+    _say(f"{system.label}: {workload} run {i + 1}")
+    try:
+        result = _run_one(system, workload, sizes, args.quick)
+        row["runs"][workload].append(result)
+        _say(f"  {report.brief(workload, result)}")
+    except Exception as e:
+        msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        row["errors"].setdefault(workload, []).append(msg)
+        _say(f"  failed: {msg}")
+        if args.verbose:
+            traceback.print_exc()
+        try:
+            system.teardown()
+        except Exception:
+            pass
+    out.write_text(json.dumps(data, indent=1))
+
+
+def _close(system: System) -> None:
+    try:
+        system.close_loop()
+    except Exception:
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
     sizes = dict(QUICK if args.quick else FULL)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -79,6 +115,12 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and args.resume:
         data["systems"] = json.loads(out.read_text()).get("systems", {})
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.interleave:
+        data["config"]["note"] = (
+            "Runs interleaved: each round runs every system once per workload, so that the "
+            "rows of one round saw the same machine load."
+        )
+    ready: list[tuple[System, dict[str, Any]]] = []
     for ref in refs:
         cls = load(ref)
         system: System = cls(_prefix(cls))
@@ -90,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             "name": system.name,
             "server": system.server,
             "kind": system.kind,
+            "variant": system.variant,
+            "durability": system.durability,
             "versions": {},
             "bulk": system.bulk,
             "bulk_note": system.bulk_note,
@@ -108,28 +152,21 @@ def run(args: argparse.Namespace) -> int:
             _say(f"{system.label}: cannot run: {row['error']}")
             out.write_text(json.dumps(data, indent=1))
             continue
+        if not args.interleave:
+            for workload in workloads:
+                for i in range(w3_runs if workload == "w3" else runs):
+                    _one(system, row, workload, i, sizes, args, out, data)
+            _close(system)
+        else:
+            ready.append((system, row))
+    for i in range(max(runs, w3_runs) if args.interleave else 0):
         for workload in workloads:
-            for i in range(w3_runs if workload == "w3" else runs):
-                _say(f"{system.label}: {workload} run {i + 1}")
-                try:
-                    result = _run_one(system, workload, sizes, args.quick)
-                    row["runs"][workload].append(result)
-                    _say(f"  {report.brief(workload, result)}")
-                except Exception as e:
-                    msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-                    row["errors"].setdefault(workload, []).append(msg)
-                    _say(f"  failed: {msg}")
-                    if args.verbose:
-                        traceback.print_exc()
-                    try:
-                        system.teardown()
-                    except Exception:
-                        pass
-                out.write_text(json.dumps(data, indent=1))
-        try:
-            system.close_loop()
-        except Exception:
-            pass
+            if i >= (w3_runs if workload == "w3" else runs):
+                continue
+            for system, row in ready:
+                _one(system, row, workload, i, sizes, args, out, data)
+    for system, _ in ready:
+        _close(system)
     out.write_text(json.dumps(data, indent=1))
     md = report.build(out, docs=args.backend == "all" and not args.quick)
     _say(f"report: {md}")
@@ -139,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
 def report_cmd(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.json] or sorted(RESULTS.glob("*.json"))[-1:]
     for p in paths:
-        print(report.build(p, docs=args.docs))
+        print(report.build(p))
+    if args.docs:  # the first run is the full one; later ones add the servers it lacks
+        print(report.build_docs(paths))
     return 0
 
 
@@ -148,6 +187,14 @@ def profile_cmd(args: argparse.Namespace) -> int:
 
     for backend in args.backend.split(","):
         print(profile.run(backend, args.n))
+    return 0
+
+
+def budget_cmd(args: argparse.Namespace) -> int:
+    from benchmarks import budget
+
+    for backend in args.backend.split(","):
+        print(budget.run(backend, args.n, args.rate))
     return 0
 
 
@@ -163,18 +210,32 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--systems", help="only these (class names, comma-separated)")
     r.add_argument("--out", help="JSON file to write (default results/DATE-BACKEND.json)")
     r.add_argument("--resume", action="store_true", help="keep rows already in --out")
+    r.add_argument(
+        "--interleave",
+        action="store_true",
+        help="run in rounds (every system once per round) instead of system by system",
+    )
     r.add_argument("-v", "--verbose", action="store_true")
     r.set_defaults(fn=run)
     rep = sub.add_parser("report", help="rebuild Markdown and PNGs from saved JSON")
     rep.add_argument("json", nargs="*")
-    rep.add_argument("--docs", action="store_true", help="also rewrite docs/benchmarks.md")
+    rep.add_argument(
+        "--docs",
+        action="store_true",
+        help="also rewrite docs/benchmarks.md from these runs (the full run first)",
+    )
     rep.set_defaults(fn=report_cmd)
     pr = sub.add_parser("profile", help="profile an OmniQ worker with pyinstrument")
     pr.add_argument(
-        "--backend", default="sqlite,nats", help="sqlite, nats, memory (comma-separated)"
+        "--backend", default="sqlite,nats", help="sqlite, nats, file, memory (comma-separated)"
     )
     pr.add_argument("--n", type=int, default=10_000)
     pr.set_defaults(fn=profile_cmd)
+    bu = sub.add_parser("budget", help="CPU per task by stage (py-spy, sampled from outside)")
+    bu.add_argument("--backend", default="sqlite", help="sqlite, sqlite-normal, nats")
+    bu.add_argument("--n", type=int, default=100_000)
+    bu.add_argument("--rate", type=int, default=200, help="samples per second")
+    bu.set_defaults(fn=budget_cmd)
     args = p.parse_args(argv)
     return int(args.fn(args))
 

@@ -1,6 +1,6 @@
 """Profile OmniQ's worker hot path with pyinstrument (``python -m benchmarks profile``).
 
-``sqlite`` / ``nats``: enqueue ``n`` no-ops, run one worker process under pyinstrument
+``sqlite`` / ``nats`` / ``file``: enqueue ``n`` no-ops, run one worker process under pyinstrument
 until the queue is drained, stop it with SIGTERM; its profile (text tree of the worker's
 main thread: the event loop) goes to ``results/profile-<backend>.txt``.
 ``memory``: the same drain in one process on the in-process backend, i.e. the engine's
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from benchmarks import harness
-from benchmarks.systems.omniq import OmniQNATS, OmniQSQLite
+from benchmarks.systems.omniq import OmniQFile, OmniQNATS, OmniQSQLite
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -23,7 +23,7 @@ def run(backend: str, n: int) -> str:
     out = RESULTS / f"profile-{backend}.txt"
     if backend == "memory":
         return _memory(n, out)
-    cls = {"sqlite": OmniQSQLite, "nats": OmniQNATS}[backend]
+    cls = {"sqlite": OmniQSQLite, "nats": OmniQNATS, "file": OmniQFile}[backend]
     system = cls(f"bench-profile-{backend}")
     system.check()
     env = system.env

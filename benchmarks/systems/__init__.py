@@ -8,7 +8,13 @@ from typing import Any
 #: server -> "module:Class" of each system on it; OmniQ rows first, then raw, then peers.
 SYSTEMS: dict[str, list[str]] = {
     "memory": ["omniq:OmniQMemory"],
-    "sqlite": ["omniq:OmniQSQLite", "raw_sqlite:RawSQLite", "peer_huey:HueySQLite"],
+    "sqlite": [
+        "omniq:OmniQSQLite",
+        "omniq:OmniQSQLiteNormal",
+        "raw_sqlite:RawSQLite",
+        "raw_sqlite:RawSQLiteNormal",
+        "peer_huey:HueySQLite",
+    ],
     "nats": ["omniq:OmniQNATS", "raw_nats:RawNATS", "peer_taskiq:TaskiqNATS"],
     "redis": [
         "omniq:OmniQRedis",
@@ -22,6 +28,7 @@ SYSTEMS: dict[str, list[str]] = {
         "peer_streaq:Streaq",
         "peer_celery:Celery",
     ],
+    "file": ["omniq:OmniQFile", "raw_file:RawFile", "peer_huey:HueyFile"],
     "postgres": [
         "omniq:OmniQPostgres",
         "raw_postgres:RawPostgres",
@@ -33,7 +40,7 @@ SYSTEMS: dict[str, list[str]] = {
 #: OmniQ rows shown in every report (users weigh OmniQ-on-NATS against Celery-on-Redis).
 OMNIQ_ROWS = ["omniq:OmniQMemory", "omniq:OmniQSQLite", "omniq:OmniQNATS"]
 
-BACKENDS = ["memory", "sqlite", "nats", "redis", "postgres"]
+BACKENDS = ["memory", "sqlite", "nats", "redis", "postgres", "file"]
 
 
 def systems_for(backend: str) -> list[str]:

@@ -59,6 +59,11 @@ class System:
     inproc: ClassVar[bool] = False
     #: Systems that cannot run several worker processes on one store.
     multi_process: ClassVar[bool] = True
+    #: A second row of the same system on the same server differs by this (e.g.
+    #: ``synchronous=normal``); OmniQ rows are compared with the raw row of equal variant.
+    variant: ClassVar[str] = ""
+    #: What a finished task survives (shown in the report beside each row).
+    durability: ClassVar[str] = ""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -93,7 +98,8 @@ class System:
 
     @property
     def label(self) -> str:
-        return f"{self.name} ({self.server})"
+        variant = f", {self.variant}" if self.variant else ""
+        return f"{self.name} ({self.server}{variant})"
 
     def versions(self) -> dict[str, str]:
         return {self.dist: version(self.dist)} if self.dist else {}

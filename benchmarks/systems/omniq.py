@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ from benchmarks.systems.base import (
     System,
     Unavailable,
 )
+from benchmarks.systems.raw_sqlite import FULL_DURABILITY, NORMAL_DURABILITY
 
 QUEUE = "bench"
 
@@ -32,11 +34,15 @@ QUEUE = "bench"
 def _import_app(url: str, options: dict[str, Any]) -> Any:
     os.environ["BENCH_OMNIQ_URL"] = url
     os.environ["BENCH_OMNIQ_OPTIONS"] = json.dumps(options)
-    import importlib
+    import importlib.util
 
-    import benchmarks.apps.omniq_app as app
-
-    return importlib.reload(app)
+    # a fresh module object per system (not a reload of the one module): with
+    # ``--interleave`` several OmniQ systems keep their apps side by side
+    spec = importlib.util.find_spec("benchmarks.apps.omniq_app")
+    assert spec is not None and spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    return app
 
 
 class OmniQSystem(System):
@@ -152,6 +158,8 @@ class OmniQSQLite(OmniQSystem):
         "them into the task table as their tasks come up, inside the measured drain)"
     )
 
+    durability = FULL_DURABILITY + " (OmniQ's default)"
+
     def path(self) -> str:
         return str(SCRATCH / f"{self.prefix}.db")
 
@@ -167,6 +175,16 @@ class OmniQSQLite(OmniQSystem):
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(self.path() + suffix):
                 os.remove(self.path() + suffix)
+
+
+class OmniQSQLiteNormal(OmniQSQLite):
+    """OmniQ on SQLite with ``synchronous=normal``, beside the raw loop at that setting."""
+
+    variant = "synchronous=normal"
+    durability = NORMAL_DURABILITY
+
+    def options(self) -> dict[str, Any]:
+        return {"synchronous": "normal"}
 
 
 class OmniQNATS(OmniQSystem):
@@ -237,6 +255,50 @@ class OmniQPostgres(OmniQSystem):
 
     def options(self) -> dict[str, Any]:
         return {"schema": self.prefix.replace("-", "_")}
+
+
+class OmniQFile(OmniQSystem):
+    """OmniQ's file backend on a local directory (the default ``sync=false``)."""
+
+    name = "OmniQ"
+    server = "file"
+    backend_dist = "omniq-backend-file"
+    queue_class = "omniq_file:AsyncFileQueue"
+    bulk_note = (
+        "`noop.map()` (batches of 500): per task a record and a token (hard link) in "
+        "`ready/`, one thread hop per batch"
+    )
+    worker_note = (
+        OmniQSystem.worker_note + "; `file:///` on the scratch disk, no fsync (the "
+        "default `sync=false`): a write survives a crash of the process, not of the machine"
+    )
+    progress_note = "names in the queue's `ready/`, `delayed/`, `running/`, `finishing/` dirs"
+
+    def root(self) -> str:
+        return str(SCRATCH / f"{self.prefix}-files")
+
+    def url(self) -> str:
+        return f"file://{self.root()}"
+
+    def setup(self) -> None:
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        super().setup()
+
+    def remaining(self) -> int:
+        # count() would parse every token name, done/ included, twice per poll: list the
+        # unfinished states' directories instead (what count(PENDING)+count(RUNNING) sees)
+        base = os.path.join(self.root(), "q", QUEUE)
+        n = 0
+        for state in ("ready", "delayed", "running", "finishing"):
+            try:
+                n += len(os.listdir(os.path.join(base, state)))
+            except FileNotFoundError:
+                pass
+        return n
+
+    def teardown(self) -> None:
+        super().teardown()
+        shutil.rmtree(self.root(), ignore_errors=True)
 
 
 class OmniQMemory(OmniQSystem):
@@ -314,4 +376,4 @@ if __name__ == "__main__" and sys.argv[1:2] == ["inproc"]:
 
     inproc_main(lambda w, n: asyncio.run(_inproc(w, n)))
 
-__all__ = ["OmniQMemory", "OmniQNATS", "OmniQSQLite"]
+__all__ = ["OmniQFile", "OmniQMemory", "OmniQNATS", "OmniQSQLite"]

@@ -1,4 +1,4 @@
-"""huey on Redis (``RedisHuey``) and on SQLite (``SqliteHuey``).
+"""huey on Redis (``RedisHuey``), on SQLite (``SqliteHuey``) and on files (``FileHuey``).
 
 Worker: ``huey_consumer ... -w 10 -k thread``. huey has no bulk enqueue (one call per
 task). ``store_none=True`` so that a no-op's result is stored, as every other system
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +23,10 @@ KIND = os.environ.get("BENCH_HUEY", "redis")
 
 
 def make_huey(kind: str, prefix: str) -> Any:
+    if kind == "file":
+        from huey import FileHuey
+
+        return FileHuey(name=prefix, path=str(SCRATCH / f"{prefix}-files"), store_none=True)
     if kind == "sqlite":
         from huey import SqliteHuey
 
@@ -75,7 +80,7 @@ class _Huey:
             str(BIN / "huey_consumer"), "benchmarks.systems.peer_huey.huey",
             "-w", str(CONCURRENCY), "-k", "thread", "-q",
         ]  # fmt: skip
-        if self.huey_kind == "sqlite":
+        if self.huey_kind in ("sqlite", "file"):
             cmd += ["-d", str(POLL), "-m", "0.05"]
         return cmd
 
@@ -123,3 +128,28 @@ class HueySQLite(_Huey, System):
 
     def check(self) -> None:
         sqlite3.sqlite_version  # noqa: B018
+
+
+class HueyFile(_Huey, System):
+    name = "huey (FileHuey)"
+    server = "file"
+    dist = "huey"
+    huey_kind = "file"
+    worker_note = (
+        f"`huey_consumer -w {CONCURRENCY} -k thread -d {POLL} -m 0.05`; huey's `FileStorage` "
+        "on the scratch disk: every operation under one `flock`, a dequeue lists the queue "
+        "dir, renames the first file, reads and deletes it; no fsync (a write survives a "
+        "crash of the process, not of the machine), and a task dequeued by a consumer that "
+        "dies is lost"
+    )
+
+    def path(self) -> Path:
+        return SCRATCH / f"{self.prefix}-files"
+
+    def setup(self) -> None:
+        self.path().mkdir(parents=True, exist_ok=True)
+        self.h.flush()
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.path(), ignore_errors=True)
+        del self._h

@@ -1,6 +1,7 @@
 """The raw ceiling on SQLite, written directly with aiosqlite.
 
-Same durability as OmniQ's default (WAL, ``synchronous=FULL``). Bulk enqueue: one
+Two rows at the durability of the two OmniQ rows: WAL with ``synchronous=FULL`` (OmniQ's
+default) and with ``synchronous=NORMAL``. Bulk enqueue: one
 ``executemany`` transaction. Claims: ``BEGIN IMMEDIATE`` + ``UPDATE ... WHERE id IN
 (SELECT ... LIMIT 100) RETURNING``; results and acks: one ``executemany`` transaction per
 batch. Nothing notifies across processes, so idle workers and result waiters poll with
@@ -21,6 +22,12 @@ from benchmarks.systems.common import atimed_loop
 
 BATCH = 100
 
+FULL_DURABILITY = "WAL, `synchronous=FULL`: every commit fsynced (survives power loss)"
+NORMAL_DURABILITY = (
+    "WAL, `synchronous=NORMAL`: survives a crash of the process; on power loss the "
+    "last commits before the next checkpoint may be lost"
+)
+
 
 def path(prefix: str) -> Path:
     return SCRATCH / f"{prefix}-raw.db"
@@ -30,12 +37,12 @@ def noop() -> None:
     return None
 
 
-async def connect(prefix: str) -> Any:
+async def connect(prefix: str, synchronous: str = "FULL") -> Any:
     import aiosqlite
 
     db = await aiosqlite.connect(path(prefix), isolation_level=None, timeout=30)
     await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=FULL")
+    await db.execute(f"PRAGMA synchronous={synchronous}")
     await db.execute(
         "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, payload TEXT NOT NULL, "
         "status INTEGER NOT NULL DEFAULT 0, result TEXT)"
@@ -51,8 +58,11 @@ class RawSQLite(System):
     dist = "aiosqlite"
     bulk = True
     bulk_note = "`executemany` in one transaction"
-    worker_note = "`python -m benchmarks.systems.raw_sqlite`: batches of 100, WAL, FULL sync"
+    worker_note = "`python -m benchmarks.systems.raw_sqlite`: batches of 100"
     progress_note = "`count(*) WHERE status < 2`"
+    durability = FULL_DURABILITY
+    #: PRAGMA synchronous of the producer and the worker processes.
+    synchronous = "FULL"
 
     def __init__(self, prefix: str) -> None:
         super().__init__(prefix)
@@ -61,8 +71,13 @@ class RawSQLite(System):
     async def db(self) -> Any:
         if self._db is None:
             SCRATCH.mkdir(parents=True, exist_ok=True)
-            self._db = await connect(self.prefix)
+            self._db = await connect(self.prefix, self.synchronous)
         return self._db
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env["BENCH_RAW_SYNC"] = self.synchronous
+        return env
 
     def setup(self) -> None:
         async def go() -> None:
@@ -127,8 +142,16 @@ class RawSQLite(System):
         return self.arun(atimed_loop(one, n, warmup))
 
 
-async def worker(prefix: str) -> None:
-    db = await connect(prefix)
+class RawSQLiteNormal(RawSQLite):
+    """The same loop with ``synchronous=NORMAL``, beside OmniQ at the same setting."""
+
+    variant = "synchronous=normal"
+    durability = NORMAL_DURABILITY
+    synchronous = "NORMAL"
+
+
+async def worker(prefix: str, synchronous: str) -> None:
+    db = await connect(prefix, synchronous)
     delay = 0.001
     while True:
         await db.execute("BEGIN IMMEDIATE")
@@ -154,4 +177,4 @@ async def worker(prefix: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(worker(os.environ["BENCH_PREFIX"]))
+    asyncio.run(worker(os.environ["BENCH_PREFIX"], os.environ.get("BENCH_RAW_SYNC", "FULL")))

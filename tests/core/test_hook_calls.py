@@ -132,3 +132,27 @@ async def test_a_failing_hook_is_logged_not_raised(caplog: pytest.LogCaptureFixt
         h = await oq.enqueue(lambda_free, 1)
         assert await oq.get_task(h.id) is not None, "the task is stored despite the plugin"
     assert "plugin hook omniq_before_enqueue failed" in caplog.text
+
+
+async def test_before_enqueue_writes_each_mapped_task_s_own_metadata() -> None:
+    """map() builds its tasks as copies of the first: a hook writing one task's (empty)
+    metadata must not write the others' (they once shared one dict)."""
+
+    class Stamp:
+        @hookimpl
+        def omniq_before_enqueue(self, task: Any) -> None:
+            task.metadata["stamp"] = task.id
+
+    oq = AsyncOmniQ(task_queue="memory://hook-map", plugins=_manager(Stamp()))
+
+    @oq.task
+    async def add(x: int) -> int:
+        return x
+
+    async with oq:
+        handles = await add.map([(1,), (2,), (3,)])
+        for h in handles:
+            task = await oq.task_queue.get(h.id)
+            assert task is not None and task.metadata == {"stamp": h.id}, (
+                f"task {h.id} should carry only its own stamp, got {task and task.metadata}"
+            )

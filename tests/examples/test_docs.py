@@ -1,7 +1,9 @@
-"""The documentation's generated page and its first snippets stay true.
+"""The documentation's generated pages and its first snippets stay true.
 
 ``docs/cli-reference.md`` must equal what ``docs/gen_cli.py`` renders from the parser,
-and the first code block of the getting-started page and of the home page must run.
+the option tables of ``docs/sqlite.md`` and ``docs/nats.md`` what ``docs/gen_backends.py``
+renders from the backends' code, and the first code block of the getting-started page
+and of the home page must run.
 """
 
 from __future__ import annotations
@@ -12,20 +14,34 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-def test_cli_reference_is_generated_from_the_parser() -> None:
-    spec = importlib.util.spec_from_file_location("gen_cli", DOCS / "gen_cli.py")
+def load_docs_script(name: str) -> Any:
+    """A script of ``docs/`` imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
     assert spec is not None and spec.loader is not None
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    expected = gen.render()
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_reference_is_generated_from_the_parser() -> None:
+    expected = load_docs_script("gen_cli").render()
     assert (DOCS / "cli-reference.md").read_text(encoding="utf-8") == expected, (
         "docs/cli-reference.md is out of date: run `uv run python docs/gen_cli.py`"
+    )
+
+
+@pytest.mark.parametrize("page", ["sqlite.md", "nats.md"])
+def test_backend_options_are_generated_from_the_code(page: str) -> None:
+    expected = load_docs_script("gen_backends").render(page)
+    assert (DOCS / page).read_text(encoding="utf-8") == expected, (
+        f"the options table of docs/{page} is out of date: run `uv run python docs/gen_backends.py`"
     )
 
 

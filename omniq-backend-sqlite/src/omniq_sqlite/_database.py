@@ -95,6 +95,11 @@ def _write_all(
     return outcome
 
 
+def _resolve_all(resolved: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for fut, value in resolved:
+        _resolve(fut, value)
+
+
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
     if fut.done():
         return
@@ -374,12 +379,17 @@ class Database:
             outcome = [[_translated(e, self.path)] * len(b.items) for b in batches]
         except Exception as e:
             outcome = [[e] * len(b.items) for b in batches]
+        # one wake-up per event loop, not one per item: a claim of 100 tasks and a
+        # batch of 100 completions would otherwise cost 200 self-pipe writes
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
         for batch, results in zip(batches, outcome, strict=True):
             for fut, value in zip(batch.futures, results, strict=True):
-                try:
-                    fut.get_loop().call_soon_threadsafe(_resolve, fut, value)
-                except RuntimeError:  # pragma: no cover - the caller's loop is gone
-                    pass
+                by_loop.setdefault(fut.get_loop(), []).append((fut, value))
+        for loop, resolved in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, resolved)
+            except RuntimeError:  # pragma: no cover - the caller's loop is gone
+                pass
 
     def submit_nowait(self, fn: Callable[..., Any], *args: Any) -> None:
         """Fire and forget ``fn(conn, *args)`` as a transaction (errors are logged)."""

@@ -121,6 +121,46 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-scheduler", action="store_true", help="do not fire schedules here")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (or OMNIQ_METRICS_PORT; "
+        "needs pip install 'omniq-core[prometheus]')",
+    )
+    p.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="interface of the metrics server (default: OMNIQ_METRICS_HOST or 127.0.0.1)",
+    )
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
+    return port
+
+
+def _serve_metrics(args: argparse.Namespace, oq: Any, console: Console) -> Any:
+    """The metrics server of ``--metrics-port`` / ``OMNIQ_METRICS_PORT``, or None."""
+    port = args.metrics_port
+    if port is None and os.environ.get("OMNIQ_METRICS_PORT", "").strip():
+        try:
+            port = _port(os.environ["OMNIQ_METRICS_PORT"].strip())
+        except argparse.ArgumentTypeError as e:
+            raise ConfigurationError(f"OMNIQ_METRICS_PORT: {e}") from None
+    if port is None:
+        return None
+    from omniq.observability.prometheus import DEFAULT_HOST, serve_metrics
+
+    host = args.metrics_host or os.environ.get("OMNIQ_METRICS_HOST", "").strip() or DEFAULT_HOST
+    server = serve_metrics(oq.plugins, port, host)
+    console.print(f"metrics at {server.url}", highlight=False)
+    return server
 
 
 async def _run_worker(args: argparse.Namespace, console: Console) -> int:
@@ -145,8 +185,13 @@ async def _run_worker(args: argparse.Namespace, console: Console) -> int:
         f"backend={backend}" + (" (burst)" if args.burst else ""),
         highlight=False,
     )
-    async with oq:
-        await worker.run()
+    metrics = _serve_metrics(args, oq, console)
+    try:
+        async with oq:
+            await worker.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
     console.print(
         f"worker stopped: {plural(worker.processed, 'task')} processed, {worker.failed} failed",
         highlight=False,

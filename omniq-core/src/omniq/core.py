@@ -283,10 +283,10 @@ class AsyncOmniQ(TaskRegistration, AsyncResource):
                 args=args if type(args) is tuple else tuple(args),
                 kwargs=dict(kwargs) if kwargs else {},
             )
-            if t.depends_on:  # mutable fields must not be shared between tasks
-                t.depends_on = list(t.depends_on)
-            if t.metadata:
-                t.metadata = dict(t.metadata)
+            # mutable fields must not be shared between tasks: a before_enqueue hook
+            # writing one task's (even empty) metadata would write every task's
+            t.depends_on = list(t.depends_on)
+            t.metadata = dict(t.metadata)
             out.append(t)
         return out
 

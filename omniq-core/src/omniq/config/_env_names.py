@@ -34,6 +34,8 @@ _OTHER_NAMES = {
     "OMNIQ_NATS_CLUSTER_TASKS",  # the test suite: tasks of the cluster fault run
     "OMNIQ_CHROMIUM",  # the test suite: the browser the dashboard tests drive
     "OMNIQ_DASHBOARD_TOKEN",  # omniq dashboard: the access token (never logged)
+    "OMNIQ_METRICS_PORT",  # omniq worker: serve Prometheus metrics on this port
+    "OMNIQ_METRICS_HOST",  # omniq worker: the interface of the metrics server
 }
 _registered: set[str] = set()
 

@@ -50,6 +50,8 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.load_errors: list[PluginLoadError] = []
         self._backends: dict[str, tuple[BackendSpec, str]] | None = None
+        # hook name -> some plugin implements it; emptied whenever plugins change
+        self._implemented: dict[str, bool] = {}
 
     def load_plugins(self, environ: dict[str, str] | None = None) -> None:
         """Register built-ins, then entry points and ``OMNIQ_PLUGINS`` modules."""
@@ -88,17 +90,23 @@ class PluginManager(pluggy.PluginManager):
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
         self._backends = None
+        self._implemented.clear()
         return super().register(plugin, name)
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
         self._backends = None
+        self._implemented.clear()
         return super().unregister(plugin, name)
 
     # --- calling the lifecycle hooks -----------------------------------------------------
 
     def implemented(self, name: str) -> bool:
-        """True when some plugin implements hook ``name`` (lets hot paths skip a call)."""
-        return bool(getattr(self.hook, name).get_hookimpls())
+        """True when some plugin implements hook ``name`` (lets hot paths skip a call).
+        Cached until a plugin is registered or unregistered: the worker asks per task."""
+        known = self._implemented.get(name)
+        if known is None:
+            known = self._implemented[name] = bool(getattr(self.hook, name).get_hookimpls())
+        return known
 
     async def acall(self, name: str, **kwargs: Any) -> None:
         """Call hook ``name`` through pluggy (``tryfirst``/``trylast``, hookwrappers and

@@ -1,0 +1,143 @@
+"""The worker's CPU budget per task, by stage (``python -m benchmarks budget``).
+
+One ``omniq worker`` process drains ``n`` queued no-ops while py-spy samples it from
+outside (``--rate`` per second, default 200: a sampler in another process that reads the
+worker's memory, so the worker runs its normal code at its normal speed). Sampling starts
+once the drain is under way and stops before its tail, and only on-CPU samples count
+(waiting in ``select`` or on a lock is not CPU). Each sample is put in the first stage
+whose marker its stack shows, leaf first; microseconds per task are
+``samples / rate / tasks drained while sampling``, per thread (the event loop's thread
+and, on SQLite, the connection's thread, which runs concurrently).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from benchmarks import harness
+from benchmarks.systems.omniq import OmniQNATS, OmniQSQLite, OmniQSQLiteNormal, OmniQSystem
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: (stage, markers): a sample's stage is the first whose marker a frame contains, checked
+#: from the innermost frame outwards.
+STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("wake-ups between threads", ("call_soon_threadsafe", "_write_to_self", "_read_from_self")),
+    ("claim: decode tasks", ("decode_task", "as_claimed", "task_from_row", "decode_claimed")),
+    ("claim: move staged tasks in", ("expand_for_claim", "expand (omniq_sqlite", "_unpack")),
+    ("claim: SQL / server round trip", ("claim (omniq_", "_has_work", "_has_timed", "claim_ready")),
+    ("complete: fence", ("complete_many (omniq_", "_complete_many", "_ack")),
+    ("complete: store results", ("store_results", "ResultStorage.set_many")),
+    ("complete: encode results", ("encode_result", "ResultStorage.encode")),
+    ("commit", ("Database._transaction (omniq_sqlite/_database.py:29",)),
+    ("run the task function", ("AsyncExecutor", "omniq_app.py")),
+    ("dispatch (runner, hooks, events)", ("AsyncWorker._run_task", "AsyncWorker._execute",
+                                          "AsyncWorker._runner", "AsyncWorker._finish_success")),
+    ("completion batching", ("AsyncWorker._write_batch", "AsyncWorker._flush_completions",
+                             "AsyncWorker._completion_loop", "after_finish")),
+    ("claim loop", ("AsyncWorker._claim_loop", "dequeue_many")),
+    ("heartbeats, maintenance", ("_maintenance_loop", "_heartbeat_loop", "run_presence",
+                                 "_pause_loop")),
+    ("event loop, I/O", ("asyncio/", "nats/", "aiosqlite/")),
+]  # fmt: skip
+
+SYSTEMS: dict[str, type[OmniQSystem]] = {
+    "sqlite": OmniQSQLite,
+    "sqlite-normal": OmniQSQLiteNormal,
+    "nats": OmniQNATS,
+}
+
+
+def stage_of(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for stage, markers in STAGES:
+            if any(m in frame for m in markers):
+                return stage
+    return "other"
+
+
+def thread_of(head: str) -> str:
+    if "MainThread" in head:
+        return "event loop thread"
+    if "_connection_worker_thread" in head:
+        return "SQLite connection thread"
+    return head.split(": ", 1)[-1]
+
+
+def tally(folded: Path) -> Counter[tuple[str, str]]:
+    """Samples by (thread, stage) from py-spy's ``--format raw`` (folded stacks)."""
+    out: Counter[tuple[str, str]] = Counter()
+    for line in folded.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")
+        out[(thread_of(frames[0]), stage_of(frames[1:]))] += int(count)
+    return out
+
+
+def table(samples: Counter[tuple[str, str]], rate: float, tasks: int) -> str:
+    """Markdown: microseconds of CPU per task by thread and stage."""
+
+    def us(n: int) -> str:
+        return f"{n / rate / tasks * 1e6:.2f}"
+
+    lines = ["| thread | stage | µs of CPU per task |", "|---|---|---:|"]
+    threads: Counter[str] = Counter()
+    for (thread, _), n in samples.items():
+        threads[thread] += n
+    for thread, total in threads.most_common():
+        rows = sorted(((s, n) for (t, s), n in samples.items() if t == thread), key=lambda x: -x[1])
+        lines += [f"| {thread} | {stage} | {us(n)} |" for stage, n in rows]
+        lines.append(f"| {thread} | **total** | **{us(total)}** |")
+    return "\n".join(lines)
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        raise SystemExit("py-spy is not installed: uv sync --group bench")
+    return found
+
+
+def run(backend: str, n: int, rate: int = 200) -> str:
+    """Drain ``n`` no-ops with one worker under py-spy; write and return the budget."""
+    system = SYSTEMS[backend](f"bench-budget-{backend}")
+    system.check()
+    system.setup()
+    system.enqueue_bulk(n)
+    folded = RESULTS / f"budget-{backend}.folded"
+    procs = harness.start_workers(system, 1)
+    try:
+        while system.remaining() > n * 0.95 and procs[0].poll() is None:
+            time.sleep(0.01)  # the worker has started and is draining
+        first = system.remaining()
+        spy = subprocess.Popen(
+            [py_spy(), "record", "--rate", str(rate), "--format", "raw", "--threads",
+             "--nonblocking", "--pid", str(procs[0].pid), "-o", str(folded)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        while system.remaining() > n * 0.1 and procs[0].poll() is None:
+            time.sleep(0.02)
+        spy.send_signal(2)  # SIGINT: py-spy writes what it sampled
+        spy.wait(timeout=60)
+        seconds = time.perf_counter() - t0
+        tasks = first - system.remaining()
+    finally:
+        harness.stop_workers(procs, grace=30)
+        system.teardown()
+    md = (
+        f"## CPU per task: OmniQ worker on {backend}\n\n"
+        f"{tasks:,} tasks drained in {seconds:.2f} s while sampled ({tasks / seconds:,.0f}/s), "
+        f"py-spy at {rate} samples/s, on-CPU samples only.\n\n"
+        f"{table(tally(folded), rate, tasks)}\n"
+    )
+    out = RESULTS / f"budget-{backend}.md"
+    out.write_text(md)
+    return md
