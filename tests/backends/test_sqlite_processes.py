@@ -182,32 +182,47 @@ async def test_sigkill_inside_a_write_transaction(tmp_path: Path) -> None:
 
 
 _SCHEDULER = """
-import asyncio, json, sys, time
+import asyncio, json, os, sys, time
 from omniq_sqlite import AsyncSQLiteScheduleStorage
 
-async def main(url, stop_at):
+async def main(url, stop_file):
     fired = []
     async with AsyncSQLiteScheduleStorage(url) as s:
-        while time.time() < stop_at:
+        print("ready", flush=True)
+        while not os.path.exists(stop_file):
             now = time.time()
             for sch in await s.claim_due(now):
                 fired.extend([sch.id, f] for f in sch.fires(now))
             await asyncio.sleep(0.005)
     print(json.dumps(fired))
 
-asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
 async def test_schedulers_in_three_processes_fire_each_due_time_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sched.db'}"
-    start = time.time() + 1.0  # leave the interpreters time to start
+    stop = tmp_path / "stop"
+    async with AsyncSQLiteScheduleStorage(url):
+        pass  # the schema exists before three processes open the file
+    procs = [_spawn(_SCHEDULER, url, str(stop)) for _ in range(3)]
+    for p in procs:
+        line = await anyio.to_thread.run_sync(p.stdout.readline)  # type: ignore[union-attr]
+        assert line.strip() == "ready", f"a scheduler process did not start: {p.stderr}"
+    start = time.time()
     schedules = [Schedule(func="m:f", interval=0.1, start_at=start) for _ in range(5)]
     async with AsyncSQLiteScheduleStorage(url) as s:
         for sch in schedules:
             await s.save(sch)
-    stop_at = start + 1.5
-    procs = [_spawn(_SCHEDULER, url, str(stop_at)) for _ in range(3)]
+        # the three schedulers compete until each schedule has fired 5 times (however
+        # slow the machine), then stop
+        with anyio.fail_after(120):
+            while True:
+                stored = [await s.get(sch.id) for sch in schedules]
+                if all(x is not None and x.run_count >= 5 for x in stored):
+                    break
+                await anyio.sleep(0.02)
+    stop.touch()
     fired: list[tuple[str, float]] = []
     for p in procs:
         out, err = await anyio.to_thread.run_sync(p.communicate, None, 120)

@@ -258,10 +258,11 @@ async def test_a_claim_expands_only_the_batches_it_needs(queue: AsyncSQLiteQueue
         await queue.enqueue_many(batch)
     got = await queue.dequeue_many(["default"], 3, worker_id="w")
     assert [t.id for t in got] == [t.id for t in batches[0][:3]]
-    assert rows_of(Path(queue.path)) == (5, 2)
+    # the claimed tasks were taken straight out of the first batch, which keeps the rest
+    assert rows_of(Path(queue.path)) == (3, 3), "3 claimed task rows, 3 batches staged"
     got = await queue.dequeue_many(["default"], 5, worker_id="w")
     assert [t.id for t in got] == [t.id for t in batches[0][3:] + batches[1][:3]]
-    assert rows_of(Path(queue.path)) == (10, 1)
+    assert rows_of(Path(queue.path)) == (8, 2), "8 claimed task rows, batches 2 and 3 staged"
 
 
 def _claim_order_workload(now: float) -> list[list[Task]]:
@@ -358,7 +359,8 @@ async def test_a_large_enqueue_is_staged_in_bounded_rows(
     assert await queue.enqueue_many(batch) == [TaskStatus.PENDING] * 10
     assert rows_of(Path(queue.path)) == (0, 3)
     got = await queue.dequeue_many(["default"], 3, worker_id="w")
-    assert rows_of(Path(queue.path)) == (4, 2)  # one staged row moved, not the whole call
+    # three tasks taken out of the first staged row, not the whole call moved in
+    assert rows_of(Path(queue.path)) == (3, 3), "3 claimed task rows, 3 batches staged"
     got += await queue.dequeue_many(["default"], 20, worker_id="w")
     assert [t.id for t in got] == [t.id for t in batch]
     # a single id inside the call's range is still found in the right staged row

@@ -262,6 +262,8 @@ def test_failed_list_and_requeue(omniq: Cli) -> None:
     out = omniq.ok("failed", "list")
     assert_fits_80(out)
     assert "ValueError: kaboom" in out and good not in out
+    missing = [b for b in bad if b not in out]
+    assert not missing, f"ids must be shown whole at 80 columns (to copy): {missing}\n{out}"
     assert omniq.ok("failed", "requeue", bad[0]) == f"{bad[0]}: requeued\n"
     assert [t["id"] for t in omniq.json("failed", "list")] == [bad[2], bad[1]]
     assert omniq.json("failed", "requeue", "--all")["requeued"] == [bad[1], bad[2]]

@@ -47,6 +47,8 @@ YIELDS_BEFORE_BLOCK = 8
 FRESH_BATCH = 64
 #: Completed ids remembered as having no dependents, at most (see ``_no_dependents``).
 NO_DEPENDENTS_MAX = 100_000
+#: Seconds between two measurements of the server's clock (see ``_clock_offset``).
+CLOCK_CHECK = 60.0
 
 
 def _s(v: Any) -> str:
@@ -83,6 +85,8 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
         #: The next delayed task's due time or lease end seen by the last claim.
         self._next_due: float | None = None
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        #: (client clock minus server clock, when measured on the monotonic clock).
+        self._offset: tuple[float, float] | None = None
         #: Ids this component completed that no task waits on (release has nothing to do).
         self._no_dependents: builtins.set[str] = set()
 
@@ -269,19 +273,50 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
 
     # --- claim ------------------------------------------------------------------------
 
+    async def _clock_offset(self) -> float:
+        """This client's clock minus the server's (``TIME``), measured at most every
+        CLOCK_CHECK seconds: a claim sent behind a blocking pop takes its ``now`` from
+        the server's clock plus this offset, as it runs when the pop returns."""
+        mono = time.monotonic()
+        if self._offset is None or mono - self._offset[1] > CLOCK_CHECK:
+            r = await self.redis()
+            t0 = time.time()
+            sec, usec = await r.time()
+            t1 = time.time()
+            self._offset = ((t0 + t1) / 2 - (sec + usec / 1_000_000), mono)
+        return self._offset[0]
+
     async def _claim(
-        self, queues: Sequence[str], limit: int, worker_id: str, lease: float
+        self, queues: Sequence[str], limit: int, worker_id: str, lease: float, block: float = 0
     ) -> tuple[builtins.list[Task], float | None, int]:
-        now = time.time()
+        """One claim script. With ``block`` > 0 it goes in one pipeline behind a blocking
+        pop on the queues' wake-up lists (up to ``block`` seconds): the server runs it as
+        soon as the pop returns, which saves the consumer a round trip per wake-up."""
         script = await self.script("claim", lua.CLAIM)
-        nxt, flat, drained = await script(
-            keys=[f"{self.p}q:{q}" for q in queues],
-            args=[self.p, repr(now), limit, worker_id, repr(now + lease),
-                  rules.EXPIRED_MESSAGE],
-        )  # fmt: skip
+        keys = [f"{self.p}q:{q}" for q in queues]
+        args: builtins.list[Any] = [
+            self.p, repr(time.time()), limit, worker_id, repr(lease), rules.EXPIRED_MESSAGE
+        ]  # fmt: skip
+        reply: Any = None
+        if block > 0:
+            args.append(repr(await self._clock_offset()))
+            r = await self.redis()
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.blpop(self._wake_keys(queues), timeout=block)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                _, reply = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, Exception):
+                from redis.exceptions import NoScriptError
+
+                if not isinstance(reply, NoScriptError):
+                    raise reply
+                reply = None  # the server lost its scripts: the call below loads it
+        if reply is None:
+            reply = await script(keys=keys, args=args)
+        nxt, flat, drained, until = reply
         claimed: builtins.list[Task] = []
         corrupt = 0
-        lease_until = now + lease
+        lease_until = float(until)
         decode = self.serializer.decode_task
         for i in range(0, len(flat), 3):
             tid, data, attempt = _s(flat[i]), flat[i + 1], int(flat[i + 2])
@@ -311,13 +346,13 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
         self, queues: builtins.list[str], limit: int, worker_id: str, lease: float, wait: float
     ) -> builtins.list[Task]:
         """Claim up to ``limit`` tasks (queue order, then priority, then oldest) in one
-        script; when none is ready, block on the queues' wake-up lists up to ``wait``.
+        script; when none is ready, block on the queues' wake-up lists up to ``wait``,
+        the next claim sent along with the blocking pop (see :meth:`_claim`).
 
         When this consumer's previous claim found the same queues empty, it blocks first
         (a wake token is there at once if anything became ready since), which saves an
         empty claim per call: a worker that just took the last task is idle until woken."""
         deadline = time.monotonic() + wait
-        r = await self.redis()
         block = wait > 0 and self._drained == tuple(queues)
         if block:
             # nothing to claim: let the tasks just claimed run and their completions go
@@ -325,14 +360,17 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
             for _ in range(YIELDS_BEFORE_BLOCK):
                 await asyncio.sleep(0)
         while True:
+            timeout = 0.0
             if block:
                 remaining = deadline - time.monotonic()
                 timeout = min(max(remaining, 0.0), self.block_limit())
                 if self._next_due is not None:
                     timeout = min(timeout, max(self._next_due - time.time(), 0.0) + 0.002)
                 if timeout > 0:
-                    await r.blpop(self._wake_keys(queues), timeout=max(timeout, 0.01))
-            claimed, self._next_due, corrupt = await self._claim(queues, limit, worker_id, lease)
+                    timeout = max(timeout, 0.01)
+            claimed, self._next_due, corrupt = await self._claim(
+                queues, limit, worker_id, lease, timeout
+            )
             if claimed:
                 return claimed
             if corrupt:

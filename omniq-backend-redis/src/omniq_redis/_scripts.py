@@ -174,23 +174,33 @@ return out
 )
 
 #: KEYS: the ready sets of the queues, in claim order.
-#: ARGV: P, now, limit, worker id, lease end, expired message.
-#: Returns {next wake-up time or '', {id, payload, attempt, ...}, drained}: ``drained`` is 1
-#: when every queue was found empty. A queue found empty loses its wake tokens (they are
-#: stale: whatever becomes ready later pushes a new one); a queue left non-empty because
-#: the limit was reached gets one, so another blocked consumer takes the rest.
+#: ARGV: P, now, limit, worker id, lease in seconds, expired message, clock offset or ''.
+#: With a clock offset (the client's clock minus the server's), ``now`` is the server's
+#: ``TIME`` plus that offset: the claim a consumer pipelines behind its blocking pop runs
+#: when the pop returns, which may be long after the client sent it.
+#: Returns {next wake-up time or '', {id, payload, attempt, ...}, drained, lease end}:
+#: ``drained`` is 1 when every queue was found empty. A queue found empty loses its wake
+#: tokens (they are stale: whatever becomes ready later pushes a new one); a queue left
+#: non-empty because the limit was reached gets one, so another blocked consumer takes
+#: the rest.
 CLAIM = (
     COMMON
     + r"""
-local now = tonumber(ARGV[2])
+local now, nows = tonumber(ARGV[2]), ARGV[2]
+if ARGV[7] and ARGV[7] ~= '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[7])
+  nows = string.format('%.6f', now)
+end
+local until_ = string.format('%.6f', now + tonumber(ARGV[5]))
 local limit = tonumber(ARGV[3])
-local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', ARGV[2], 'LIMIT', 0, 1000)
+local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', nows, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   redis.call('ZREM', P .. 'delayed', id)
   local h = redis.call('HMGET', tkey(id), 's', 'q', 'p', 'm')
   if h[1] == 'pending' then ready(h[2], h[3], h[4]); wake(h[2]) end
 end
-local lapsed = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. ARGV[2], 'LIMIT', 0, 1000)
+local lapsed = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. nows, 'LIMIT', 0, 1000)
 for _, id in ipairs(lapsed) do
   redis.call('ZREM', P .. 'leases', id)
   local k = tkey(id)
@@ -220,7 +230,7 @@ for qi = 1, #KEYS do
       local h = redis.call('HMGET', k, 's', 'x', 'r', 'q', 'a', 'd')
       if h[1] == 'pending' then
         if h[2] and tonumber(h[2]) <= now then
-          redis.call('HSET', k, 's', 'expired', 'e', ARGV[6], 'f', ARGV[2])
+          redis.call('HSET', k, 's', 'expired', 'e', ARGV[6], 'f', nows)
           move(h[4], 'pending', 'expired'); finish(id, now)
           redis.call('ZREM', P .. 'ttl', id)
           redis.call('RPUSH', P .. 'expired', id)
@@ -228,8 +238,8 @@ for qi = 1, #KEYS do
           redis.call('ZADD', P .. 'delayed', h[3], id)
         else
           local a = tonumber(h[5] or 0) + 1
-          redis.call('HSET', k, 's', 'running', 'a', a, 'l', ARGV[5], 'w', ARGV[4])
-          leases[#leases + 1] = ARGV[5]
+          redis.call('HSET', k, 's', 'running', 'a', a, 'l', until_, 'w', ARGV[4])
+          leases[#leases + 1] = until_
           leases[#leases + 1] = id
           moves[h[4]] = (moves[h[4]] or 0) + 1
           out[#out + 1] = id
@@ -252,7 +262,7 @@ local d1 = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
 local l1 = redis.call('ZRANGE', P .. 'leases', 0, 0, 'WITHSCORES')
 if #d1 > 0 then nxt = d1[2] end
 if #l1 > 0 and (nxt == '' or tonumber(l1[2]) < tonumber(nxt)) then nxt = l1[2] end
-return {nxt, out, emptied == #KEYS and 1 or 0}
+return {nxt, out, emptied == #KEYS and 1 or 0, until_}
 """
 )
 

@@ -27,6 +27,7 @@ from omniq_sqlite._staging import (
     INSERT_NEW_SQL,
     UNCOUNTABLE,
     Encoded,
+    claim_staged,
     expand,
     expand_for_claim,
     expand_ids,
@@ -118,10 +119,6 @@ Row = tuple[Any, ...]
 def effective(status: str, expires_at: float | None, now: float) -> TaskStatus:
     """A row's status as a reader sees it (see :func:`omniq.rules.effective_status`)."""
     return rules.effective_status(TaskStatus(status), expires_at, now)
-
-
-
-
 
 
 def _ids_param(ids: Sequence[str]) -> str:
@@ -306,15 +303,28 @@ def claim(
     params: dict[str, Any] = {
         "now": now, "worker": worker_id, "lease_until": now + lease, "expired_msg": EXPIRED_MSG,
     }  # fmt: skip
+    lease_until = params["lease_until"]
     for queue in queues:
-        while len(claimed) < limit:
-            want = limit - len(claimed)
+        # this queue's claims in claim order: (priority, due, id) -> task
+        ours: list[tuple[tuple[int, float, str], Task]] = []
+        while len(claimed) + len(ours) < limit:
+            want = limit - len(claimed) - len(ours)
+            staged = claim_staged(conn, queue, want, now, worker_id, lease_until)
+            if staged:
+                for tid, _, prio, due, run_at, _, _, data in staged:
+                    try:
+                        task = decode(data)
+                    except SerializationError as e:
+                        _fail_corrupt(conn, tid, str(e), now)
+                        continue
+                    task = as_claimed(task, tid, 1, lease_until, worker_id, None, run_at)
+                    ours.append(((-prio, due, tid), task))
+                continue
             expand_for_claim(conn, queue, want, now)
             params["queue"], params["limit"] = queue, want
             rows = conn.execute(CLAIM_SQL, params).fetchall()
-            rows.sort(key=_claim_order)
-            for (tid, _, status, _, _, run_at, _, attempt, lease_until, worker, error, data,
-                 _) in rows:  # fmt: skip
+            for (tid, _, status, prio, _, run_at, _, attempt, lease_until_, worker, error, data,
+                 due) in rows:  # fmt: skip
                 if status != "running":
                     continue  # expired at claim time
                 try:
@@ -322,17 +332,20 @@ def claim(
                 except SerializationError as e:
                     _fail_corrupt(conn, tid, str(e), now)
                     continue
-                claimed.append(as_claimed(task, tid, attempt, lease_until, worker, error, run_at))
+                task = as_claimed(task, tid, attempt, lease_until_, worker, error, run_at)
+                ours.append(((-prio, due, tid), task))
             if len(rows) < want:
                 break  # this queue has nothing more
+        ours.sort(key=_first)
+        claimed.extend(task for _, task in ours)
         if len(claimed) >= limit:
             break
     return claimed, True
 
 
-def _claim_order(row: Row) -> tuple[int, float, str]:
-    """CLAIM_SQL's RETURNING order, sorted as claimed: priority, due, id."""
-    return -row[3], row[12], row[0]
+def _first(item: tuple[tuple[int, float, str], Task]) -> tuple[int, float, str]:
+    """The claim-order key of a (key, task) pair: (-priority, due, id)."""
+    return item[0]
 
 
 def _fail_corrupt(conn: sqlite3.Connection, task_id: str, reason: str, now: float) -> None:
@@ -352,6 +365,7 @@ def unclaim(conn: sqlite3.Connection, claims: list[tuple[str, int]]) -> None:
 
 
 # --- fenced updates (group-committed) ------------------------------------------------------
+
 
 class Fence(StrEnum):
     """The kinds of fenced update: each applies only to the current claim."""

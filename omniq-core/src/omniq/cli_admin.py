@@ -115,13 +115,17 @@ async def find_tasks(
 
 def _tasks_table(console: Console, tasks: Sequence[Task], *, errors: bool = False) -> None:
     table = make_table()
-    table.add_column("ID", no_wrap=True)
+    # ids are shown whole on any terminal width: they are what the next command takes
+    table.add_column("ID", no_wrap=True, min_width=max((len(t.id) for t in tasks), default=2))
     if errors:
         table.add_column("TASK", overflow="ellipsis", no_wrap=True, max_width=16)
         table.add_column("ERROR", overflow="ellipsis", no_wrap=True, ratio=1, min_width=16)
     else:
-        table.add_column("STATUS", no_wrap=True)
-        table.add_column("QUEUE", overflow="ellipsis", no_wrap=True, max_width=12)
+        table.add_column("STATUS", no_wrap=True, min_width=9)  # "cancelled" whole
+        widest = max((len(t.queue) for t in tasks), default=5)
+        table.add_column(
+            "QUEUE", overflow="ellipsis", no_wrap=True, min_width=min(widest, 12), max_width=12
+        )
         table.add_column("TASK", overflow="ellipsis", no_wrap=True, ratio=1)
     table.add_column("TRY", justify="right", no_wrap=True)
     table.add_column("AGE", justify="right", no_wrap=True)

@@ -366,7 +366,8 @@ def _enqueue(args: argparse.Namespace, console: Console) -> int:
                 )
                 return EXIT_FAILED
             except TaskFailedError as e:
-                _fail_line(f"task {h.id} failed: {one_line(str(e), 300)}")
+                # the message names the task and how it ended ("task X failed: ...")
+                _fail_line(one_line(str(e), 300))
                 return EXIT_FAILED
         if args.json:
             write_json({"id": h.id, "func": tf.name, "result": value})
