@@ -12,6 +12,7 @@ and, on SQLite, the connection's thread, which runs concurrently).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -69,29 +70,55 @@ def thread_of(head: str) -> str:
     return head.split(": ", 1)[-1]
 
 
-def tally(folded: Path) -> Counter[tuple[str, str]]:
-    """Samples by (thread, stage) from py-spy's ``--format raw`` (folded stacks)."""
+def tally(folded: Path) -> tuple[Counter[tuple[str, str]], dict[str, int]]:
+    """Samples by (thread, stage) from py-spy's ``--format raw`` (folded stacks), and
+    each thread's OS id (``thread (tid): name`` heads every stack)."""
     out: Counter[tuple[str, str]] = Counter()
+    tids: dict[str, int] = {}
     for line in folded.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         frames = stack.split(";")
-        out[(thread_of(frames[0]), stage_of(frames[1:]))] += int(count)
+        thread = thread_of(frames[0])
+        out[(thread, stage_of(frames[1:]))] += int(count)
+        digits = frames[0].partition("(")[2].partition(")")[0]
+        if digits.isdigit():
+            tids[thread] = int(digits)
+    return out, tids
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of every thread of ``pid``, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        fields = stat.rpartition(")")[2].split()
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
     return out
 
 
-def table(samples: Counter[tuple[str, str]], rate: float, tasks: int) -> str:
-    """Markdown: microseconds of CPU per task by thread and stage."""
-
-    def us(n: int) -> str:
-        return f"{n / rate / tasks * 1e6:.2f}"
-
+def table(
+    samples: Counter[tuple[str, str]], tids: dict[str, int], cpu: dict[int, float], tasks: int
+) -> str:
+    """Markdown: microseconds of CPU per task by thread and stage. A thread's total is the
+    kernel's count of its CPU time; the samples split it between the stages (a sampler
+    alone would count a thread waiting for the GIL, or for a core on a busy machine,
+    as running)."""
     lines = ["| thread | stage | µs of CPU per task |", "|---|---|---:|"]
     threads: Counter[str] = Counter()
     for (thread, _), n in samples.items():
         threads[thread] += n
     for thread, total in threads.most_common():
+        seconds = cpu.get(tids.get(thread, -1), 0.0)
+
+        def us(n: int, seconds: float = seconds, total: int = total) -> str:
+            return f"{seconds * n / total / tasks * 1e6:.2f}"
+
         rows = sorted(((s, n) for (t, s), n in samples.items() if t == thread), key=lambda x: -x[1])
         lines += [f"| {thread} | {stage} | {us(n)} |" for stage, n in rows]
         lines.append(f"| {thread} | **total** | **{us(total)}** |")
@@ -117,6 +144,7 @@ def run(backend: str, n: int, rate: int = 200) -> str:
         while system.remaining() > n * 0.95 and procs[0].poll() is None:
             time.sleep(0.01)  # the worker has started and is draining
         first = system.remaining()
+        cpu0 = thread_cpu(procs[0].pid)
         spy = subprocess.Popen(
             [py_spy(), "record", "--rate", str(rate), "--format", "raw", "--threads",
              "--nonblocking", "--pid", str(procs[0].pid), "-o", str(folded)],
@@ -125,6 +153,7 @@ def run(backend: str, n: int, rate: int = 200) -> str:
         t0 = time.perf_counter()
         while system.remaining() > n * 0.1 and procs[0].poll() is None:
             time.sleep(0.02)
+        cpu1 = thread_cpu(procs[0].pid)
         spy.send_signal(2)  # SIGINT: py-spy writes what it sampled
         spy.wait(timeout=60)
         seconds = time.perf_counter() - t0
@@ -132,11 +161,14 @@ def run(backend: str, n: int, rate: int = 200) -> str:
     finally:
         harness.stop_workers(procs, grace=30)
         system.teardown()
+    cpu = {tid: cpu1[tid] - cpu0.get(tid, 0.0) for tid in cpu1}
+    samples, tids = tally(folded)
     md = (
         f"## CPU per task: OmniQ worker on {backend}\n\n"
         f"{tasks:,} tasks drained in {seconds:.2f} s while sampled ({tasks / seconds:,.0f}/s), "
-        f"py-spy at {rate} samples/s, on-CPU samples only.\n\n"
-        f"{table(tally(folded), rate, tasks)}\n"
+        f"py-spy at {rate} samples/s (on-CPU samples) splitting each thread's CPU time "
+        "as the kernel counted it.\n\n"
+        f"{table(samples, tids, cpu, tasks)}\n"
     )
     out = RESULTS / f"budget-{backend}.md"
     out.write_text(md)
