@@ -17,6 +17,8 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio import from_thread
+from anyio.lowlevel import current_token
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -25,7 +27,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from omniq import AsyncOmniQ
 from omniq.errors import TaskFailedError
-from omniq.observability.otel import METADATA_KEY, instrument, uninstrument
+from omniq.observability import otel
+from omniq.observability.otel import METADATA_KEY, TracingPlugin, instrument, uninstrument
 from omniq.plugins import PluginManager
 
 pytestmark = pytest.mark.anyio
@@ -35,11 +38,16 @@ class Traced:
     """An app on SQLite with tracing on its own plugin manager, and the spans."""
 
     def __init__(
-        self, oq: AsyncOmniQ, exporter: InMemorySpanExporter, provider: TracerProvider
+        self,
+        oq: AsyncOmniQ,
+        exporter: InMemorySpanExporter,
+        provider: TracerProvider,
+        plugin: TracingPlugin,
     ) -> None:
         self.oq = oq
         self.exporter = exporter
         self.tracer = trace.get_tracer("test", tracer_provider=provider)
+        self.plugin = plugin
 
     def spans(self, name: str) -> list[ReadableSpan]:
         return [s for s in self.exporter.get_finished_spans() if s.name == name]
@@ -54,18 +62,36 @@ class Traced:
         return found[0]
 
 
-@pytest.fixture
-async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
+def _traced(url: str, worker: str) -> AsyncIterator[Traced]:
     pm = PluginManager()
     pm.load_plugins({})  # backends from entry points; nothing from the environment
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrument(pm, tracer_provider=provider)
-    oq = AsyncOmniQ(task_queue=f"sqlite:///{tmp_path / 't.db'}", plugins=pm, worker="async")
-    async with oq:
-        yield Traced(oq, exporter, provider)
-    uninstrument(pm)
+    plugin = instrument(pm, tracer_provider=provider)
+
+    async def app() -> AsyncIterator[Traced]:
+        oq = AsyncOmniQ(task_queue=url, plugins=pm, worker=worker)
+        async with oq:
+            yield Traced(oq, exporter, provider, plugin)
+        uninstrument(pm)
+
+    return app()
+
+
+@pytest.fixture
+async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
+    async for t in _traced(f"sqlite:///{tmp_path / 't.db'}", "async"):
+        yield t
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def traced_threads(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Traced]:
+    """Tracing with the thread executor, on both backends."""
+    memory = f"memory://otel-{tmp_path.name}"
+    url = memory if request.param == "memory" else f"sqlite:///{tmp_path / 'x.db'}"
+    async for t in _traced(url, "thread"):
+        yield t
 
 
 def _check_continues(child: ReadableSpan, parent: ReadableSpan, what: str) -> None:
@@ -95,6 +121,9 @@ async def test_the_worker_span_continues_the_producer_trace(traced: Traced) -> N
     assert len(enqueue) == 1, f"one producer span, got {enqueue}"
     producer = enqueue[0]
     assert producer.kind is SpanKind.PRODUCER and producer.parent is None, "a new trace"
+    assert (producer.attributes or {}).get("omniq.task.status") == "pending", (
+        "the producer span ends once the store accepted the task, with its stored status"
+    )
     assert run.kind is SpanKind.CONSUMER
     _check_continues(run, producer, "producer -> worker")
     attrs = dict(run.attributes or {})
@@ -216,8 +245,83 @@ async def test_a_run_stopped_at_shutdown_ends_its_span(traced: Traced) -> None:
         await worker.stop()
     run = await traced.wait_span("omniq.run sleepy")
     assert run.status.status_code is StatusCode.ERROR
-    assert run.status.description == "interrupted: the worker stopped", run.status.description
+    assert run.status.description == "interrupted: stopped", run.status.description
     assert run.attributes is not None and run.attributes["messaging.message.id"] == handle.id
+
+
+async def test_a_run_whose_claim_is_lost_ends_its_span(traced: Traced) -> None:
+    oq = traced.oq
+
+    @oq.task(name="sleepy")
+    async def sleepy() -> None:
+        await anyio.sleep(3600)
+
+    handle = await sleepy.enqueue()
+    async with oq.start_worker(["default"], lease=5, heartbeat_interval=0.05) as worker:
+        with anyio.fail_after(60):
+            while not worker.worker.running_tasks:
+                await anyio.sleep(0.01)
+        assert await oq.cancel(handle.id), "a running task can be cancelled"
+        run = await traced.wait_span("omniq.run sleepy")  # before the worker stops
+    assert run.status.status_code is StatusCode.ERROR, "an interrupted run is an error span"
+    assert run.status.description == "interrupted: claim_lost", run.status.description
+
+
+async def test_a_sync_task_in_a_thread_continues_the_trace(traced_threads: Traced) -> None:
+    """The run's span is current in the thread running a sync task: a task it enqueues
+    is a child of the run."""
+    traced = traced_threads
+    oq = traced.oq
+    token = current_token()
+
+    @oq.task(name="leaf")
+    async def leaf(x: int) -> int:
+        return x
+
+    @oq.task(name="branch")
+    def branch(x: int) -> str:
+        current = trace.get_current_span().get_span_context()
+        assert current.is_valid, "the run's span is current in the task's thread"
+        child = from_thread.run(leaf.enqueue, x, token=token)
+        return child.id
+
+    handle = await branch.enqueue(3)
+    async with oq.start_worker(["default"]):
+        child_id = await handle.result(timeout=60)
+        assert await oq.wait_result(child_id, timeout=60) is not None
+        runs = {name: await traced.wait_span(f"omniq.run {name}") for name in ("branch", "leaf")}
+    [child_enqueue] = traced.spans("omniq.enqueue leaf")
+    _check_continues(child_enqueue, runs["branch"], "enqueued from a sync task in a thread")
+    _check_continues(runs["leaf"], child_enqueue, "the child's run")
+
+
+async def test_an_unconfirmed_enqueue_span_ends_with_an_error(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer span whose store write never succeeded ends once it is too old."""
+    oq = traced.oq
+
+    @oq.task(name="lost")
+    async def lost() -> None: ...
+
+    async def refuse(task: Any) -> Any:
+        raise ConnectionError("store down")
+
+    monkeypatch.setattr(oq.task_queue, "enqueue", refuse)
+    with pytest.raises(ConnectionError):
+        await lost.enqueue()
+    assert not traced.spans("omniq.enqueue lost"), "not ended before the write"
+    monkeypatch.undo()  # the store works again; the next enqueue ends the old span
+    monkeypatch.setattr(otel, "ENQUEUE_TIMEOUT", -1.0)
+
+    @oq.task(name="found")
+    async def found() -> None: ...
+
+    await found.enqueue()
+    [failed] = traced.spans("omniq.enqueue lost")
+    assert failed.status.status_code is StatusCode.ERROR, "an unconfirmed enqueue is an error"
+    assert failed.status.description == "the store never confirmed it"
+    assert traced.spans("omniq.enqueue found"), "a confirmed enqueue ends normally"
 
 
 # --- producer and worker in two processes, enabled with OMNIQ_PLUGINS -----------------------

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from omniq.errors import BackendError, BackendNotFoundError, ConfigurationError
-from omniq.models import EventType, Task, TaskEvent
+from omniq.models import EventType, Task, TaskEvent, TaskStatus
 from omniq.plugins import (
     BackendSpec,
     PluginManager,
@@ -252,8 +252,10 @@ DOCUMENTED_HOOKS: dict[str, tuple[str, ...]] = {
     "omniq_worker_types": (),
     "omniq_on_event": ("event",),
     "omniq_before_enqueue": ("task",),
+    "omniq_after_enqueue": ("tasks", "statuses"),
     "omniq_task_started": ("task",),
     "omniq_task_finished": ("task", "result", "error"),
+    "omniq_task_interrupted": ("task", "reason"),
     "omniq_worker_startup": ("worker",),
     "omniq_worker_shutdown": ("worker",),
 }
@@ -315,6 +317,14 @@ class RecordingPlugin:
         return self._record("omniq_task_finished", task=task, result=result, error=error)
 
     @hookimpl
+    def omniq_after_enqueue(self, tasks: list[Task], statuses: list[TaskStatus]) -> str:
+        return self._record("omniq_after_enqueue", tasks=tasks, statuses=statuses)
+
+    @hookimpl
+    def omniq_task_interrupted(self, task: Task, reason: str) -> str:
+        return self._record("omniq_task_interrupted", task=task, reason=reason)
+
+    @hookimpl
     def omniq_worker_startup(self, worker: Any) -> str:
         return self._record("omniq_worker_startup", worker=worker)
 
@@ -357,6 +367,8 @@ async def test_every_hook_is_callable_through_the_manager() -> None:
     assert await awaitable == "omniq_task_started seen"
     pm.hook.omniq_task_finished(task=task, result=None, error=error)
     pm.hook.omniq_task_finished(task=task, result=3, error=None)
+    pm.hook.omniq_after_enqueue(tasks=[task], statuses=[TaskStatus.PENDING])
+    pm.hook.omniq_task_interrupted(task=task, reason="claim_lost")
     pm.hook.omniq_worker_startup(worker=worker)
     pm.hook.omniq_worker_shutdown(worker=worker)
 
@@ -368,6 +380,7 @@ async def test_every_hook_is_callable_through_the_manager() -> None:
         {"task": task, "result": 3, "error": None},
     ]
     assert ("omniq_worker_startup", {"worker": worker}) in plugin.calls
+    assert ("omniq_task_interrupted", {"task": task, "reason": "claim_lost"}) in plugin.calls
 
 
 def test_hooks_with_no_implementation_return_empty() -> None:

@@ -21,8 +21,9 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from omniq import OmniQ
+from omniq import AsyncOmniQ, OmniQ
 from omniq.errors import ConfigurationError, TaskFailedError
+from omniq.models import TaskStatus
 from omniq.observability.prometheus import WorkerMetrics, serve_metrics
 from omniq.plugins import PluginManager
 
@@ -157,6 +158,60 @@ def test_a_run_stopped_at_shutdown_counts_as_interrupted(tmp_path: Path) -> None
     assert ("omniq_tasks_running", frozenset({("queue", "default")})) not in stopped, (
         "no live gauges once the worker stopped"
     )
+
+
+@pytest.mark.anyio
+async def test_lost_claims_hand_backs_and_stops_are_counted(tmp_path: Path) -> None:
+    """Counted from the worker's ``omniq_task_interrupted`` calls: a running task
+    cancelled (the heartbeat finds its claim lost), then a stop with one task running
+    and one claimed but not started."""
+    pm = _manager()
+    metrics = WorkerMetrics()
+    pm.register(metrics)
+
+    def interrupted(reason: str) -> float:
+        labels = {"queue": "default", "reason": reason}
+        return metrics.registry.get_sample_value("omniq_task_runs_interrupted_total", labels) or 0
+
+    async def until(check: Callable[[], bool], what: str) -> None:
+        with anyio.move_on_after(60):
+            while not check():
+                await anyio.sleep(0.01)
+            return
+        raise AssertionError(f"timed out waiting until {what}")
+
+    oq = AsyncOmniQ(task_queue=f"sqlite:///{tmp_path / 'i.db'}", plugins=pm, worker="async")
+    async with oq:
+
+        @oq.task(name="sleepy")
+        async def sleepy() -> None:
+            await anyio.sleep(3600)
+
+        handles = await sleepy.map([()] * 3)
+        worker = await oq.start_worker(
+            ["default"], concurrency=1, prefetch=2, lease=5, heartbeat_interval=0.05,
+            shutdown_grace=0,
+        )  # fmt: skip
+
+        def running() -> list[str]:
+            return [t.id for t in worker.worker.running_tasks]
+
+        try:
+            await until(lambda: len(running()) == 1, "one task runs")
+            [first] = running()
+            assert await oq.cancel(first), "the running task is cancelled"
+            await until(lambda: interrupted("claim_lost") == 1, "the lost claim is counted")
+            # the next one runs; the third stays claimed, not started
+            await until(lambda: running() not in ([], [first]), "the next task runs")
+            assert await oq.task_queue.count("default", TaskStatus.RUNNING) == 2
+        finally:
+            with anyio.fail_after(60):
+                await worker.stop()
+    counts = {r: interrupted(r) for r in ("claim_lost", "stopped", "handed_back", "abandoned")}
+    assert counts == {"claim_lost": 1, "stopped": 1, "handed_back": 1, "abandoned": 0}, (
+        f"one claim lost, one run stopped, one claimed task handed back: {counts}"
+    )
+    assert len(handles) == 3 and not metrics._runs, "no run left being timed"
 
 
 def test_several_metrics_plugins_have_their_own_registries() -> None:

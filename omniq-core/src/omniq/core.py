@@ -337,7 +337,7 @@ class AsyncOmniQ(TaskRegistration, AsyncResource):
         return [TaskHandle(self, t.id, tf.result_type) for t in tasks]
 
     async def _enqueue_prepared(self, tasks: list[Task]) -> list[TaskStatus]:
-        """Store ready-made tasks: hooks, cycle check, enqueue, events."""
+        """Store ready-made tasks: hooks before and after, cycle check, enqueue, events."""
         await self.connect()
         if self.plugins.implemented("omniq_before_enqueue"):
             for t in tasks:
@@ -348,6 +348,8 @@ class AsyncOmniQ(TaskRegistration, AsyncResource):
         statuses: list[TaskStatus] = (
             [await queue.enqueue(tasks[0])] if len(tasks) == 1 else await queue.enqueue_many(tasks)
         )
+        if self.plugins.implemented("omniq_after_enqueue"):
+            await self.plugins.acall("omniq_after_enqueue", tasks=tasks, statuses=statuses)
         events_on = self.events.enabled
         for t, st in zip(tasks, statuses, strict=True):
             if events_on:

@@ -5,14 +5,18 @@ Enable it in every process that enqueues or works, with ``OMNIQ_PLUGINS=omniq.ob
 (this module is the plugin), or in code with :func:`instrument`. Spans go to the tracer
 provider configured with the OpenTelemetry SDK (the global one unless one is given).
 
-* ``omniq_before_enqueue``: a PRODUCER span ``omniq.enqueue <task>``, child of the
-  current span, whose W3C trace context (``traceparent``/``tracestate``, through the
-  global propagator) is written into ``task.metadata["otel"]``. The span ends at once
-  (the enqueue hook has no "after" twin).
+* ``omniq_before_enqueue`` / ``omniq_after_enqueue``: a PRODUCER span
+  ``omniq.enqueue <task>``, child of the current span, whose W3C trace context
+  (``traceparent``/``tracestate``, through the global propagator) is written into
+  ``task.metadata["otel"]``. It ends once the store accepted the task, so it covers the
+  write; one whose write failed ends with an error after ``ENQUEUE_TIMEOUT`` seconds.
 * ``omniq_task_started`` / ``omniq_task_finished`` (in the worker's process): a CONSUMER
   span ``omniq.run <task>`` whose parent is the context carried by the task, with the
-  error recorded when the run fails. It is the current span while a coroutine task
-  runs, so tasks it enqueues continue the trace.
+  error recorded when the run fails. It is the current span while the task runs (a
+  coroutine, or a sync function in the worker's threads), so tasks it enqueues continue
+  the trace. ``omniq_task_interrupted`` ends the span of a run that ends without a
+  result (claim lost, stopped at shutdown, abandoned) with status ERROR
+  ``interrupted: <reason>``.
 * A task enqueued without a current span continues the trace of the task it follows,
   when this process saw that task: an ``on_success``/``on_failure`` callback (its
   ``callback_of``) or a task that ``depends_on`` another.
@@ -20,6 +24,7 @@ provider configured with the OpenTelemetry SDK (the global one unless one is giv
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
@@ -35,7 +40,7 @@ except ImportError as e:  # pragma: no cover - depends on what is installed
 from omniq.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from omniq.models import Task
+    from omniq.models import Task, TaskStatus
     from omniq.plugins import PluginManager
     from omniq.workers.worker import AsyncWorker
 
@@ -47,8 +52,9 @@ METADATA_KEY = "otel"
 PLUGIN_NAME = "omniq.otel"
 #: Task ids remembered to continue the trace of callbacks and dependants.
 REMEMBERED = 10_000
-#: Starts between two sweeps of the runs that never finished (claim lost, stopped).
-SWEEP_EVERY = 1000
+#: Seconds after which an enqueue span whose store write was never confirmed (the write
+#: failed) ends, with status ERROR.
+ENQUEUE_TIMEOUT = 300.0
 
 SYSTEM = "omniq"
 
@@ -59,12 +65,13 @@ class TracingPlugin:
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         self._provider = tracer_provider
         self._tracer: trace.Tracer | None = None
+        # task id -> (producer span, monotonic start): enqueues waiting for the store
+        self._sending: OrderedDict[str, tuple[trace.Span, float]] = OrderedDict()
         # (task id, attempt) -> (consumer span, token of its attachment)
         self._runs: dict[tuple[str, int], tuple[trace.Span, Token[otel_context.Context]]] = {}
         # task id -> the span context its follow-ups continue (run, else enqueue)
         self._seen: OrderedDict[str, trace.SpanContext] = OrderedDict()
-        self._worker: AsyncWorker | None = None
-        self._starts = 0
+        self._workers: list[AsyncWorker] = []  # the workers running now
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -94,7 +101,8 @@ class TracingPlugin:
 
     @hookimpl
     def omniq_before_enqueue(self, task: Task) -> None:
-        """A PRODUCER span; its context goes into the task's metadata."""
+        """A PRODUCER span; its context goes into the task's metadata. It ends in
+        :meth:`omniq_after_enqueue`."""
         span = self.tracer.start_span(
             f"omniq.enqueue {task.func}",
             context=self._parent(task),
@@ -112,13 +120,34 @@ class TracingPlugin:
         # a new dict: the tasks of one enqueue_many may share their (empty) metadata
         task.metadata = {**task.metadata, METADATA_KEY: carrier}
         self._remember(task.id, span.get_span_context())
-        span.end()
+        sending = self._sending
+        now = time.monotonic()
+        stale = sending.pop(task.id, None)  # the same id enqueued again
+        if stale is not None:
+            _end_error(stale[0], "enqueued again before the store confirmed it")
+        # the oldest first: the enqueues whose write failed (no confirmation came)
+        while sending and now - next(iter(sending.values()))[1] > ENQUEUE_TIMEOUT:
+            _end_error(sending.popitem(last=False)[1][0], "the store never confirmed it")
+        sending[task.id] = (span, now)
+
+    @hookimpl
+    def omniq_after_enqueue(self, tasks: list[Task], statuses: list[TaskStatus]) -> None:
+        """End the PRODUCER spans of the tasks the store accepted, with the status each
+        was stored with."""
+        sending = self._sending
+        for task, status in zip(tasks, statuses, strict=True):
+            found = sending.pop(task.id, None)
+            if found is not None:
+                span = found[0]
+                span.set_attribute("omniq.task.status", str(status.value))
+                span.end()
 
     @hookimpl
     def omniq_task_started(self, task: Task) -> None:
         """A CONSUMER span, child of the context the task carries; made current."""
         carrier = task.metadata.get(METADATA_KEY)
-        parent = propagate.extract(carrier) if isinstance(carrier, dict) else None
+        # from the carrier alone: no span left current in the runner by an earlier run
+        parent = propagate.extract(carrier if isinstance(carrier, dict) else {})
         span = self.tracer.start_span(
             f"omniq.run {task.func}",
             context=parent,
@@ -135,13 +164,10 @@ class TracingPlugin:
         key = (task.id, task.attempt)
         stale = self._runs.pop(key, None)
         if stale is not None:
-            _end_interrupted(stale[0], "run again before its first run ended")
+            _end_error(stale[0], "interrupted: run again before its first run ended")
         token = otel_context.attach(trace.set_span_in_context(span))
         self._runs[key] = (span, token)
         self._remember(task.id, span.get_span_context())
-        self._starts += 1
-        if self._starts % SWEEP_EVERY == 0:
-            self._sweep()
 
     @hookimpl
     def omniq_task_finished(self, task: Task, result: Any, error: BaseException | None) -> None:
@@ -157,32 +183,32 @@ class TracingPlugin:
         otel_context.detach(token)
 
     @hookimpl
+    def omniq_task_interrupted(self, task: Task, reason: str) -> None:
+        """End the span of a run that ended without a result (a task interrupted before
+        it started has none), with status ERROR ``interrupted: <reason>``. The span
+        stays attached in the runner until its next run replaces it."""
+        run = self._runs.pop((task.id, task.attempt), None)
+        if run is not None:
+            _end_error(run[0], f"interrupted: {reason}")
+
+    @hookimpl
     def omniq_worker_startup(self, worker: AsyncWorker) -> None:
-        """Follow the worker, to end the spans of runs that end without a result."""
-        if self._worker is None:
-            self._worker = worker
+        """Note the worker (see :meth:`omniq_worker_shutdown`)."""
+        self._workers.append(worker)
 
     @hookimpl
     def omniq_worker_shutdown(self, worker: AsyncWorker) -> None:
-        """End the spans of runs that never finished (stopped, handed back, abandoned)."""
-        if worker is self._worker:
-            self._worker = None
-        for span, _ in self._runs.values():
-            _end_interrupted(span, "the worker stopped")
-        self._runs.clear()
-
-    def _sweep(self) -> None:
-        """End the spans of runs the worker no longer runs (their claim was lost)."""
-        worker = self._worker
-        if worker is None:
-            return
-        live = {(t.id, t.attempt) for t in worker.running_tasks}
+        """End the spans of runs no worker runs any longer and no hook ended: a worker
+        cancelled without its shutdown (every other end of a run has its hook)."""
+        if worker in self._workers:
+            self._workers.remove(worker)
+        live = {(t.id, t.attempt) for w in self._workers for t in w.running_tasks}
         for key in [k for k in self._runs if k not in live]:
-            _end_interrupted(self._runs.pop(key)[0], "the claim was lost")
+            _end_error(self._runs.pop(key)[0], "interrupted: stopped")
 
 
-def _end_interrupted(span: trace.Span, why: str) -> None:
-    span.set_status(trace.Status(trace.StatusCode.ERROR, f"interrupted: {why}"))
+def _end_error(span: trace.Span, description: str) -> None:
+    span.set_status(trace.Status(trace.StatusCode.ERROR, description))
     span.end()
 
 
@@ -200,6 +226,12 @@ def omniq_before_enqueue(task: Task) -> None:
 
 
 @hookimpl
+def omniq_after_enqueue(tasks: list[Task], statuses: list[TaskStatus]) -> None:
+    """See :meth:`TracingPlugin.omniq_after_enqueue`."""
+    _default.omniq_after_enqueue(tasks, statuses)
+
+
+@hookimpl
 def omniq_task_started(task: Task) -> None:
     """See :meth:`TracingPlugin.omniq_task_started`."""
     _default.omniq_task_started(task)
@@ -209,6 +241,12 @@ def omniq_task_started(task: Task) -> None:
 def omniq_task_finished(task: Task, result: Any, error: BaseException | None) -> None:
     """See :meth:`TracingPlugin.omniq_task_finished`."""
     _default.omniq_task_finished(task, result, error)
+
+
+@hookimpl
+def omniq_task_interrupted(task: Task, reason: str) -> None:
+    """See :meth:`TracingPlugin.omniq_task_interrupted`."""
+    _default.omniq_task_interrupted(task, reason)
 
 
 @hookimpl

@@ -8,9 +8,9 @@
   emits them only once the store accepted the write, so they match the stored outcome;
 * run durations from ``omniq_task_started`` / ``omniq_task_finished`` (in the worker's
   own process, whatever the executor);
-* runs that started and never finished (claim lost, stopped at shutdown), found by
-  comparing the runs seen with the worker's running tasks at scrape time and at
-  shutdown;
+* claims that ended without a result (claim lost, handed back or stopped at shutdown,
+  abandoned) from ``omniq_task_interrupted``, as the worker reports them;
+* running tasks from the worker's own list, at scrape time;
 * queue depth by status, read with the storage's ``count`` at scrape time (at most once
   per ``depth_interval`` seconds), never per task.
 
@@ -98,9 +98,10 @@ class WorkerMetrics:
         )
         self.interrupted = pc.Counter(
             "omniq_task_runs_interrupted",
-            "Runs that started and ended without a result, by queue and reason: "
-            "claim_lost (lease lapsed or cancelled), stopped (handed back at shutdown), "
-            "abandoned (a thread still running at shutdown).",
+            "Claimed tasks that ended without a result of this worker, by queue and "
+            "reason: claim_lost (cancelled, or the lease lapsed), handed_back (claimed, "
+            "not started, given back at shutdown), stopped (running, stopped at "
+            "shutdown), abandoned (a thread still running at shutdown).",
             ["queue", "reason"],
             registry=reg,
         )
@@ -130,9 +131,10 @@ class WorkerMetrics:
 
     @hookimpl
     def omniq_worker_shutdown(self, worker: AsyncWorker) -> None:
-        """Count the runs that never finished; stop reading the worker's queues."""
+        """Stop reading the worker's queues; forget the runs it left without a hook (a
+        worker cancelled without its shutdown)."""
         if worker is self._worker:
-            self._reconcile(worker, final=True)
+            self._runs.clear()
             self._worker = self._loop = None
             self._depth = {}
 
@@ -158,30 +160,19 @@ class WorkerMetrics:
             outcome = "success" if error is None else "error"
             self.duration.labels(run[0], outcome).observe(time.perf_counter() - run[1])
 
-    # --- live values (on the worker's loop) -------------------------------------------------
+    @hookimpl
+    def omniq_task_interrupted(self, task: Task, reason: str) -> None:
+        """Count a claim that ended without a result; its run (if any) is not timed."""
+        self._runs.pop((task.id, task.attempt), None)
+        self.interrupted.labels(task.queue, reason).inc()
 
-    def _reconcile(self, worker: AsyncWorker, *, final: bool) -> None:
-        """Count as interrupted the runs that no longer run and never finished."""
-        live = set() if final else {(t.id, t.attempt) for t in worker.running_tasks}
-        abandoned = {(t.id, t.attempt) for t in worker.abandoned}
-        for key, (queue, _) in list(self._runs.items()):
-            if key in live:
-                continue
-            del self._runs[key]
-            if key in abandoned:
-                reason = "abandoned"
-            elif worker.stopping:
-                reason = "stopped"
-            else:
-                reason = "claim_lost"
-            self.interrupted.labels(queue, reason).inc()
+    # --- live values (on the worker's loop) -------------------------------------------------
 
     async def _read(self) -> tuple[Tally[str], dict[tuple[str, str], int]] | None:
         worker = self._worker
         if worker is None:
             return None
-        self._reconcile(worker, final=False)
-        running = Tally(queue for queue, _ in self._runs.values())
+        running = Tally(t.queue for t in worker.running_tasks)
         now = time.monotonic()
         if now - self._depth_at >= self.depth_interval:
             depth: dict[tuple[str, str], int] = {}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from omniq.models import Task, TaskEvent
+    from omniq.models import Task, TaskEvent, TaskStatus
     from omniq.plugins.specs import BackendSpec, WorkerSpec
 
 PROJECT = "omniq"
@@ -45,6 +45,15 @@ def omniq_before_enqueue(task: Task) -> Any:
 
 
 @hookspec
+def omniq_after_enqueue(tasks: list[Task], statuses: list[TaskStatus]) -> Any:
+    """Called once the store accepted ``tasks`` -- once per ``enqueue``, once per batch
+    of ``enqueue_many``/``map`` -- with the status each was stored with (``statuses[i]``
+    is ``tasks[i]``'s: ``PENDING``; ``WAITING`` on dependencies; ``CANCELLED`` when a
+    dependency had already failed; the existing task's status when one with that id was
+    stored already). Not called when the store write failed: the caller gets the error."""
+
+
+@hookspec
 def omniq_task_started(task: Task) -> Any:
     """Called in the worker right before a task runs."""
 
@@ -52,6 +61,24 @@ def omniq_task_started(task: Task) -> Any:
 @hookspec
 def omniq_task_finished(task: Task, result: Any, error: BaseException | None) -> Any:
     """Called in the worker right after a task ran (``error`` is None on success)."""
+
+
+@hookspec
+def omniq_task_interrupted(task: Task, reason: str) -> Any:
+    """Called in the worker when a task it claimed ends without a result from this
+    worker (no ``omniq_task_finished`` follows for that run). ``reason`` is one of:
+
+    * ``"claim_lost"`` -- the claim is no longer this worker's: the task was cancelled,
+      or its lease lapsed and another worker may run it. A running task is stopped, a
+      claimed one dropped; a task that had finished has its result refused (then
+      ``omniq_task_finished`` came first).
+    * ``"handed_back"`` -- claimed, never started, given back when the worker stopped
+      (or left to its lease, when giving it back failed).
+    * ``"stopped"`` -- running when the shutdown grace period ended: stopped and handed
+      back (or left to its lease, when handing it back failed).
+    * ``"abandoned"`` -- a sync function still running in a thread when the worker
+      stopped: it cannot be stopped, its lease lapses and another worker runs it again.
+    """
 
 
 @hookspec

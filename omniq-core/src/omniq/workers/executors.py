@@ -14,6 +14,7 @@ shutdown grace period (see :meth:`Executor.can_stop`).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 from abc import ABC, abstractmethod
@@ -81,11 +82,15 @@ class AsyncExecutor(Executor):
     async def _call_sync(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        """Run ``fn`` in a pool thread, in a copy of the caller's context variables
+        (``run_in_executor`` alone copies none): the function sees what the worker set
+        for the run, e.g. the current span of a tracing plugin."""
         import asyncio
 
         loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
         return await loop.run_in_executor(
-            self._thread_pool(), functools.partial(fn, *args, **kwargs)
+            self._thread_pool(), functools.partial(ctx.run, fn, *args, **kwargs)
         )
 
     async def run(
@@ -318,7 +323,9 @@ class GeventExecutor(AsyncExecutor):
 
         link = self._start_hub()
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        link.runs.append((fut, functools.partial(fn, *args, **kwargs)))
+        # a greenlet starts in an empty context: run in a copy of the caller's
+        ctx = contextvars.copy_context()
+        link.runs.append((fut, functools.partial(ctx.run, fn, *args, **kwargs)))
         link.send()
         try:
             return await asyncio.wrap_future(fut)

@@ -208,6 +208,7 @@ class AsyncWorker:
                 ", ".join(f"{t.id} ({t.func})" for t in stuck),
             )
         if not stoppable:
+            await self._report_abandoned()
             return
         log.warning("grace period over: stopping, then handing back %d task(s)", len(stoppable))
         for _, scope in stoppable:
@@ -217,6 +218,19 @@ class AsyncWorker:
             while ids & self._running.keys():
                 await anyio.sleep(0.01)
         await self._hand_back([t for t, _ in stoppable], started=True)
+        await self._report_abandoned()
+
+    async def _report_abandoned(self) -> None:
+        """Tell plugins about the tasks left running in threads (last: a sync function
+        that returned meanwhile finished normally)."""
+        for task in self.abandoned:
+            if task.id in self._running:
+                await self._interrupted(task, "abandoned")
+
+    async def _interrupted(self, task: Task, reason: str) -> None:
+        """Call ``omniq_task_interrupted`` (nothing to do when no plugin implements it)."""
+        if self.plugins.implemented("omniq_task_interrupted"):
+            await self.plugins.acall("omniq_task_interrupted", task=task, reason=reason)
 
     async def _hand_back(self, tasks: list[Task], *, started: bool) -> None:
         """Release the claims at once instead of waiting for the leases to lapse. A task
@@ -230,13 +244,16 @@ class AsyncWorker:
             )  # fmt: skip
         with anyio.CancelScope(shield=True):
             for task in tasks:
+                ok = True  # if handing back fails, the lease lapses: same reason
                 try:
                     if started:
-                        await queue.fail(task, time.time(), error=rules.WORKER_STOPPED)
+                        ok = await queue.fail(task, time.time(), error=rules.WORKER_STOPPED)
                     else:
-                        await queue.unclaim(task)
+                        ok = await queue.unclaim(task)
                 except Exception:
                     log.exception("could not hand back task %s; its lease will lapse", task.id)
+                reason = ("stopped" if started else "handed_back") if ok else "claim_lost"
+                await self._interrupted(task, reason)
 
     # --- claiming ------------------------------------------------------------------------
 
@@ -472,6 +489,7 @@ class AsyncWorker:
                     "or its lease lapsed and another worker took it; the result is dropped",
                     task.id, task.func, task.attempt,
                 )  # fmt: skip
+                await self._interrupted(task, "claim_lost")
                 continue
             self.processed += 1
             if events_on:
@@ -503,6 +521,7 @@ class AsyncWorker:
                     "task %s (%s) failed on attempt %d, but its claim was lost: %s",
                     task.id, task.func, task.attempt, error,
                 )  # fmt: skip
+                await self._interrupted(task, "claim_lost")
             return
         await self._finish_failed(task, error, tb, started)
 
@@ -514,6 +533,7 @@ class AsyncWorker:
                 "task %s (%s) failed on attempt %d, but its claim was lost: %s",
                 task.id, task.func, task.attempt, error,
             )  # fmt: skip
+            await self._interrupted(task, "claim_lost")
             return
         self.failed += 1
         self.processed += 1
@@ -587,6 +607,9 @@ class AsyncWorker:
                     scope.cancel()
                 elif scope is None and task in self._pending:
                     self._pending.remove(task)
+                else:
+                    continue  # finished, or started since: its result's refusal tells
+                await self._interrupted(task, "claim_lost")
 
     async def _stats_loop(self, interval: float) -> None:
         """Log one line every ``interval`` seconds: processed, failed, rate, queue depth."""
