@@ -5,7 +5,6 @@ of the test's own killed and restarted."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +18,13 @@ from tests.backends import test_redis_support as support
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+anyio_backend = support.asyncio_only
 
 
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    support.require_redis()
-    p = support.new_prefix()
-    yield p
-    support.drop_prefix(p)
+prefix = support.prefix
 
 
-@pytest.fixture
-async def backend(prefix: str) -> AsyncIterator[Any]:
-    from omniq_redis import RedisBackend
-
-    b = RedisBackend(support.URL, prefix=prefix)
-    async with b:
-        yield b
+backend = support.backend
 
 
 def test_plugin_registers_the_backend() -> None:

@@ -37,12 +37,7 @@ __all__ = [
 ]
 
 
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    support.require_redis()
-    p = support.new_prefix()
-    yield p
-    support.drop_prefix(p)
+prefix = support.prefix
 
 
 def _url(prefix: str) -> dict[str, Any]:

@@ -22,9 +22,7 @@ pytestmark = pytest.mark.anyio
 PASSWORD = "pw-never-shown-7f3a"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+anyio_backend = support.asyncio_only
 
 
 def _start(args: list[str], directory: Path) -> subprocess.Popen[bytes]:

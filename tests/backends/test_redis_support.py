@@ -1,5 +1,7 @@
 """Helpers for the Redis backend tests (no tests here): service check, prefixes, cleanup,
-and a private redis-server on a free port for tests that stop and restart it.
+the fixtures the Redis test modules share (``anyio_backend = support.asyncio_only``,
+``prefix = support.prefix``, ``backend = support.backend``), and a private redis-server on
+a free port for tests that stop and restart it.
 
 The shared server is redis-server on 127.0.0.1:6379. Each test uses its own key prefix
 and deletes its keys (``SCAN MATCH {prefix}:*``, never ``KEYS``) at teardown.
@@ -14,8 +16,9 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +149,31 @@ def private_redis(directory: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+# --- fixtures shared by the Redis test modules (assign them at module level) ---------------
+
+
+@pytest.fixture
+def asyncio_only() -> str:
+    """``anyio_backend``: redis.asyncio runs on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A fresh key prefix on the shared server; its keys are deleted afterwards."""
+    require_redis()
+    p = new_prefix()
+    yield p
+    drop_prefix(p)
+
+
+@pytest.fixture
+async def backend(prefix: str) -> AsyncIterator[Any]:
+    """A connected RedisBackend under the test's prefix."""
+    from omniq_redis import RedisBackend
+
+    b = RedisBackend(URL, prefix=prefix)
+    async with b:
+        yield b

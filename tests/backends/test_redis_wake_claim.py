@@ -7,7 +7,7 @@ from writing or announcing results."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -23,17 +23,10 @@ pytestmark = pytest.mark.anyio
 LEASE = 30.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+anyio_backend = support.asyncio_only
 
 
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    support.require_redis()
-    p = support.new_prefix()
-    yield p
-    support.drop_prefix(p)
+prefix = support.prefix
 
 
 @pytest.fixture
