@@ -10,7 +10,6 @@ slowly (``poll_interval``), and the listener is re-opened lazily after it is los
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import logging
 import os
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from omniq.errors import BackendError, BackendUnavailableError, ConfigurationError, OmniQError
-from omniq_postgres._migrations import MIGRATIONS, applied_versions, migrate
+from omniq_postgres._migrations import MIGRATIONS, applied_versions, channel, migrate
 from omniq_postgres._url import PostgresOptions, parse, redact
 
 log = logging.getLogger("omniq.postgres")
@@ -57,14 +56,6 @@ async def _reset(conn: asyncpg.Connection) -> None:
 _POOL_RESET: dict[str, Any] = (
     {"reset": _reset} if "reset" in inspect.signature(asyncpg.create_pool).parameters else {}
 )
-
-
-def channel(schema: str, kind: str) -> str:
-    """The NOTIFY channel of ``kind`` (``tasks`` or ``results``) in ``schema``."""
-    name = f"omniq_{schema}_{kind}"
-    if len(name) > 60:
-        name = f"omniq_{hashlib.sha1(schema.encode()).hexdigest()[:20]}_{kind}"
-    return name
 
 
 class Signal:
@@ -251,6 +242,11 @@ class Database:
             delay = min(delay * 2, 1.0)
 
     # --- LISTEN / NOTIFY ---------------------------------------------------------------
+
+    @property
+    def listening(self) -> bool:
+        """True while the LISTEN connection is open (notifications reach the signals)."""
+        return self._listener is not None and not self._listener.is_closed()
 
     async def listen(self) -> None:
         """Make sure this process listens for NOTIFY on the schema's channels (best

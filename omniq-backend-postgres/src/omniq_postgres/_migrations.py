@@ -3,11 +3,13 @@
 Each migration is SQL run with ``search_path`` set to the backend's schema. Many
 workers starting at once all call :func:`migrate`; the first takes
 ``pg_advisory_xact_lock`` for the schema, applies what is missing and commits; the
-others wait on the lock, then find nothing left to do.
+others wait on the lock, then find nothing left to do. ``@tasks_channel@`` in a
+migration's SQL stands for the schema's tasks NOTIFY channel (a quoted literal).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -249,9 +251,87 @@ CREATE TABLE paused_queues (
 );
 """,
     ),
+    Migration(
+        4,
+        "a new task's status by default; inserts wake workers by trigger; resumed claims",
+        """
+-- A bulk enqueue COPYs only the columns its tasks set: a new task is pending.
+ALTER TABLE tasks ALTER COLUMN status SET DEFAULT 'pending';
+
+-- Wake idle workers when tasks are added, inside the adding statement's transaction
+-- (delivered at its commit), so that a COPY needs no second statement to notify. One
+-- notification per statement, not per row; TG_ARGV[0] is the schema's tasks channel.
+CREATE FUNCTION omniq_tasks_added() RETURNS trigger
+LANGUAGE plpgsql
+AS $added$
+BEGIN
+    PERFORM pg_notify(TG_ARGV[0], '');
+    RETURN NULL;
+END
+$added$;
+CREATE TRIGGER tasks_added AFTER INSERT ON tasks
+    FOR EACH STATEMENT EXECUTE PROCEDURE omniq_tasks_added(@tasks_channel@);
+
+-- omniq_claim resumed after the last task a claim took ($7 priority, $8 due, $9 seq):
+-- the scan seeks past the index entries of the tasks claimed since the last VACUUM
+-- (dead for this index, but still walked by a scan from the start, so a claim from
+-- the start costs O(tasks claimed since the last VACUUM) in a long drain).
+CREATE FUNCTION omniq_claim_after(text, float8, integer, text, float8, text, integer,
+    float8, bigint)
+RETURNS TABLE (c_id text, c_status text, c_priority integer, c_due float8, c_seq bigint,
+    c_run_at float8, c_attempt integer, c_lease_until float8, c_worker_id text,
+    c_error text, c_data bytea)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET search_path FROM CURRENT
+AS $claim$
+BEGIN
+    RETURN QUERY
+    WITH ready AS (
+        SELECT id, priority, due, seq FROM tasks
+        WHERE queue = $1 AND status = 'pending' AND priority = $7
+            AND (due, seq) > ($8, $9) AND (run_at IS NULL OR run_at <= $2)
+        ORDER BY priority DESC, due, seq LIMIT $3 FOR UPDATE SKIP LOCKED
+    ), lapsed AS (
+        SELECT id, priority, due, seq FROM tasks
+        WHERE queue = $1 AND status = 'running' AND lease_until < $2
+        ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT * FROM ready UNION ALL SELECT * FROM lapsed
+    ), chosen AS (
+        SELECT id FROM picked ORDER BY priority DESC, due, seq LIMIT $3
+    )
+    UPDATE tasks AS t SET
+        status = CASE WHEN t.expires_at <= $2 THEN 'expired' ELSE 'running' END,
+        attempt = CASE WHEN t.expires_at <= $2 THEN t.attempt ELSE t.attempt + 1 END,
+        worker_id = CASE WHEN t.expires_at <= $2 THEN t.worker_id ELSE $4 END,
+        lease_until = CASE WHEN t.expires_at <= $2 THEN NULL ELSE $5 END,
+        finished_at = CASE WHEN t.expires_at <= $2 THEN $2 END,
+        error = CASE WHEN t.expires_at <= $2 THEN $6 ELSE t.error END,
+        unreported = CASE WHEN t.expires_at <= $2 THEN true ELSE t.unreported END
+    FROM chosen WHERE t.id = chosen.id
+    RETURNING t.id, t.status, t.priority, t.due, t.seq, t.run_at, t.attempt,
+        t.lease_until, t.worker_id, t.error, t.data;
+END
+$claim$;
+""",
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def channel(schema: str, kind: str) -> str:
+    """The NOTIFY channel of ``kind`` (``tasks`` or ``results``) in ``schema``."""
+    name = f"omniq_{schema}_{kind}"
+    if len(name) > 60:
+        name = f"omniq_{hashlib.sha1(schema.encode()).hexdigest()[:20]}_{kind}"
+    return name
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _refuse_newer(schema: str, have: set[int]) -> None:
@@ -300,7 +380,7 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[int]:
         for m in MIGRATIONS:
             if m.version in have:
                 continue
-            await conn.execute(m.sql)
+            await conn.execute(m.sql.replace("@tasks_channel@", _literal(channel(schema, "tasks"))))
             await conn.execute(
                 "INSERT INTO omniq_migrations (version, name) VALUES ($1, $2)", m.version, m.name
             )

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from omniq.errors import BackendError, BackendUnavailableError
 from omniq.models import Task, TaskQuery, TaskResult, TaskStatus, WorkerInfo
 from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released
 from omniq.storage.columns import task_row
@@ -17,6 +18,31 @@ from omniq_postgres._results import AsyncPostgresResultStorage
 
 #: Shortest pause of an idle waiter that found due work it could not take (all locked).
 _MIN_PAUSE = 0.02
+#: Longest use of claim hints (see :func:`omniq_postgres._task_sql.claim`) before a claim
+#: from the start: a bound on how late a notification lost with a dropped listener, or a
+#: claim rolled back elsewhere, can make a ready task.
+_HINT_TTL = 1.0
+#: Most tasks written by one COPY of :meth:`AsyncPostgresQueue._copy`, and most COPYs
+#: running at once (each on a connection of its own).
+_COPY_MAX = 10_000
+_COPY_WRITERS = 1
+
+#: A bulk enqueue waiting for its COPY: tasks, their encoded bytes, its outcome.
+_Copy = tuple[Sequence[Task], builtins.list[bytes], "asyncio.Future[bool]"]
+
+
+def _settle(
+    group: Sequence[_Copy], *, value: bool = False, error: BaseException | None = None
+) -> None:
+    for _, _, done in group:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(value)
+        else:
+            done.set_exception(error)
+
+
 #: Hand-backs running in the background (referenced so they are not collected early).
 _BACKGROUND: set[asyncio.Future[None]] = set()
 
@@ -38,6 +64,12 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
     def __init__(self, url: str | None = None, *, default_lease: float = 30.0, **kw: Any) -> None:
         super().__init__(url, **kw)  # serializer, database, backend options
         self.default_lease = default_lease
+        self._hints: dict[str, sql.Hint] = {}
+        self._hints_event: asyncio.Event | None = None
+        self._hints_since = 0.0
+        self._listen_tried = -_HINT_TTL
+        self._copies: builtins.list[_Copy] = []
+        self._copying: builtins.set[asyncio.Future[None]] = set()
 
     @property
     def _channel(self) -> str:
@@ -51,39 +83,96 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[TaskStatus]:
         """Store several tasks: one ``COPY`` (or, for a few, one multi-row INSERT) when
-        none has dependencies, then one NOTIFY per queue; ids stored already are left
-        unchanged and reported with their stored status."""
+        none has dependencies; idle workers are woken at commit (by trigger). Ids stored
+        already are left unchanged and reported with their stored status. Every task is
+        encoded first: a SerializationError leaves nothing written."""
         if not tasks:
             return []
         serializer = self.serializer
-        rows = [task_row(serializer, t) for t in tasks]
-        channel = self._channel
-        if not any(t.depends_on for t in tasks):
-            schema = self.schema
-            copy = len(rows) >= sql.COPY_MIN and len({r[0] for r in rows}) == len(rows)
+        if any(t.depends_on for t in tasks):
+            rows = [task_row(serializer, t) for t in tasks]
+            items = builtins.list(zip(tasks, rows, strict=True))
+            return await self._run(lambda conn: sql.enqueue_general(conn, items))
+        if len(tasks) >= sql.COPY_MIN and len({t.id for t in tasks}) == len(tasks):
+            encode = serializer.encode_task
+            if await self._copy(tasks, [encode(t) for t in tasks]):
+                return [TaskStatus.PENDING] * len(tasks)
 
-            async def plain(conn: Any) -> builtins.list[TaskStatus]:
-                if copy and await sql.copy_new(conn, schema, rows, channel):
-                    return [TaskStatus.PENDING] * len(rows)
-                inserted = await sql.insert_new(conn, rows, channel)
-                if len(inserted) == len({r[0] for r in rows}):
-                    return [TaskStatus.PENDING] * len(rows)
-                # some ids existed already: report their stored statuses, unchanged
-                known = await sql.statuses_of(
-                    conn, [r[0] for r in rows if r[0] not in inserted], time.time()
-                )
-                out, seen = [], set()
-                for r in rows:
-                    if r[0] in inserted and r[0] not in seen:
-                        out.append(TaskStatus.PENDING)
-                        seen.add(r[0])
+        async def plain(conn: Any) -> builtins.list[TaskStatus]:
+            rows = [task_row(serializer, t) for t in tasks]
+            inserted = await sql.insert_new(conn, rows)
+            if len(inserted) == len({r[0] for r in rows}):
+                return [TaskStatus.PENDING] * len(rows)
+            # some ids existed already: report their stored statuses, unchanged
+            known = await sql.statuses_of(
+                conn, [r[0] for r in rows if r[0] not in inserted], time.time()
+            )
+            out, seen = [], set()
+            for r in rows:
+                if r[0] in inserted and r[0] not in seen:
+                    out.append(TaskStatus.PENDING)
+                    seen.add(r[0])
+                else:
+                    out.append(known.get(r[0], TaskStatus.PENDING))
+            return out
+
+        return await self._run(plain)
+
+    async def _copy(self, tasks: Sequence[Task], data: builtins.list[bytes]) -> bool:
+        """Store new tasks with COPY, in one statement with the other bulk enqueues of
+        this process waiting meanwhile (``map()`` sends its batches at once): fewer,
+        larger COPYs on one connection. True once stored (committed); False when one of
+        the ids is stored already, and then nothing of ``tasks`` was written."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._copies.append((tasks, data, done))
+        if len(self._copying) < _COPY_WRITERS:
+            writer = asyncio.ensure_future(self._write_copies())
+            self._copying.add(writer)
+            writer.add_done_callback(self._copying.discard)
+        # a cancelled caller leaves its batch to the writer (enqueue is idempotent by id)
+        return await asyncio.shield(done)
+
+    async def _write_copies(self) -> None:
+        """Write the waiting bulk enqueues, up to ``_COPY_MAX`` tasks per COPY, until none
+        is left. When a joint COPY fails (an id stored already, or a bad row), each batch
+        is written alone, so that each caller gets its own outcome."""
+        schema = self.schema
+        group: builtins.list[_Copy] = []
+        try:
+            while self._copies:
+                group, size = [], 0
+                while self._copies and (not group or size + len(self._copies[0][0]) <= _COPY_MAX):
+                    group.append(self._copies.pop(0))
+                    size += len(group[-1][0])
+                if len(group) > 1:
+                    tasks = [t for batch, _, _ in group for t in batch]
+                    data = [d for _, batch_data, _ in group for d in batch_data]
+                    if len({t.id for t in tasks}) == len(tasks):
+                        try:
+                            ok = await self._run(
+                                lambda c: sql.copy_new(c, schema, tasks, data)  # noqa: B023
+                            )
+                        except BackendUnavailableError as e:
+                            _settle(group, error=e)
+                            continue
+                        except Exception:
+                            ok = False  # written alone below, each with its own outcome
+                        if ok:
+                            _settle(group, value=True)
+                            continue
+                for batch, batch_data, done in group:
+                    try:
+                        ok = await self._run(
+                            lambda c: sql.copy_new(c, schema, batch, batch_data)  # noqa: B023
+                        )
+                    except Exception as e:
+                        _settle([(batch, batch_data, done)], error=e)
                     else:
-                        out.append(known.get(r[0], TaskStatus.PENDING))
-                return out
-
-            return await self._run(plain)
-        items = builtins.list(zip(tasks, rows, strict=True))
-        return await self._run(lambda conn: sql.enqueue_general(conn, items, channel))
+                        _settle([(batch, batch_data, done)], value=ok)
+        except BaseException:
+            left, self._copies = [*group, *self._copies], []
+            _settle(left, error=BackendError("bulk enqueue stopped (the event loop is closing)"))
+            raise
 
     # --- claim ---------------------------------------------------------------------------
 
@@ -102,6 +191,8 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
+            if event.is_set():
+                continue  # notified during the claim: claim again at once
             pause = min(remaining, db.options.poll_interval)
             due = await self._run(lambda conn: sql.next_due(conn, queues))
             if due is not None:
@@ -112,8 +203,11 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
         self, queues: builtins.list[str], limit: int, worker_id: str, lease: float
     ) -> builtins.list[Task]:
         serializer = self.serializer
+        hints = await self._claim_hints()
         job = asyncio.ensure_future(
-            self._run(lambda conn: sql.claim(conn, serializer, queues, limit, worker_id, lease))
+            self._run(
+                lambda conn: sql.claim(conn, serializer, queues, limit, worker_id, lease, hints)
+            )
         )
         try:
             return await asyncio.shield(job)
@@ -123,11 +217,37 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
             job.add_done_callback(self._unclaim_lost)
             raise
 
+    async def _claim_hints(self) -> dict[str, sql.Hint] | None:
+        """The claim hints to use, or None without a LISTEN connection: hints are valid
+        only while no tasks notification (an enqueue, a retry, a hand-back) came since
+        they were taken, and for at most ``_HINT_TTL`` seconds."""
+        db = self._db
+        now = time.monotonic()
+        if not db.listening:
+            if now - self._listen_tried < _HINT_TTL:
+                return None
+            self._listen_tried = now
+            await db.listen()
+            if not db.listening:
+                return None
+        event = db.signals["tasks"].current()  # taken before the claim is sent
+        if event is not self._hints_event or now - self._hints_since > _HINT_TTL:
+            self._hints = {}
+            self._hints_event, self._hints_since = event, now
+        return self._hints
+
     def _unclaim_lost(self, job: asyncio.Future[builtins.list[Task]]) -> None:
         if job.cancelled() or job.exception() is not None or not job.result():
             return
         claims = [(t.id, t.attempt) for t in job.result()]
-        handback = asyncio.ensure_future(self._run(lambda conn: sql.unclaim_many(conn, claims)))
+        channel = self._channel
+
+        async def handback_all(conn: Any) -> None:
+            await sql.unclaim_many(conn, claims)
+            # ready again, before where claims resume: drop every process's hints
+            await conn.execute("SELECT pg_notify($1, '')", channel)
+
+        handback = asyncio.ensure_future(self._run(handback_all))
         _BACKGROUND.add(handback)
         handback.add_done_callback(_BACKGROUND.discard)
 

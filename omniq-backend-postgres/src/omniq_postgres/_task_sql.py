@@ -38,17 +38,14 @@ _UNNEST_NEW = (
     "$7::float8[], $8::bytea[]) AS n(id, queue, priority, due, run_at, expires_at, "
     "created_at, data)"
 )
-#: Multi-row insert of tasks without dependencies, notifying waiting workers (one
-#: notification per queue: PostgreSQL folds identical ones within a transaction).
+#: Multi-row insert of tasks without dependencies (the ``tasks_added`` trigger of
+#: migration 4 wakes idle workers at commit).
 INSERT_NEW_SQL = f"""
-WITH ins AS (
-    INSERT INTO tasks (id, queue, status, priority, due, run_at, expires_at, created_at, data)
-    SELECT id, queue, 'pending', priority, due, run_at, expires_at, created_at, data
-    FROM {_UNNEST_NEW}
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id, queue
-)
-SELECT id, pg_notify($9, queue) FROM ins
+INSERT INTO tasks (id, queue, status, priority, due, run_at, expires_at, created_at, data)
+SELECT id, queue, 'pending', priority, due, run_at, expires_at, created_at, data
+FROM {_UNNEST_NEW}
+ON CONFLICT (id) DO NOTHING
+RETURNING id
 """
 INSERT_ONE_SQL = (
     "INSERT INTO tasks (id, queue, status, priority, due, run_at, expires_at, created_at, "
@@ -58,6 +55,12 @@ INSERT_ONE_SQL = (
 
 #: A claim of one queue: the function of migration 2 (the statement with a fixed plan).
 CLAIM_SQL = "SELECT * FROM omniq_claim($1, $2, $3, $4, $5::float8, $6)"
+#: The same claim resumed after a queue's last full claim: the function of migration 4.
+CLAIM_AFTER_SQL = (
+    "SELECT * FROM omniq_claim_after($1, $2, $3, $4, $5::float8, $6, $7, $8::float8, $9)"
+)
+#: Where a queue's last full claim ended, in claim order: (priority, due, seq).
+Hint = tuple[int, float, int]
 #: When an idle waiter should look again: the next delayed task or lease end.
 NEXT_DUE_SQL = """
 SELECT min(w) FROM unnest($1::text[]) AS q(name), LATERAL (
@@ -115,38 +118,56 @@ def _columns(rows: Sequence[Encoded]) -> list[list[Any]]:
 # --- enqueue -------------------------------------------------------------------------------
 
 
-async def insert_new(conn: Conn, rows: Sequence[Encoded], notify: str) -> set[str]:
+async def insert_new(conn: Conn, rows: Sequence[Encoded]) -> set[str]:
     """Insert tasks without dependencies in one statement; the ids inserted (an id that
     exists already is left unchanged)."""
-    inserted = await conn.fetch(INSERT_NEW_SQL, *_columns(rows), notify)
+    inserted = await conn.fetch(INSERT_NEW_SQL, *_columns(rows))
     return {r[0] for r in inserted}
 
 
-#: Columns a bulk enqueue COPYs, in :data:`Encoded` order with the status after the queue.
-COPY_COLUMNS = (
-    "id", "queue", "status", "priority", "due", "run_at", "expires_at", "created_at", "data",
+#: Columns a bulk enqueue COPYs when no task of the batch is delayed or has a TTL (the
+#: status takes its default, ``pending``; run_at and expires_at stay NULL).
+COPY_COLUMNS = ("id", "queue", "priority", "due", "created_at", "data")
+#: Columns a bulk enqueue COPYs otherwise.
+COPY_COLUMNS_TIMED = (
+    "id", "queue", "priority", "due", "run_at", "expires_at", "created_at", "data",
 )  # fmt: skip
 #: Smallest batch sent by COPY: below it one INSERT statement is as cheap.
 COPY_MIN = 16
 
 
-async def copy_new(conn: Conn, schema: str, rows: Sequence[Encoded], notify: str) -> bool:
-    """Store new tasks with ``COPY`` (binary), then notify each of their queues once.
+async def copy_new(conn: Conn, schema: str, tasks: Sequence[Task], data: Sequence[bytes]) -> bool:
+    """Store new tasks (``data``: their encoded bytes, in order) with one ``COPY``
+    (binary); the ``tasks_added`` trigger wakes idle workers at its commit.
 
     COPY is all or nothing: when one of the ids is stored already, nothing is written
     and the answer is False (the caller then takes the ``ON CONFLICT`` insert, which
-    leaves existing tasks unchanged). The ids of ``rows`` must be distinct.
+    leaves existing tasks unchanged). The ids of ``tasks`` must be distinct.
+
+    Only the columns the batch sets are sent, and the rows are made as COPY reads them
+    (no list of row tuples is kept: bulk enqueue allocates little that outlives it).
     """
-    records = [(r[0], r[1], "pending", *r[2:]) for r in rows]
+    records: Any
+    columns: tuple[str, ...]
+    if any(t.run_at is not None or t.expires_at is not None for t in tasks):
+        columns = COPY_COLUMNS_TIMED
+        records = (
+            (t.id, t.queue, t.priority, t.created_at if t.run_at is None else t.run_at,
+             t.run_at, t.expires_at, t.created_at, d)
+            for t, d in zip(tasks, data, strict=True)
+        )  # fmt: skip
+    else:
+        columns = COPY_COLUMNS  # due is the creation time when a task is not delayed
+        records = (
+            (t.id, t.queue, t.priority, t.created_at, t.created_at, d)
+            for t, d in zip(tasks, data, strict=True)
+        )
     try:
         await conn.copy_records_to_table(
-            "tasks", records=records, columns=COPY_COLUMNS, schema_name=schema
+            "tasks", records=records, columns=columns, schema_name=schema
         )
     except asyncpg.UniqueViolationError:
         return False
-    await conn.execute(
-        "SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q", notify, sorted({r[1] for r in rows})
-    )
     return True
 
 
@@ -158,12 +179,11 @@ async def statuses_of(conn: Conn, ids: Sequence[str], now: float) -> dict[str, T
     return {r[0]: effective(r[1], r[2], now) for r in rows}
 
 
-async def enqueue_general(
-    conn: Conn, items: Sequence[tuple[Task, Encoded]], notify: str
-) -> list[TaskStatus]:
+async def enqueue_general(conn: Conn, items: Sequence[tuple[Task, Encoded]]) -> list[TaskStatus]:
     """Insert tasks with dependencies (and report existing ids' statuses), in one
-    transaction. The dependencies are read ``FOR SHARE``: one completing concurrently
-    waits for this commit, so its release walk sees the new WAITING task."""
+    transaction (the ``tasks_added`` trigger wakes idle workers at its commit). The
+    dependencies are read ``FOR SHARE``: one completing concurrently waits for this
+    commit, so its release walk sees the new WAITING task."""
     now = time.time()
     statuses: list[TaskStatus] = []
     async with conn.transaction():
@@ -195,8 +215,6 @@ async def enqueue_general(
                     "ON CONFLICT DO NOTHING",
                     [(d, tid, i) for i, d in enumerate(deps)],
                 )
-            elif status is TaskStatus.PENDING:
-                await conn.execute("SELECT pg_notify($1, $2)", notify, queue)
             known[tid] = effective(status.value, exp, now)
             statuses.append(status)
     return statuses
@@ -212,23 +230,40 @@ async def claim(
     limit: int,
     worker_id: str,
     lease: float,
+    hints: dict[str, Hint] | None = None,
 ) -> list[Task]:
     """Claim up to ``limit`` ready tasks: queue order, then priority, then due time.
 
     Tasks whose lease lapsed are claimed again (``attempt + 1``). Tasks found past
     their TTL are marked EXPIRED (reported by ``cleanup_expired``); a task whose payload
     cannot be decoded is marked FAILED and the claim goes on.
+
+    ``hints`` (queue -> where its last full claim ended), when given, is used and
+    updated: every ready task before a hint was claimed then (or was locked by another
+    claim), so a claim resumes after it, and claims from the start when that finds too
+    few. The caller drops the hints whenever tasks may have been added or put back
+    since (a tasks notification), and now and then anyway.
     """
     now = time.time()
     claimed: list[Task] = []
     decode = serializer.decode_task
+    end = now + lease
     for queue in queues:
         while len(claimed) < limit:
             want = limit - len(claimed)
-            rows = await conn.fetch(
-                CLAIM_SQL, queue, now, want, worker_id, now + lease, rules.EXPIRED_MESSAGE
-            )
+            hint = None if hints is None else hints.pop(queue, None)
+            if hint is None:
+                rows = await conn.fetch(
+                    CLAIM_SQL, queue, now, want, worker_id, end, rules.EXPIRED_MESSAGE
+                )
+            else:
+                rows = await conn.fetch(
+                    CLAIM_AFTER_SQL, queue, now, want, worker_id, end, rules.EXPIRED_MESSAGE,
+                    *hint,
+                )  # fmt: skip
             rows.sort(key=lambda r: (-r[2], r[3], r[4]))
+            if hints is not None and len(rows) == want:
+                hints[queue] = (rows[-1][2], rows[-1][3], rows[-1][4])
             for tid, status, _, _, _, run_at, attempt, lease_until, worker, error, data in rows:
                 if status != "running":
                     continue  # expired at claim time
@@ -238,8 +273,8 @@ async def claim(
                     await fail_corrupt(conn, tid, str(e), now)
                     continue
                 claimed.append(as_claimed(task, tid, attempt, lease_until, worker, error, run_at))
-            if len(rows) < want:
-                break  # this queue has nothing more
+            if len(rows) < want and hint is None:
+                break  # this queue has nothing more (after a hint: look from the start)
         if len(claimed) >= limit:
             break
     return claimed

@@ -1,0 +1,214 @@
+"""PostgreSQL fast paths: bulk enqueue by (coalesced) COPY, the insert trigger that
+wakes idle workers, claims resumed after the last full claim, and result waiters woken
+by the completion notification.
+
+Against the real server (see :mod:`tests.backends.test_postgres`); each test uses a
+schema of its own and drops it. No timing assertions: a slow fallback poll makes the
+notification the only thing that can end a wait in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from omniq_postgres import AsyncPostgresQueue, AsyncPostgresResultStorage
+
+from omniq import OmniQ
+from omniq.models import EventType, Task, TaskResult, TaskStatus
+from tests.backends.test_postgres import drop_schema, require_postgres, run_sync, schema_url
+
+pytestmark = pytest.mark.anyio
+
+#: Longer than any wait below: only a notification can end those waits.
+SLOW_POLL = 3600.0
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    require_postgres()
+    name = f"omniq_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    run_sync(lambda: drop_schema(name))
+
+
+def varied(i: int) -> Task:
+    """A task setting a different mix of fields for each ``i``."""
+    now = time.time()
+    return Task(
+        func=f"tests:fn{i % 7}",
+        args=(i, f"s{i}", [i, {"k": i}]),
+        kwargs={"n": i} if i % 2 else {},
+        queue="q" if i % 3 else "default",
+        priority=i % 4,
+        created_at=now - i,
+        run_at=now + 3600 if i % 5 == 0 else None,
+        expires_at=now + 7200 if i % 11 == 0 else None,
+        timeout=float(i % 9) or None,
+        retries=i % 3,
+        retry_delay=0.5 + i % 2,
+        on_success="tests:ok" if i % 13 == 0 else None,
+        result_ttl=60.0 if i % 17 == 0 else None,
+        metadata={"i": i, "tag": "x" * (i % 5)},
+    )
+
+
+def assert_same(stored: Task | None, sent: Task) -> None:
+    assert stored is not None, f"task {sent.id} was not stored"
+    for field in sent.__struct_fields__:
+        if field == "status":
+            continue
+        assert getattr(stored, field) == getattr(sent, field), (
+            f"task {sent.id}: {field} stored as {getattr(stored, field)!r}, "
+            f"sent as {getattr(sent, field)!r}"
+        )
+    assert stored.status is TaskStatus.PENDING, f"task {sent.id}: {stored.status}"
+
+
+# --- bulk enqueue ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timed", [True, False], ids=["with-run_at-and-ttl", "plain"])
+async def test_bulk_enqueue_round_trips_every_field(schema: str, timed: bool) -> None:
+    """Both COPY column sets (a batch with delayed/expiring tasks, and one without)."""
+    sent = [varied(i) for i in range(3000)]
+    if not timed:
+        for t in sent:
+            t.run_at = t.expires_at = None
+    async with AsyncPostgresQueue(schema_url(schema)) as q:
+        assert await q.enqueue_many(sent) == [TaskStatus.PENDING] * len(sent)
+        assert await q.count() == len(sent)
+        for t in sent[:: 1 if len(sent) < 500 else 7]:
+            assert_same(await q.get(t.id), t)
+        # delayed tasks wait; the others are claimed highest priority first, then by
+        # due time (created_at for tasks not delayed)
+        claimed = await q.dequeue_many(["default"], 50, worker_id="w")
+        ready = sorted(
+            (t for t in sent if t.queue == "default" and t.run_at is None),
+            key=lambda t: (-t.priority, t.created_at),
+        )
+        assert [t.id for t in claimed] == [t.id for t in ready[:50]]
+
+
+async def test_concurrent_bulk_enqueues_keep_their_own_outcomes(schema: str) -> None:
+    """Batches sent at once go out in shared COPYs; a batch repeating stored ids (which
+    makes a joint COPY fail) still gets its own statuses and the others are stored."""
+    async with AsyncPostgresQueue(schema_url(schema)) as q:
+        stored = [Task(func="tests:noop", args=(i,)) for i in range(40)]
+        assert await q.enqueue_many(stored) == [TaskStatus.PENDING] * 40
+        claimed = await q.dequeue_many(["default"], 40, worker_id="w")
+        assert await q.complete_many(claimed) == [True] * 40
+        fresh = [[Task(func="tests:noop", args=(b, i)) for i in range(300)] for b in range(6)]
+        repeat = [*stored[:20], *(Task(func="tests:noop", args=(9, i)) for i in range(30))]
+        outcomes = await asyncio.gather(
+            *(q.enqueue_many(batch) for batch in fresh[:3]),
+            q.enqueue_many(repeat),
+            *(q.enqueue_many(batch) for batch in fresh[3:]),
+        )
+        for batch, statuses in zip(fresh, [*outcomes[:3], *outcomes[4:]], strict=True):
+            assert statuses == [TaskStatus.PENDING] * len(batch)
+        assert outcomes[3] == [TaskStatus.SUCCESS] * 20 + [TaskStatus.PENDING] * 30
+        assert await q.count(None, TaskStatus.PENDING) == 6 * 300 + 30
+        assert await q.count(None, TaskStatus.SUCCESS) == 40
+
+
+async def test_map_stores_every_task_and_records_events(schema: str) -> None:
+    url = schema_url(schema)
+    oq = OmniQ(task_queue=url, event_storage=url).async_
+
+    @oq.task(queue="bulk")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with oq:
+        handles = await add.map([(i, i) for i in range(2500)])
+        assert len({h.id for h in handles}) == 2500
+        assert await oq.task_queue.count("bulk", TaskStatus.PENDING) == 2500
+        for h in handles[::250]:
+            stored = await oq.get_task(h.id)
+            assert stored is not None and stored.func.endswith("add"), stored
+            assert stored.args[0] == stored.args[1], stored.args
+        events = await oq.get_events(types=[EventType.ENQUEUED])
+        assert sorted(str(e.task_id) for e in events) == sorted(h.id for h in handles)
+
+
+# --- wake-ups ----------------------------------------------------------------------------------
+
+
+async def test_copy_wakes_an_idle_worker_of_another_process(schema: str) -> None:
+    """The insert trigger notifies at the COPY's commit: no second statement."""
+    url = schema_url(schema)
+    async with (
+        AsyncPostgresQueue(url, poll_interval=SLOW_POLL) as consumer,
+        AsyncPostgresQueue(url) as producer,
+    ):
+        waiter = asyncio.ensure_future(consumer.dequeue(["other"], worker_id="w", wait=SLOW_POLL))
+        await _until_listening(consumer)
+        await producer.enqueue_many([Task(func="tests:noop", queue="other") for _ in range(40)])
+        got = await asyncio.wait_for(waiter, 60)
+        assert got is not None and got.queue == "other"
+
+
+async def test_result_waiter_is_woken_by_the_completion(schema: str) -> None:
+    url = schema_url(schema)
+    async with (
+        AsyncPostgresQueue(url) as queue,
+        AsyncPostgresResultStorage(url, poll_interval=SLOW_POLL) as waiting,
+        AsyncPostgresResultStorage(url) as results,
+    ):
+        await queue.enqueue(Task(func="tests:noop", id="t1"))
+        (claimed,) = await queue.dequeue_many(["default"], 1, worker_id="w")
+        waiter = asyncio.ensure_future(waiting.wait("t1", timeout=SLOW_POLL))
+        await _until_listening(waiting)
+        result = TaskResult(task_id="t1", status=TaskStatus.SUCCESS, result=42)
+        assert await queue.complete_with_results([(claimed, result)], results) == [True]
+        got = await asyncio.wait_for(waiter, 60)
+        assert got is not None and got.result == 42, got
+
+
+async def _until_listening(component: AsyncPostgresQueue | AsyncPostgresResultStorage) -> None:
+    db = component.database
+    while not db.listening:
+        await asyncio.sleep(0.01)
+
+
+# --- claims resumed after the last full claim ------------------------------------------------
+
+
+async def test_claims_resume_in_order_and_see_tasks_added_before_the_hint(schema: str) -> None:
+    url = schema_url(schema)
+    async with AsyncPostgresQueue(url) as q, AsyncPostgresQueue(url) as producer:
+        base = time.time()
+        tasks = [Task(func="tests:noop", args=(i,), created_at=base + i) for i in range(100)]
+        await producer.enqueue_many(tasks)
+        first = await q.dequeue_many(["default"], 10, worker_id="w")
+        assert [t.args for t in first] == [(i,) for i in range(10)]
+        assert q._hints, "a full claim leaves a hint"
+        second = await q.dequeue_many(["default"], 10, worker_id="w")
+        assert [t.args for t in second] == [(i,) for i in range(10, 20)]
+        # added before the hint in claim order (higher priority; an older due time):
+        # the notification drops the hints, so the next claim looks from the start
+        event = q.database.signals["tasks"].current()
+        await producer.enqueue_many(
+            [
+                Task(func="tests:noop", args=("urgent",), priority=5),
+                Task(func="tests:noop", args=("old",), created_at=base - 60),
+            ]
+        )
+        await asyncio.wait_for(event.wait(), 60)  # the notification reached this process
+        third = await q.dequeue_many(["default"], 4, worker_id="w")
+        assert [t.args for t in third] == [("urgent",), ("old",), (20,), (21,)]
+        # a claim handed back is ready again before the hint: claimed again first
+        event = q.database.signals["tasks"].current()
+        assert await q.unclaim(third[3])
+        await asyncio.wait_for(event.wait(), 60)
+        again = await q.dequeue_many(["default"], 2, worker_id="w")
+        assert [t.args for t in again] == [(21,), (22,)]
+        # the rest, in order, with no task claimed twice
+        rest = []
+        while batch := await q.dequeue_many(["default"], 7, worker_id="w"):
+            rest.extend(batch)
+        assert [t.args for t in rest] == [(i,) for i in range(23, 100)]
