@@ -26,26 +26,35 @@ from benchmarks.systems.omniq import OmniQNATS, OmniQSQLite, OmniQSQLiteNormal, 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: (stage, markers): a sample's stage is the first whose marker a frame contains, checked
-#: from the innermost frame outwards.
+#: from the innermost frame outwards; a sample in library code (asyncio, nats-py,
+#: aiosqlite) counts for the OmniQ stage that called it, and for "event loop, I/O" when
+#: no stage did.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("wake-ups between threads", ("call_soon_threadsafe", "_write_to_self", "_read_from_self")),
-    ("claim: decode tasks", ("decode_task", "as_claimed", "task_from_row", "decode_claimed")),
-    ("claim: move staged tasks in", ("expand_for_claim", "expand (omniq_sqlite", "_unpack")),
-    ("claim: SQL / server round trip", ("claim (omniq_", "_has_work", "_has_timed", "claim_ready")),
-    ("complete: fence", ("complete_many (omniq_", "_complete_many", "_ack")),
-    ("complete: store results", ("store_results", "ResultStorage.set_many")),
+    ("claim: decode tasks", ("decode_task", "as_claimed", "task_from_row", "decode_record",
+                             "Claims._decide_one")),
+    ("claim: move staged tasks in", ("expand_for_claim", "expand (omniq_sqlite", "_unpack",
+                                     "claim_staged")),
+    ("claim: SQL / server round trip", ("claim (omniq_", "_has_work", "_has_timed",
+                                        "claim_ready", "Claims.", "Fetcher.")),
+    ("complete: fence", ("complete_many (omniq_", "_complete_many", "_ack", "Bucket.cas_many",
+                         "AsyncNATSQueue.complete_many")),
+    ("complete: store results", ("store_results", "ResultStorage.set_many", "put_fenced",
+                                 "Publisher.publish_many")),
     ("complete: encode results", ("encode_result", "ResultStorage.encode")),
     ("commit", ("Database._transaction (omniq_sqlite/_database.py:29",)),
     ("run the task function", ("AsyncExecutor", "omniq_app.py")),
     ("dispatch (runner, hooks, events)", ("AsyncWorker._run_task", "AsyncWorker._execute",
                                           "AsyncWorker._runner", "AsyncWorker._finish_success")),
     ("completion batching", ("AsyncWorker._write_batch", "AsyncWorker._flush_completions",
-                             "AsyncWorker._completion_loop", "after_finish")),
+                             "AsyncWorker._completion_loop", "after_finish",
+                             "complete_with_results")),
     ("claim loop", ("AsyncWorker._claim_loop", "dequeue_many")),
     ("heartbeats, maintenance", ("_maintenance_loop", "_heartbeat_loop", "run_presence",
                                  "_pause_loop")),
-    ("event loop, I/O", ("asyncio/", "nats/", "aiosqlite/")),
 ]  # fmt: skip
+#: Library frames: a sample only in these (and the interpreter's) is the event loop's.
+LIBRARY = ("asyncio/", "nats/", "aiosqlite/", "selectors.py")
 
 SYSTEMS: dict[str, type[OmniQSystem]] = {
     "sqlite": OmniQSQLite,
@@ -59,6 +68,8 @@ def stage_of(frames: list[str]) -> str:
         for stage, markers in STAGES:
             if any(m in frame for m in markers):
                 return stage
+    if any(lib in frame for frame in frames[-3:] for lib in LIBRARY):
+        return "event loop, I/O"
     return "other"
 
 
