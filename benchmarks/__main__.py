@@ -91,6 +91,10 @@ def _close(system: System) -> None:
 
 def run(args: argparse.Namespace) -> int:
     sizes = dict(QUICK if args.quick else FULL)
+    for item in (args.sizes or "").split(","):
+        if item.strip():
+            workload, _, n = item.partition("=")
+            sizes[workload.strip()] = int(n)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     runs = args.runs if args.runs is not None else (1 if args.quick else 3)
     w3_runs = args.w3_runs if args.w3_runs is not None else (1 if args.quick else runs)
@@ -209,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--runs", type=int, default=None, help="runs per workload (default 3)")
     r.add_argument("--w3-runs", type=int, default=None, help="runs of w3 (default: --runs)")
     r.add_argument("--quick", action="store_true", help="small sizes, one run: a smoke run")
+    r.add_argument("--sizes", help="tasks per workload, e.g. w1=10000,w3=20000")
     r.add_argument("--systems", help="only these (class names, comma-separated)")
     r.add_argument("--out", help="JSON file to write (default results/DATE-BACKEND.json)")
     r.add_argument("--resume", action="store_true", help="keep rows already in --out")

@@ -26,6 +26,7 @@ from benchmarks.systems.base import (
     System,
     Unavailable,
 )
+from benchmarks.systems.raw_file import NOFSYNC
 from benchmarks.systems.raw_sqlite import FULL_DURABILITY, NORMAL_DURABILITY
 
 QUEUE = "bench"
@@ -264,6 +265,7 @@ class OmniQFile(OmniQSystem):
     server = "file"
     backend_dist = "omniq-backend-file"
     queue_class = "omniq_file:AsyncFileQueue"
+    durability = f"{NOFSYNC} (`sync=false`, OmniQ's default)"
     bulk_note = (
         "`noop.map()` (batches of 500): per task a record and a token (hard link) in "
         "`ready/`, one thread hop per batch"
@@ -281,6 +283,8 @@ class OmniQFile(OmniQSystem):
         return f"file://{self.root()}"
 
     def setup(self) -> None:
+        # an empty directory each time, as the raw loop's (purge keeps results/ and tmp/)
+        shutil.rmtree(self.root(), ignore_errors=True)
         SCRATCH.mkdir(parents=True, exist_ok=True)
         super().setup()
 

@@ -135,6 +135,10 @@ class HueyFile(_Huey, System):
     server = "file"
     dist = "huey"
     huey_kind = "file"
+    durability = (
+        "no fsync (every operation under one `flock`): survives a crash of the process, not "
+        "of the machine; a task dequeued by a consumer that dies is lost"
+    )
     worker_note = (
         f"`huey_consumer -w {CONCURRENCY} -k thread -d {POLL} -m 0.05`; huey's `FileStorage` "
         "on the scratch disk: every operation under one `flock`, a dequeue lists the queue "

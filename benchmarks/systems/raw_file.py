@@ -27,6 +27,11 @@ from pathlib import Path
 from benchmarks.systems.base import SCRATCH, System
 from benchmarks.systems.common import timed_loop
 
+#: Durability of the file rows (OmniQ's file backend by default, huey's FileHuey, this loop).
+NOFSYNC = (
+    "no fsync (files published by rename): survives a crash of the process, not of the machine"
+)
+
 
 def root(prefix: str) -> Path:
     return SCRATCH / f"{prefix}-raw"
@@ -64,6 +69,7 @@ class RawFile(System):
     name = "raw rename loop"
     server = "file"
     kind = "raw"
+    durability = f"{NOFSYNC} (as OmniQ's default); no leases"
     bulk = True
     bulk_note = "N files (each written under `tmp/`, renamed into `ready/`)"
     worker_note = (

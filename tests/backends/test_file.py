@@ -2,7 +2,8 @@
 pytest's ``tmp_path`` and fsspec's ``memory://`` (a fresh store name per test).
 
 Neither needs a server, so nothing here is skipped for a missing service. The object
-store runs (S3 through a moto server) are in ``test_file_s3.py``.
+store runs (S3, GCS and Azure through local emulators) are in ``test_file_s3.py``,
+``test_file_gcs.py`` and ``test_file_azure.py``.
 """
 
 from __future__ import annotations

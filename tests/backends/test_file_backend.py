@@ -82,12 +82,14 @@ def test_credentials_never_shown() -> None:
     assert secret not in repr(FileBackend("memory://omniq-repr", storage_options={"x": secret}))
 
 
-async def test_object_store_without_claims_is_refused_clearly() -> None:
+def test_store_without_conditional_writes_is_refused_clearly() -> None:
+    from omniq_file._store import open_store
+
     from omniq.errors import ConfigurationError
 
-    q = AsyncFileQueue("gs://bucket/prefix")
-    with pytest.raises(ConfigurationError, match="atomically"):
-        await q.connect()
+    # Azure Data Lake Gen1 (adl://) offers no conditional writes the claims could use
+    with pytest.raises(ConfigurationError, match="must be file://"):
+        open_store("adl://store/prefix")
 
 
 # --- two OS processes racing ----------------------------------------------------------------

@@ -8,49 +8,30 @@ Without moto installed the tests skip, and fail under OMNIQ_REQUIRE_SERVICES=1.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import anyio
 import pytest
-from omniq_file import (
-    AsyncFileEventStorage,
-    AsyncFileQueue,
-    AsyncFileResultStorage,
-    AsyncFileScheduleStorage,
-)
+from omniq_file._objects import S3Store
 
-from omniq import TaskStatus
 from omniq.testing import (
     EventStorageConformance,
     ResultStorageConformance,
     ScheduleStorageConformance,
     TaskQueueConformance,
-    component_factory,
-    make_task,
 )
-from tests.backends.test_file import _CLASSES, _corrupt
+from tests.backends.cloud_servers import (
+    CloudFixtures,
+    check_conditional_writes,
+    claim_race,
+    free_port,
+    server_process,
+    unavailable,
+)
 
 BUCKET = "omniq-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("OMNIQ_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (OMNIQ_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -60,31 +41,14 @@ def moto_endpoint() -> Iterator[str]:
         import moto.server  # noqa: F401
         import s3fs
     except ImportError as e:
-        _unavailable(f"moto[server] and s3fs are needed for the S3 tests: {e}")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "the moto server exited at start"
-                assert time.monotonic() < deadline, "the moto server did not listen in 60 s"
-                time.sleep(0.05)
+        unavailable(f"moto[server] and s3fs are needed for the S3 tests: {e}")
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with server_process("the moto server", argv, port):
         endpoint = f"http://127.0.0.1:{port}"
-        import s3fs
-
         fs = s3fs.S3FileSystem(key="test", secret="test", endpoint_url=endpoint)
         fs.call_s3("create_bucket", Bucket=BUCKET)
         yield endpoint
-    finally:
-        proc.kill()
-        proc.wait(30)
 
 
 def s3_url(endpoint: str, prefix: str) -> str:
@@ -92,28 +56,12 @@ def s3_url(endpoint: str, prefix: str) -> str:
     return f"s3://{BUCKET}/{prefix}?endpoint_url={endpoint}&key=test&secret=test"
 
 
-class S3Fixtures:
+class S3Fixtures(CloudFixtures):
     """Fixture contract of omniq.testing: one fresh key prefix per test."""
 
     @pytest.fixture
     def backend_url(self, moto_endpoint: str) -> Iterator[str]:
         yield s3_url(moto_endpoint, f"t-{uuid.uuid4().hex}")
-
-    make_task_queue = component_factory(AsyncFileQueue)
-    make_result_storage = component_factory(AsyncFileResultStorage)
-    make_event_storage = component_factory(AsyncFileEventStorage)
-    make_schedule_storage = component_factory(AsyncFileScheduleStorage)
-
-    @pytest.fixture
-    def process_spec(self, backend_url: str) -> dict[str, Any]:
-        return {
-            kind: {"class": f"omniq_file:{cls}", "url": backend_url, "options": {}}
-            for kind, cls in _CLASSES
-        }
-
-    @pytest.fixture
-    def corrupt_task(self) -> Any:
-        return _corrupt
 
 
 _LATENCY = (
@@ -173,49 +121,11 @@ class TestS3FileScheduleStorage(S3Fixtures, ScheduleStorageConformance):
 
 @pytest.mark.anyio
 async def test_s3_consumers_racing_claim_each_task_once(moto_endpoint: str) -> None:
-    url = s3_url(moto_endpoint, f"race-{uuid.uuid4().hex}")
-    producer = AsyncFileQueue(url)
-    await producer.connect()
-    tasks = [make_task(i) for i in range(120)]
-    await producer.enqueue_many(tasks)
-    consumers = [AsyncFileQueue(url) for _ in range(4)]
-    claims: list[str] = []
-
-    async def consume(q: AsyncFileQueue, n: int) -> None:
-        await q.connect()
-        idle = 0
-        while idle < 3:
-            got = await q.dequeue_many(["default"], 3, worker_id=f"w{n}", lease=120)
-            if not got:
-                idle += 1
-                continue
-            idle = 0
-            for t in got:
-                claims.append(t.id)
-                assert await q.complete(t), "the complete of a fresh claim was refused"
-
-    async with anyio.create_task_group() as tg:
-        for n, q in enumerate(consumers):
-            tg.start_soon(consume, q, n)
-    dupes = [t for t, c in Counter(claims).items() if c > 1]
-    assert not dupes, f"{len(dupes)} tasks claimed twice"
-    assert sorted(claims) == sorted(t.id for t in tasks), "every task claimed once"
-    assert await producer.count(status=TaskStatus.SUCCESS) == len(tasks)
+    await claim_race(s3_url(moto_endpoint, f"race-{uuid.uuid4().hex}"))
 
 
 def test_moto_enforces_conditional_writes(moto_endpoint: str) -> None:
     """What the claims rest on: a second exclusive create and a delete with a stale
     ETag are refused by the server (not merely by s3fs)."""
-    from omniq_file._store import S3Store
-
-    store = S3Store(f"{BUCKET}/cond-{uuid.uuid4().hex}",
-                    {"endpoint_url": moto_endpoint, "key": "test", "secret": "test"})  # fmt: skip
-    assert store.create("a", b"one")
-    assert not store.create("a", b"two"), "If-None-Match: * must refuse an existing key"
-    etag = store._etag("a")
-    assert etag is not None
-    store.write("a", b"three")
-    assert not store._delete_if("a", etag), "a delete with a stale If-Match must fail"
-    assert store.read("a") == b"three"
-    assert store.move("a", "b") and not store.move("a", "c"), "one move per version"
-    assert store.read("b") is not None and store.read("a") is None
+    opts = {"endpoint_url": moto_endpoint, "key": "test", "secret": "test"}
+    check_conditional_writes(S3Store(f"{BUCKET}/cond-{uuid.uuid4().hex}", opts))

@@ -272,3 +272,62 @@ def test_no_open_redirect_and_no_cookie_for_a_wrong_token(env: Env) -> None:
     assert r.status_code == 200 and 'value="/tasks"' in r.text
     r = c.get("/tasks?token=wrong", follow_redirects=False)
     assert r.status_code == 200 and "set-cookie" not in r.headers
+
+
+def _page_ids(html: str, ids: list[str]) -> list[str]:
+    """The task ids of ``ids`` on a tasks page, in the order shown."""
+    shown = [i for i in ids if f'data-task="{i}"' in html]
+    return sorted(shown, key=lambda i: html.index(f'data-task="{i}"'))
+
+
+def _link(html: str, which: str) -> str | None:
+    """The href of the pager's ``newer``/``older`` link, unescaped, or None."""
+    import html as html_lib
+    import re
+
+    m = re.search(rf'<a href="([^"]*)" rel="\w+" data-page-link="{which}"', html)
+    return html_lib.unescape(m.group(1)) if m else None
+
+
+def test_task_list_pages_keep_the_filters(env: Env) -> None:
+    # the "slow" queue has no worker: its 120 tasks stay pending, oldest first
+    handles = env.tasks["slow"].map_sync(range(120))
+    newest = [h.id for h in handles][::-1]
+    c = env.client
+    filters = {"queue": "slow", "status": "pending", "limit": 50}
+    r = c.get("/tasks", params=filters)
+    assert r.status_code == 200, r.text
+    assert _page_ids(r.text, newest) == newest[:50], "page 0: the 50 newest, newest first"
+    assert "tasks 1&ndash;50 of 120" in r.text
+    assert _link(r.text, "newer") is None, "the first page has no newer page"
+    older = _link(r.text, "older")
+    assert older is not None, "page 0 should link to older tasks"
+    for kept in ("queue=slow", "status=pending", "limit=50", "page=1"):
+        assert kept in older, f"the older link should keep {kept}: {older}"
+
+    r = c.get("/tasks" + older)
+    assert _page_ids(r.text, newest) == newest[50:100], "page 1: the next 50"
+    assert "tasks 51&ndash;100 of 120" in r.text
+    assert "page=0" in (_link(r.text, "newer") or ""), "page 1 links back to page 0"
+    older = _link(r.text, "older")
+    assert older is not None and "page=2" in older
+
+    r = c.get("/tasks" + older)
+    assert _page_ids(r.text, newest) == newest[100:], "page 2: the last 20"
+    assert "tasks 101&ndash;120 of 120" in r.text
+    assert _link(r.text, "older") is None, "the last page has no older link"
+    assert "page=1" in (_link(r.text, "newer") or "")
+
+    r = c.get("/tasks", params={**filters, "page": 7})
+    assert r.status_code == 200 and _page_ids(r.text, newest) == [], "past the end: empty"
+
+    # a name filter pages with a cursor into the unfiltered listing
+    r = c.get("/tasks", params={"queue": "slow", "name": "dash:slow", "limit": 50})
+    assert _page_ids(r.text, newest) == newest[:50]
+    older = _link(r.text, "older")
+    assert older is not None and "skip=50" in older and "name=dash%3Aslow" in older, older
+    r = c.get("/tasks" + older)
+    assert _page_ids(r.text, newest) == newest[50:100], "the second page of name matches"
+    assert "skip=0" in (_link(r.text, "newer") or ""), "newest page link with a name filter"
+    r = c.get("/tasks", params={"queue": "slow", "name": "no-such", "limit": 50})
+    assert _page_ids(r.text, newest) == [] and _link(r.text, "older") is None

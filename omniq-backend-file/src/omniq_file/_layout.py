@@ -4,7 +4,9 @@ A task is one record plus one *token*, an empty file whose directory is the task
 status and whose name sorts in claim order, so the next task is the first name of one
 directory listing and no task file is read to find it::
 
-    tasks/<id>                                   the record (core serializer)
+    tasks/<id>                                   the record (core serializer; on a local
+                                                 disk a completed task's record shares one
+                                                 file with its result: see _final)
     q/<queue>/ready/<prio>-<due>-<id>@<attempt>  PENDING, due (sorted: claim order)
     q/<queue>/delayed/<due>-<prio>-<id>@<attempt> PENDING, not yet due (sorted by due)
     q/<queue>/running/<id>@<attempt>@<lease ms>  RUNNING: fencing token and lease
@@ -25,6 +27,7 @@ process can win (see :mod:`omniq_file._store`).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
@@ -45,8 +48,9 @@ def queue_of(component: str) -> str:
     return unquote(component)
 
 
+@functools.lru_cache(maxsize=1024)
 def qdir(queue: str, state: str) -> str:
-    """The directory of ``queue``'s tokens in ``state``."""
+    """The directory of ``queue``'s tokens in ``state`` (cached: on every hot path)."""
     return f"q/{qname(queue)}/{state}"
 
 

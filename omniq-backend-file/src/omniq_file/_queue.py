@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -31,9 +32,10 @@ from omniq.models import Task, TaskQuery, TaskResult, TaskStatus
 from omniq.models.worker import WorkerInfo
 from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released, check_encodable
 from omniq.storage.notify import Notifier
+from omniq_file import _final, _sweeps, _workers
 from omniq_file import _layout as L
-from omniq_file import _sweeps, _workers
 from omniq_file._component import FileComponent
+from omniq_file._store import LocalStore
 
 if TYPE_CHECKING:
     from omniq_file._results import AsyncFileResultStorage
@@ -58,6 +60,36 @@ def _claim_lock(task_id: str, attempt: int) -> threading.Lock:
     """The lock that keeps a heartbeat and a completion of one claim in this process
     from renaming its token at the same time."""
     return _LOCKS[hash((task_id, attempt)) % len(_LOCKS)]
+
+
+class _Listing:
+    """A sorted listing of one queue's ``ready/`` directory that later claims go on
+    from (a local disk only): listing and sorting a deep queue per claim batch would
+    cost more than the claims. It is listed again when the directory changed since this
+    process last claimed from it (its ``stat`` differs), when this process put a token
+    in it (``gen``), when it is used up, or after ``LISTING_MAX_AGE`` (a change by
+    another process in the same clock tick as ours leaves the ``stat`` unchanged)."""
+
+    __slots__ = ("at", "gen", "names", "pos", "stamp")
+
+    def __init__(self, names: builtins.list[str], gen: int) -> None:
+        self.names = names
+        self.pos = 0
+        self.gen = gen
+        self.at = time.monotonic()
+        self.stamp: tuple[int, int, int] | None = None
+
+
+#: Longest time a ``_Listing`` is used for (seconds).
+LISTING_MAX_AGE = 0.5
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_ctime_ns
 
 
 class _Corrupt:
@@ -102,6 +134,9 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
             self.finish_grace = finish_grace
         self._names: dict[tuple[str, int], str] = {}  # (id, attempt) -> running token
         self._recovered: dict[str, float] = {}  # queue -> last lease sweep (monotonic)
+        self._finishing: set[tuple[str, int]] = set()  # (id, attempt) being completed here
+        self._listings: dict[str, _Listing] = {}  # queue -> ready/ listing (local disk)
+        self._ready_gen = 0  # bumped whenever this process may have put a token in ready/
         self._notify = _notifier(self._url)
 
     # --- records ----------------------------------------------------------------------
@@ -111,7 +146,7 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         if data is None:
             return None
         try:
-            return self.serializer.decode_task(data)
+            return self.serializer.decode_task(_final.record_of(data))
         except (SerializationError, msgspec.DecodeError, ValueError, TypeError) as e:
             return _Corrupt(f"stored payload cannot be decoded: {e}")
 
@@ -153,15 +188,31 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
             return f"{L.qdir(q, 'waiting')}/{task.id}"
         return f"{L.qdir(q, 'done')}/{L.done_name(now, task.id, st)}"
 
-    def _publish(self, own: str, task: Task, result: bytes | None = None) -> None:
-        """Write the record (and result) of an owned task, then move its token."""
+    def _publish(
+        self, own: str, task: Task, result: bytes | None = None, index: str | None = None
+    ) -> None:
+        """Write the record (and result, and the result's TTL ``index`` entry) of an owned
+        task, then move its token. On a local disk they are one file under every name
+        (one file to create, not three: see :mod:`omniq_file._final`)."""
         now = time.time()
-        if result is not None:
-            self.store.write(f"results/{task.id}", result)
-        self.store.write(f"tasks/{task.id}", self.serializer.encode_task(task))
+        store = self.store
+        record = self.serializer.encode_task(task)
+        if result is not None and isinstance(store, LocalStore):
+            # in the order below: the index entry, the result, then the record
+            paths = (f"results/{task.id}", f"tasks/{task.id}")
+            store.write_linked((index, *paths) if index else paths, _final.pack(record, result))
+        else:
+            if index is not None:  # before the result: the sweep must see it
+                store.touch(index)
+            if result is not None:
+                store.write(f"results/{task.id}", result)
+            store.write(f"tasks/{task.id}", record)
         src = f"{L.qdir(task.queue, 'finishing')}/{own}"
-        if not self.store.move(src, self._token(task, now)):
+        dst = self._token(task, now)
+        if not store.move(src, dst):
             log.warning("task %s: its finishing token was taken over (owner too slow)", task.id)
+        elif task.status is TaskStatus.PENDING:
+            self._ready_gen += 1  # after the move: a listing made before it is dropped
 
     def _candidates(self, rec: Task) -> builtins.list[tuple[str, str, int]]:
         """(state, name, attempt) of the tokens a task with this record may have."""
@@ -242,31 +293,36 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
     ) -> builtins.list[TaskStatus]:
         out: builtins.list[TaskStatus] = []
         store = self.store
-        for t, d in zip(tasks, data, strict=True):
-            now = time.time()
-            if t.depends_on:
-                for dep in t.depends_on:
-                    store.touch(f"deps/{dep}/{t.id}")
-                status, failed = rules.dependency_outcome(
-                    [self._status_of(dep, now) for dep in t.depends_on]
-                )
-                if status is not TaskStatus.PENDING:
-                    why = None if failed is None else rules.dependency_failed(t.depends_on[failed])
-                    t = msgspec.structs.replace(t, status=status, error=why)
-                    d = self.serializer.encode_task(t)
-            if t.expires_at is not None:  # before the token: the sweep must see it
-                store.touch(f"ttl/{L.ttl_name(t.expires_at, t.id)}")
-            if not store.create(f"tasks/{t.id}", d, self._token(t, now)):
-                got = self._get_sync(t.id)
-                out.append(got.status if got is not None else TaskStatus.PENDING)
-                continue
-            if t.status is TaskStatus.WAITING:
-                # a dependency may have ended while this one was written: decide again
-                self._release_one(t, now)
-                got = self._get_sync(t.id)
-                out.append(got.status if got is not None else t.status)
-            else:
-                out.append(t.status)
+        try:
+            for t, d in zip(tasks, data, strict=True):
+                now = time.time()
+                if t.depends_on:
+                    for dep in t.depends_on:
+                        store.touch(f"deps/{dep}/{t.id}")
+                    status, failed = rules.dependency_outcome(
+                        [self._status_of(dep, now) for dep in t.depends_on]
+                    )
+                    if status is not TaskStatus.PENDING:
+                        why = None
+                        if failed is not None:
+                            why = rules.dependency_failed(t.depends_on[failed])
+                        t = msgspec.structs.replace(t, status=status, error=why)
+                        d = self.serializer.encode_task(t)
+                if t.expires_at is not None:  # before the token: the sweep must see it
+                    store.touch(f"ttl/{L.ttl_name(t.expires_at, t.id)}")
+                if not store.create(f"tasks/{t.id}", d, self._token(t, now)):
+                    got = self._get_sync(t.id)
+                    out.append(got.status if got is not None else TaskStatus.PENDING)
+                    continue
+                if t.status is TaskStatus.WAITING:
+                    # a dependency may have ended while this one was written: decide again
+                    self._release_one(t, now)
+                    got = self._get_sync(t.id)
+                    out.append(got.status if got is not None else t.status)
+                else:
+                    out.append(t.status)
+        finally:
+            self._ready_gen += 1  # after the tokens: a listing made before them is dropped
         return out
 
     # --- claim ------------------------------------------------------------------------
@@ -277,7 +333,8 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         """Claim up to ``limit`` tasks (queue order, then priority, then oldest); when
         none is ready, poll (woken at once by an enqueue in this process) up to ``wait``."""
         deadline = time.monotonic() + wait
-        delay = 0.002
+        # an empty poll of a local directory is two listings: start sooner there
+        delay = 0.001 if isinstance(self._store, LocalStore) else 0.002
         while True:
             claimed, next_due = await self.run(self._claim_sync, queues, limit, worker_id, lease)
             if claimed:
@@ -302,15 +359,16 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
             due = self._promote(q, now)
             if due is not None:
                 next_due = due if next_due is None else min(next_due, due)
-            ready = store.list(L.qdir(q, "ready"))
+            listing, ready = self._ready_names(q)
             if not ready or time.monotonic() - self._recovered.get(q, 0.0) > self.recover_interval:
                 self._recovered[q] = time.monotonic()
                 if self._recover(q, now):
-                    ready = store.list(L.qdir(q, "ready"))
-            ready.sort()
+                    listing, ready = self._ready_names(q, fresh=True)
+            tried = 0
             for name in ready:
                 if len(out) >= limit:
                     break
+                tried += 1
                 p = L.parse_ready(name)
                 if p is None:
                     continue
@@ -321,9 +379,49 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
                 task = self._claimed(q, run, p, until, worker_id)
                 if task is not None:
                     out.append(task)
+            if listing is not None:
+                self._ready_used(q, listing, tried)
             if len(out) >= limit:
                 break
         return out, next_due
+
+    def _ready_names(
+        self, q: str, fresh: bool = False
+    ) -> tuple[tuple[_Listing, int] | None, builtins.list[str]]:
+        """The ready tokens of ``q`` not tried yet, in claim order, and where they start
+        in the listing they come from (see :class:`_Listing`; other stores list the
+        directory each time)."""
+        store = self.store
+        directory = L.qdir(q, "ready")
+        if not isinstance(store, LocalStore):
+            return None, sorted(store.list(directory))
+        cached = self._listings.get(q)
+        if (
+            not fresh
+            and cached is not None
+            and cached.pos < len(cached.names)
+            and cached.gen == self._ready_gen
+            and time.monotonic() - cached.at < LISTING_MAX_AGE
+            and cached.stamp is not None
+            and cached.stamp == _stamp(store._p(directory))
+        ):
+            start = cached.pos
+            return (cached, start), cached.names[start:]
+        gen = self._ready_gen  # read before listing: a token put in meanwhile relists
+        listing = _Listing(sorted(store.list(directory)), gen)
+        self._listings[q] = listing
+        return (listing, 0), listing.names
+
+    def _ready_used(self, q: str, used: tuple[_Listing, int], tried: int) -> None:
+        """Note that ``tried`` names from ``used`` (listing, start) were tried, and the
+        directory's ``stat`` now (after this process's own claims). Claims running at
+        once in several threads tried the same names: the listing goes on after the
+        furthest one, never past a name no claim tried."""
+        listing, start = used
+        listing.pos = max(listing.pos, start + tried)
+        store = self.store
+        if isinstance(store, LocalStore):
+            listing.stamp = _stamp(store._p(L.qdir(q, "ready")))
 
     def _claimed(self, q: str, run: str, p: L.Pending, until: int, worker_id: str) -> Task | None:
         """The task of a token just claimed, or None when it ended at claim (corrupt,
@@ -364,6 +462,7 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
                 return p.due_us / 1_000_000
             ready = f"{p.priority}-{p.due_us:017d}-{p.task_id}@{p.attempt}"
             self.store.move(f"{L.qdir(q, 'delayed')}/{name}", f"{L.qdir(q, 'ready')}/{ready}")
+            self._ready_gen += 1  # after the move: a listing made before it is dropped
         return None
 
     def _recover(self, q: str, now: float) -> bool:
@@ -421,20 +520,25 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         finished: Sequence[tuple[Task, TaskResult | None]],
         results: AsyncFileResultStorage | None = None,
     ) -> builtins.list[bool]:
-        # own every token first (renames only): once in finishing/ no lease can lapse
-        owned = [self._take_running(t) for t, _ in finished]
-        for (t, res), own in zip(finished, owned, strict=True):
-            if own is None:
-                continue
-            done = msgspec.structs.replace(
-                t, status=TaskStatus.SUCCESS, lease_until=None, error=None
-            )
-            data = None
-            if res is not None and results is not None:
-                data = results.serializer.encode_result(res)
-                if res.expires_at is not None:
-                    self.store.touch(f"rttl/{L.ttl_name(res.expires_at, res.task_id)}")
-            self._publish(own, done, data)
+        keys = [(t.id, t.attempt) for t, _ in finished]
+        self._finishing.update(keys)  # a heartbeat meanwhile: the claim is still ours
+        try:
+            # own every token first (renames only): once in finishing/ no lease can lapse
+            owned = [self._take_running(t) for t, _ in finished]
+            for (t, res), own in zip(finished, owned, strict=True):
+                if own is None:
+                    continue
+                done = msgspec.structs.replace(
+                    t, status=TaskStatus.SUCCESS, lease_until=None, error=None
+                )
+                data = index = None
+                if res is not None and results is not None:
+                    data = results.serializer.encode_result(res)
+                    if res.expires_at is not None:
+                        index = f"rttl/{L.ttl_name(res.expires_at, res.task_id)}"
+                self._publish(own, done, data, index)
+        finally:
+            self._finishing.difference_update(keys)
         return [own is not None for own in owned]
 
     async def fail(
@@ -483,6 +587,8 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         q, tid, a = task.queue, task.id, task.attempt
         running = L.qdir(q, "running")
         with _claim_lock(tid, a):
+            if (tid, a) in self._finishing:
+                return True  # being completed by this process: its token is ours
             new = L.claim_name(tid, a, L.ms(time.time() + lease))
             name = self._names.get((tid, a))
             for _ in range(50):
@@ -654,7 +760,7 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
             if status is None or t.status is status:
                 found.append(t)
         found.sort(key=lambda t: (t.created_at, t.id), reverse=query.newest_first)
-        return found[: query.limit]
+        return found[query.offset : query.offset + query.limit]
 
     async def purge(self, queue: str | None = None) -> int:
         """Delete every task (of one queue, or all): tokens and records."""
@@ -711,6 +817,11 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
 
     async def release_dependents_many(self, task_ids: Sequence[str], succeeded: bool) -> Released:
         """The release walk of :mod:`omniq.rules` over the ``deps/`` markers."""
+        store = self._store
+        if isinstance(store, LocalStore) and not store.list("deps"):
+            # no task has ever waited on another here (one listing of a local directory,
+            # in the event loop): the common case of every completed batch, no thread hop
+            return Released()
         out = await self.run(self._release_sync, list(task_ids), succeeded)
         if out.ready:
             self._notify.notify_all()

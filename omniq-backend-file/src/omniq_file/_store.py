@@ -18,18 +18,18 @@ root and always use ``/``. All methods block: components call them through
 from __future__ import annotations
 
 import builtins
-import hashlib
+import contextlib
+import itertools
 import os
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from omniq.errors import BackendError, ConfigurationError
+from omniq.errors import ConfigurationError
 
-__all__ = ["LocalStore", "MemoryStore", "S3Store", "Store", "open_store"]
+__all__ = ["LocalStore", "MemoryStore", "Store", "open_store"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -95,20 +95,27 @@ class LocalStore(Store):
     """
 
     def __init__(self, root: str, *, sync: bool = False) -> None:
-        self.root = os.path.abspath(root)
+        self.root = os.path.abspath(root).rstrip("/")
         self.sync = sync
-        self._tmp = os.path.join(self.root, "tmp")
+        self._tmp = f"{self.root}/tmp"
+        # temporary names: this store's random tag and a counter (a uuid4 per write costs
+        # more than the rest of the name); a clash (a forked copy) falls back to a uuid4
+        self._tag = f"{self._tmp}/{uuid.uuid4().hex[:16]}-"
+        self._seq = itertools.count()
 
     def _p(self, path: str) -> str:
-        return os.path.join(self.root, path)
+        return f"{self.root}/{path}"
 
     def _tmpfile(self, data: bytes) -> str:
-        tmp = os.path.join(self._tmp, uuid.uuid4().hex)
+        tmp = f"{self._tag}{next(self._seq)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
             fd = os.open(tmp, flags, 0o644)
         except FileNotFoundError:
             os.makedirs(self._tmp, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
+        except FileExistsError:
+            tmp = f"{self._tmp}/{uuid.uuid4().hex}"
             fd = os.open(tmp, flags, 0o644)
         try:
             os.write(fd, data) if len(data) < 65536 else _write_all(fd, data)
@@ -146,19 +153,45 @@ class LocalStore(Store):
     def create(self, path: str, data: bytes, token: str | None = None) -> bool:
         dst = self._p(path)
         tmp = self._tmpfile(data)
+        renamed = False
         try:
             try:
                 _link(tmp, dst)  # atomic, fails if dst exists (also on NFS)
             except FileExistsError:
                 return False
             if token is not None:
-                _link(tmp, self._p(token))
+                _rename(tmp, self._p(token))  # the file's second name: no unlink to pay
+                renamed = True
         finally:
-            os.unlink(tmp)
+            if not renamed:
+                os.unlink(tmp)
         self._sync_dir(dst)
         if token is not None:
             self._sync_dir(self._p(token))
         return True
+
+    def write_linked(self, paths: Sequence[str], data: bytes) -> None:
+        """Write ``data`` as one file that appears at every path in ``paths``, in order,
+        each atomically replaced (hard links: one file to create instead of one per path;
+        see :mod:`omniq_file._final`)."""
+        tmp = self._tmpfile(data)
+        try:
+            for path in paths[:-1]:
+                dst = self._p(path)
+                try:
+                    _link(tmp, dst)
+                except FileExistsError:  # replace it: a second temporary name, renamed
+                    again = f"{tmp}+"
+                    os.link(tmp, again)
+                    os.replace(again, dst)
+                self._sync_dir(dst)
+            last = self._p(paths[-1])
+            _rename(tmp, last)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self._sync_dir(last)
 
     def touch(self, path: str) -> None:
         dst = self._p(path)
@@ -212,6 +245,15 @@ def _link(src: str, dst: str) -> None:
     except FileNotFoundError:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.link(src, dst)
+
+
+def _rename(src: str, dst: str) -> None:
+    """``os.replace``, creating the destination's directory when it is missing."""
+    try:
+        os.replace(src, dst)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(src, dst)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -293,135 +335,21 @@ class MemoryStore(Store):
         return f"MemoryStore('memory://{self.root.lstrip('/')}')"
 
 
-class S3Store(Store):
-    """An S3 bucket (s3fs), with claims by conditional writes (S3 has no rename).
-
-    ``create`` is a ``PutObject`` with ``If-None-Match: *`` (s3fs ``mode="create"``).
-    ``move`` takes a lock object named after the source and its ETag with that same
-    exclusive create -- the one caller that makes it owns the move -- then deletes the
-    source (``If-Match`` its ETag) and writes the destination. Every object has a unique
-    body (a random nonce), so an ETag names one version. A process killed between the
-    lock and the destination write loses that token (see docs/file.md).
-    """
-
-    def __init__(self, root: str, storage_options: dict[str, Any]) -> None:
-        import fsspec
-
-        opts = {"use_listings_cache": False, "skip_instance_cache": True, **storage_options}
-        self.fs = fsspec.filesystem("s3", **opts)
-        self.root = root.strip("/")
-        self.bucket, _, self.prefix = self.root.partition("/")
-        self._pool: ThreadPoolExecutor | None = None
-
-    def _p(self, path: str) -> str:
-        return f"{self.root}/{path}"
-
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> builtins.list[R]:
-        """Run ``fn`` on the items concurrently (each call is a round trip or more)."""
-        items = list(items)
-        if len(items) <= 1:
-            return [fn(x) for x in items]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(16, thread_name_prefix="omniq-s3")
-        return list(self._pool.map(fn, items))
-
-    def close(self) -> None:
-        """Stop the request threads."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False)
-
-    def check(self) -> None:
-        """Open the session and check the bucket exists (a missing one is an error)."""
-        try:
-            self.fs.call_s3("head_bucket", Bucket=self.bucket)
-        except (FileNotFoundError, OSError) as e:
-            raise BackendError(f"cannot reach bucket s3://{self.bucket}: {e}") from e
-
-    def _key(self, path: str) -> str:
-        return f"{self.prefix}/{path}" if self.prefix else path
-
-    @staticmethod
-    def _nonce() -> bytes:
-        return uuid.uuid4().hex.encode()
-
-    def _etag(self, path: str) -> str | None:
-        try:
-            head = self.fs.call_s3("head_object", Bucket=self.bucket, Key=self._key(path))
-        except (FileNotFoundError, PermissionError):
-            return None
-        etag: str = head["ETag"]
-        return etag
-
-    def _delete_if(self, path: str, etag: str) -> bool:
-        try:
-            self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self._key(path), IfMatch=etag)
-            return True
-        except (FileNotFoundError, OSError):
-            return False
-        except Exception as e:  # botocore ClientError: PreconditionFailed
-            if "PreconditionFailed" in str(e) or "412" in str(e):
-                return False
-            raise
-
-    def read(self, path: str) -> bytes | None:
-        try:
-            data: bytes = self.fs.cat_file(self._p(path))
-            return data
-        except FileNotFoundError:
-            return None
-
-    def write(self, path: str, data: bytes) -> None:
-        self.fs.pipe_file(self._p(path), data or self._nonce())
-
-    def create(self, path: str, data: bytes, token: str | None = None) -> bool:
-        # a zero-byte "create" is not conditional in s3fs: always send a body
-        try:
-            self.fs.pipe_file(self._p(path), data or self._nonce(), mode="create")
-        except FileExistsError:
-            return False
-        if token is not None:
-            self.fs.pipe_file(self._p(token), self._nonce())
-        return True
-
-    def touch(self, path: str) -> None:
-        self.fs.pipe_file(self._p(path), self._nonce())
-
-    def move(self, src: str, dst: str) -> bool:
-        etag = self._etag(src)
-        if etag is None:
-            return False
-        lock = f"locks/{hashlib.sha1(f'{src}#{etag}'.encode()).hexdigest()}"
-        if not self.create(lock, dst.encode()):
-            return False  # another caller moves (or moved) this version of src
-        if not self._delete_if(src, etag):
-            return False
-        self.fs.pipe_file(self._p(dst), self._nonce())
-        return True
-
-    def delete(self, path: str) -> bool:
-        etag = self._etag(path)
-        return etag is not None and self._delete_if(path, etag)
-
-    def exists(self, path: str) -> bool:
-        return self._etag(path) is not None
-
-    def list(self, directory: str) -> list[str]:
-        try:
-            entries = self.fs.ls(self._p(directory), detail=False, refresh=True)
-        except FileNotFoundError:
-            return []
-        return [e.rstrip("/").rsplit("/", 1)[-1] for e in entries]
-
-    def __repr__(self) -> str:
-        return f"S3Store('s3://{self.root}')"
-
-
-_OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl")
+#: Object-store schemes and their store class in ``omniq_file._objects``.
+_OBJECT_STORES = {
+    "s3": "S3Store",
+    "s3a": "S3Store",
+    "gs": "GCSStore",
+    "gcs": "GCSStore",
+    "az": "AzureStore",
+    "abfs": "AzureStore",
+    "abfss": "AzureStore",
+}
 
 
 def open_store(url: str, storage_options: dict[str, Any] | None = None, **kw: Any) -> Store:
-    """The store for a base URL: ``file:///dir`` (or a plain path) or ``memory://name``."""
+    """The store for a base URL: ``file:///dir`` (or a plain path), ``memory://name``,
+    ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``az://container/prefix``."""
     import fsspec
 
     protocol, path = fsspec.core.split_protocol(url)
@@ -431,14 +359,12 @@ def open_store(url: str, storage_options: dict[str, Any] | None = None, **kw: An
         return LocalStore(root, sync=bool(kw.get("sync", False)))
     if protocol == "memory":
         return MemoryStore(path or "omniq")
-    if protocol in ("s3", "s3a"):
-        return S3Store(path, dict(storage_options or {}))
     if protocol in _OBJECT_STORES:
-        raise ConfigurationError(
-            f"the file backend cannot claim atomically on {protocol}:// yet (object stores "
-            "have no rename; conditional-write claims are not implemented): use a local "
-            "directory (file://) or memory://"
-        )
+        from omniq_file import _objects
+
+        cls: Callable[[str, dict[str, Any]], Store] = getattr(_objects, _OBJECT_STORES[protocol])
+        return cls(path, dict(storage_options or {}))
     raise ConfigurationError(
-        f"file backend URL must be file://, memory:// or an object store URL, got {protocol}://"
+        "file backend URL must be file://, memory://, s3://, gs:// or az:// (abfs://), "
+        f"got {protocol}://"
     )

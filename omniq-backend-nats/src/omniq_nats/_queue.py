@@ -523,8 +523,10 @@ class AsyncNATSQueue(NATSComponent, BaseTaskQueue):
         return st.replicas == 1 or await self._claims.stream_holds(st, queue) == 0
 
     async def select_tasks(self, query: TaskQuery) -> builtins.list[Task]:
-        """Tasks, oldest first, optionally filtered."""
+        """Tasks, oldest first, optionally filtered (the first ``offset`` matches
+        skipped)."""
         queue, status, limit = query.queue, query.status, query.limit
+        skip = query.offset
         st = await self._state()
         now = time.time()
         out: builtins.list[Task] = []
@@ -533,6 +535,9 @@ class AsyncNATSQueue(NATSComponent, BaseTaskQueue):
             if (queue is None or r.queue == queue) and (
                 status is None or r.effective_status(now) is status
             ):
+                if skip:
+                    skip -= 1
+                    continue
                 out.append(task_from(tid, r, self.serializer, now))
                 if len(out) >= limit:
                     break

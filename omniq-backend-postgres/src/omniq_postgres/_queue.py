@@ -368,9 +368,9 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
         """Tasks, oldest first, optionally filtered."""
         queue, status, limit = query.queue, query.status, query.limit
         serializer = self.serializer
-        newest = query.newest_first
+        newest, offset = query.newest_first, query.offset
         return await self._run(
-            lambda c: sql.select_tasks(c, serializer, queue, status, limit, newest)
+            lambda c: sql.select_tasks(c, serializer, queue, status, limit, newest, offset)
         )
 
     async def purge(self, queue: str | None = None) -> int:

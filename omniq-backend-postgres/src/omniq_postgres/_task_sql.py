@@ -473,15 +473,19 @@ async def select_tasks(
     status: TaskStatus | None,
     limit: int,
     newest_first: bool = False,
+    offset: int = 0,
 ) -> list[Task]:
-    """Tasks in insertion order, filtered by queue and effective status."""
+    """Tasks in insertion order, filtered by queue and effective status, the first
+    ``offset`` of them skipped."""
     now = time.time()
     cond, params = _where(queue, status, now)
+    n = len(params)
     rows = await conn.fetch(
         f"SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} "
-        f"ORDER BY seq{' DESC' if newest_first else ''} LIMIT ${len(params) + 1}",
+        f"ORDER BY seq{' DESC' if newest_first else ''} LIMIT ${n + 1} OFFSET ${n + 2}",
         *params,
         max(0, min(limit, 2**62)),
+        max(0, min(offset, 2**62)),
     )
     return [task_from_row(serializer, row, now) for row in rows]
 

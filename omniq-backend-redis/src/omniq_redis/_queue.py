@@ -543,7 +543,11 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
 
     async def select_tasks(self, query: TaskQuery) -> builtins.list[Task]:
         """Tasks oldest first (insertion order), optionally filtered. WAITING tasks come
-        from their own index (the dependency sweep lists them: it never scans)."""
+        from their own index (the dependency sweep lists them: it never scans).
+
+        Without a status filter every index entry matches, so ``offset`` starts the
+        ZRANGE window there; with one, the first ``offset`` matching tasks are read and
+        skipped."""
         queue, status, limit = query.queue, query.status, query.limit
         r = await self.redis()
         index = f"{self.p}all" if queue is None else f"{self.p}qa:{queue}"
@@ -551,7 +555,7 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
         if waiting:
             index = f"{self.p}waiting"
         out: builtins.list[Task] = []
-        start = 0
+        start, skip = (query.offset, 0) if status is None else (0, query.offset)
         while len(out) < limit:
             window = await r.zrange(index, start, start + BATCH - 1, desc=query.newest_first)
             ids = [_s(i) for i in window]
@@ -575,6 +579,9 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
                     continue
                 t = self._decode(tid, h, now)
                 if status is None or t.status is status:
+                    if skip:
+                        skip -= 1
+                        continue
                     out.append(t)
                     if len(out) >= limit:
                         break

@@ -222,7 +222,13 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         """Tasks, oldest first, optionally filtered."""
         queue, status, limit = query.queue, query.status, query.limit
         return await self._run(
-            sql.select_tasks, self.serializer, queue, status, limit, query.newest_first
+            sql.select_tasks,
+            self.serializer,
+            queue,
+            status,
+            limit,
+            query.newest_first,
+            query.offset,
         )
 
     async def purge(self, queue: str | None = None) -> int:

@@ -41,6 +41,22 @@ LATE_EVENTS = 5.0
 MAX_LIMIT = 1000
 
 
+def _int(text: str | None, default: int) -> int:
+    """A query parameter as an int; ``default`` when absent or not a number."""
+    try:
+        return int(text) if text else default
+    except ValueError:
+        return default
+
+
+def _query(filters: dict[str, str], extra: dict[str, str] | None) -> str | None:
+    """``?...`` for a link that keeps the non-empty filters, or None without ``extra``
+    (no such page)."""
+    if extra is None:
+        return None
+    return "?" + urlencode({k: v for k, v in {**filters, **extra}.items() if v})
+
+
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -188,22 +204,43 @@ class Dashboard:
                 status = TaskStatus(q["status"])
             except ValueError:
                 return Response(f"unknown status {q['status']!r}", status_code=400)
-        try:
-            limit = max(1, min(MAX_LIMIT, int(q.get("limit") or 50)))
-        except ValueError:
-            limit = 50
-        tasks = await self.source.list_tasks(queue, status, limit if not name else MAX_LIMIT)
-        if name:
-            tasks = [t for t in tasks if name in t.func][:limit]
+        limit = max(1, min(MAX_LIMIT, _int(q.get("limit"), 50)))
+        filters = {"queue": queue or "", "status": status.value if status else ""}
+        filters.update(name=name, limit=str(limit))
         total = await self.source.count(queue, status)
+        if name:
+            # The name is matched here, not by the backend: page with a cursor into the
+            # unfiltered listing (``skip``), reading at most MAX_LIMIT tasks per page.
+            start = max(0, _int(q.get("skip"), 0))
+            window = await self.source.list_tasks(queue, status, MAX_LIMIT, start)
+            tasks, end = [], start + len(window)
+            for i, t in enumerate(window):
+                if name in t.func:
+                    tasks.append(t)
+                    if len(tasks) == limit:
+                        end = start + i + 1
+                        break
+            newer = {"skip": "0"} if start else None  # back to the newest
+            older = {"skip": str(end)} if end < total and window else None
+        else:
+            page = max(0, _int(q.get("page"), 0))
+            start = page * limit
+            tasks = await self.source.list_tasks(queue, status, limit, start)
+            end = start + len(tasks)
+            newer = {"page": str(page - 1)} if page else None
+            older = {"page": str(page + 1)} if end < total and tasks else None
         return self.page(
             request,
             "tasks.html",
             tasks=tasks,
             total=total,
+            first=start + 1,
+            last=end,
             statuses=STATUSES,
-            queue=queue or "",
-            status=status.value if status else "",
+            newer_url=_query(filters, newer),
+            older_url=_query(filters, older),
+            queue=filters["queue"],
+            status=filters["status"],
             name=name,
             limit=limit,
         )

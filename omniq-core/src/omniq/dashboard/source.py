@@ -60,11 +60,12 @@ class Source:
         return n
 
     async def list_tasks(
-        self, queue: str | None, status: TaskStatus | None, limit: int
+        self, queue: str | None, status: TaskStatus | None, limit: int, offset: int = 0
     ) -> list[Task]:
-        """The newest ``limit`` tasks matching, newest first."""
+        """The newest ``limit`` tasks matching after skipping the ``offset`` newest,
+        newest first."""
         tasks: list[Task] = await _call(
-            self.oq.task_queue, "list", queue, status, limit, newest_first=True
+            self.oq.task_queue, "list", queue, status, limit, newest_first=True, offset=offset
         )
         return tasks
 

@@ -116,9 +116,12 @@ class Task(msgspec.Struct, kw_only=True, eq=False, omit_defaults=True):
 class TaskQuery(msgspec.Struct, frozen=True):
     """The filters of ``BaseTaskQueue.list`` as one value: tasks of one queue and/or one
     (effective) status when given, at most ``limit``, oldest first (in the order they
-    were stored) or, with ``newest_first``, the newest ``limit`` of them newest first."""
+    were stored) or, with ``newest_first``, the newest ``limit`` of them newest first.
+    ``offset`` skips the first ``offset`` matching tasks in the requested order (paging:
+    ``offset = page * limit``)."""
 
     queue: str | None = None
     status: TaskStatus | None = None
     limit: int = 100
     newest_first: bool = False
+    offset: int = 0

@@ -324,10 +324,16 @@ class BaseTaskQueue(StorageComponent):
         limit: int = 100,
         *,
         newest_first: bool = False,
+        offset: int = 0,
     ) -> builtins.list[Task]:
         """Tasks, oldest first (or the newest ``limit``, newest first), optionally
-        filtered (see :class:`TaskQuery`)."""
-        return await self.select_tasks(TaskQuery(queue, status, limit, newest_first))
+        filtered (see :class:`TaskQuery`). ``offset`` skips that many matching tasks in
+        the requested order first, so page ``n`` of size ``limit`` is
+        ``list(..., limit, offset=n * limit)``. Raises ValueError for a negative
+        ``offset``."""
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        return await self.select_tasks(TaskQuery(queue, status, limit, newest_first, offset))
 
     async def select_tasks(self, query: TaskQuery) -> builtins.list[Task]:
         """The tasks ``query`` selects, oldest first (what backends implement, unless

@@ -358,6 +358,7 @@ class AsyncMemoryQueue(BaseTaskQueue):
 
     async def select_tasks(self, query: TaskQuery) -> builtins.list[Task]:
         queue, status, limit = query.queue, query.status, query.limit
+        skip = query.offset
         now = time.time()
         out: builtins.list[Task] = []
         with self._s.lock:
@@ -365,6 +366,9 @@ class AsyncMemoryQueue(BaseTaskQueue):
             for t in reversed(tasks) if query.newest_first else tasks:
                 st = t.effective_status(now)
                 if (queue is None or t.queue == queue) and (status is None or st is status):
+                    if skip:
+                        skip -= 1
+                        continue
                     out.append(t.copy(status=st))
                     if len(out) >= limit:
                         break

@@ -633,6 +633,46 @@ class TaskQueueConformance(ConformanceBase):
         assert await task_queue.purge() == 2
         assert await task_queue.count() == 0
 
+    async def test_list_offset_pages(self, task_queue: BaseTaskQueue) -> None:
+        """``offset`` skips that many matching tasks in the requested order, on every
+        backend alike: with and without a status filter, both orders, past the end."""
+        ps = [make_task(i, queue="p") for i in range(7)]
+        await task_queue.enqueue_many(ps)
+        await task_queue.enqueue_many([make_task(i, queue="o") for i in range(2)])
+        done = set()
+        for _ in range(2):
+            c = await task_queue.dequeue(["p"], worker_id="w", lease=30)
+            assert c is not None, "two of queue p's seven tasks should be claimable"
+            assert await task_queue.complete(c)
+            done.add(c.id)
+        order = [t.id for t in ps]  # oldest first
+        pending = [i for i in order if i not in done]
+        finished = [i for i in order if i in done]
+
+        async def ids(*args: object, **kw: object) -> list[str]:
+            return [t.id for t in await task_queue.list(*args, **kw)]  # type: ignore[arg-type]
+
+        for k in (0, 3, 6, 7, 20):
+            assert await ids("p", limit=3, offset=k) == order[k : k + 3], f"oldest, offset {k}"
+            newest = order[::-1][k : k + 3]
+            got = await ids("p", limit=3, offset=k, newest_first=True)
+            assert got == newest, f"newest first, offset {k}"
+        for k in (0, 1, 2, 4, 5, 9):
+            got = await ids("p", TaskStatus.PENDING, 3, offset=k)
+            assert got == pending[k : k + 3], f"pending oldest first, offset {k}"
+            got = await ids("p", TaskStatus.PENDING, 3, offset=k, newest_first=True)
+            assert got == pending[::-1][k : k + 3], f"pending newest first, offset {k}"
+        assert await ids("p", TaskStatus.SUCCESS, 3, offset=1, newest_first=True) == [
+            finished[0]
+        ], "the older finished task, newest first after skipping one"
+        all_pending = await ids(None, TaskStatus.PENDING, 100)
+        assert len(all_pending) == 7, "five pending in p and two in o"
+        got = await ids(None, TaskStatus.PENDING, 3, offset=4, newest_first=True)
+        assert got == all_pending[::-1][4:7], "an offset over queues counts matching tasks"
+        assert await ids(None, None, 4, offset=9) == [], "an offset past the end lists nothing"
+        with pytest.raises(ValueError, match="offset"):
+            await task_queue.list("p", offset=-1)
+
     # --- bad input -------------------------------------------------------------------
 
     async def test_corrupt_payload_does_not_block_other_tasks(
