@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,3 +110,43 @@ async def test_a_queue_that_implements_no_claim_says_so() -> None:
 
     with pytest.raises(NotImplementedError, match="Half implements neither claim_ready"):
         await Half("memory://half").dequeue_many(["default"], 1, worker_id="w")
+
+
+def test_same_store_compares_where_components_keep_their_data(tmp_path: Path) -> None:
+    """A queue writes a result in the completion's own atomic step only when the result
+    storage is on the same store: ``store_key`` says where, ``same_store`` compares."""
+    from omniq_file import AsyncFileQueue, AsyncFileResultStorage
+    from omniq_postgres import AsyncPostgresQueue, AsyncPostgresResultStorage
+    from omniq_redis import AsyncRedisQueue, AsyncRedisResultStorage
+
+    from omniq_sqlite import AsyncSQLiteQueue, AsyncSQLiteResultStorage
+    from omniq_sqlite._database import Database
+
+    db = tmp_path / "a.db"
+    assert AsyncSQLiteQueue(f"sqlite:///{db}").same_store(
+        AsyncSQLiteResultStorage(f"sqlite:///{db}")
+    )
+    assert not AsyncSQLiteQueue(f"sqlite:///{db}").same_store(
+        AsyncSQLiteResultStorage(f"sqlite:///{tmp_path / 'b.db'}")
+    ), "another file is another store"
+    mem = Database.from_url("sqlite:///:memory:")
+    assert AsyncSQLiteQueue(database=mem).same_store(AsyncSQLiteResultStorage(database=mem))
+    assert not AsyncSQLiteQueue("sqlite:///:memory:").same_store(
+        AsyncSQLiteResultStorage("sqlite:///:memory:")
+    ), "two in-memory databases are two stores"
+    url = "redis://127.0.0.1:6379/0"
+    assert AsyncRedisQueue(url, prefix="a").same_store(AsyncRedisResultStorage(url, prefix="a"))
+    assert not AsyncRedisQueue(url, prefix="a").same_store(AsyncRedisResultStorage(url, prefix="b"))
+    dsn = "postgresql://127.0.0.1:5432/test"
+    assert AsyncPostgresQueue(dsn, schema="a").same_store(
+        AsyncPostgresResultStorage(dsn, schema="a")
+    )
+    assert not AsyncPostgresQueue(dsn, schema="a").same_store(
+        AsyncPostgresResultStorage(dsn, schema="b")
+    )
+    root = f"file://{tmp_path / 'files'}"
+    assert AsyncFileQueue(root).same_store(AsyncFileResultStorage(root))
+    assert not AsyncFileQueue(root).same_store(AsyncFileResultStorage(f"{root}-other"))
+    assert not AsyncFileQueue(root).same_store(AsyncSQLiteResultStorage(f"sqlite:///{db}")), (
+        "components of different backends never share a store"
+    )

@@ -6,7 +6,7 @@ operation, so the event loop never waits on the disk or the network.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -92,11 +92,10 @@ class FileComponent:
             self._store = open_store(self._url, self._storage_options, sync=self._sync)
         return self._store
 
-    def same_store(self, other: object) -> bool:
-        """True when ``other`` is a file component on the same store."""
-        return isinstance(other, FileComponent) and (
-            other._store is self._store or other._url == self._url
-        )
+    @property
+    def store_key(self) -> Hashable:
+        """The store's base URL (components on one URL share their files)."""
+        return ("file", self._url)
 
     async def connect(self) -> None:
         """Open the store and reach it once (an unreachable bucket fails here)."""

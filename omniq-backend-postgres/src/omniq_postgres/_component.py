@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from omniq.serialization.manager import SerializationManager
@@ -44,6 +44,12 @@ class PostgresComponent(SharedHandleComponent[Database]):
     def schema(self) -> str:
         """The schema holding OmniQ's tables."""
         return self._db.schema
+
+    @property
+    def store_key(self) -> Hashable:
+        """The server and database (the DSN) and the schema."""
+        options = self._db.options
+        return ("postgres", options.dsn, options.schema)
 
     async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         return await (await self._ensure()).run(fn)

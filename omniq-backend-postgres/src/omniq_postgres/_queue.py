@@ -271,7 +271,7 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
         statement (one transaction) when ``results`` lives in this queue's schema; else
         as the base class does. Every result is encoded first: a SerializationError
         leaves nothing written."""
-        if not (isinstance(results, AsyncPostgresResultStorage) and _same_store(results, self)):
+        if not (isinstance(results, AsyncPostgresResultStorage) and self.same_store(results)):
             return await super().complete_with_results(finished, results)
         if not finished:
             return []
@@ -398,10 +398,3 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
         if ready:
             await self._notify("")
         return Released(ready=ready, cancelled=cancelled)
-
-
-def _same_store(results: AsyncPostgresResultStorage, queue: AsyncPostgresQueue) -> bool:
-    if results.database is queue.database:
-        return True
-    a, b = results.database.options, queue.database.options
-    return a.dsn == b.dsn and a.schema == b.schema

@@ -6,6 +6,7 @@ in one Redis Cluster slot and each Lua script touches one slot.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -119,13 +120,10 @@ class RedisComponent:
         """The serialization manager (the process default unless one was given)."""
         return self._serializer or default_manager()
 
-    def same_store(self, other: object) -> bool:
-        """True when ``other`` is a Redis component on the same server and prefix."""
-        return (
-            isinstance(other, RedisComponent)
-            and other.p == self.p
-            and (other._client is self._client or other._url == self._url)
-        )
+    @property
+    def store_key(self) -> Hashable:
+        """The server (its URL) and the key prefix."""
+        return ("redis", self._url, self.p)
 
     async def connect(self) -> None:
         """Create the client (a connection pool; connections open on first use)."""

@@ -9,7 +9,7 @@ from omniq.storage.shared import SharedHandleComponent
 from omniq_sqlite._database import Database
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Hashable
 
 T = TypeVar("T")
 
@@ -47,6 +47,14 @@ class SQLiteComponent(SharedHandleComponent[Database]):
     def path(self) -> str:
         """Absolute path of the database file, or ``:memory:``."""
         return self._db.path
+
+    @property
+    def store_key(self) -> Hashable:
+        """The database file; an in-memory database is its own store (shared only by
+        the components given the same Database)."""
+        if self._db.location.memory:
+            return ("sqlite", id(self._db))
+        return ("sqlite", self._db.path)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await (await self._ensure()).run(fn, *args)

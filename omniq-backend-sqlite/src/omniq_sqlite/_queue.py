@@ -15,7 +15,7 @@ from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released
 from omniq.storage.columns import TASK_COLUMNS, task_from_row, task_row
 from omniq_sqlite import _task_sql as sql
 from omniq_sqlite._component import SQLiteComponent
-from omniq_sqlite._database import Database, Poll
+from omniq_sqlite._database import Poll
 from omniq_sqlite._results import AsyncSQLiteResultStorage, store_results
 from omniq_sqlite._staging import expand_range
 
@@ -136,7 +136,7 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         else as the base class does. Every result is encoded first: a
         SerializationError leaves nothing written."""
         db = await self._ensure()
-        if not (isinstance(results, AsyncSQLiteResultStorage) and _same_file(results, db)):
+        if not (isinstance(results, AsyncSQLiteResultStorage) and self.same_store(results)):
             return await super().complete_with_results(finished, results)
         if not finished:
             return []
@@ -264,12 +264,6 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
 
 #: Bound on the ids remembered between complete_many and release_dependents_many.
 _MAX_LEAVES = 100_000
-
-
-def _same_file(results: AsyncSQLiteResultStorage, db: Database) -> bool:
-    if results.database is db:
-        return True
-    return not db.location.memory and results.path == db.path
 
 
 def _complete_with_results(

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, ClassVar, Self
 
 import anyio
@@ -82,6 +82,20 @@ class StorageComponent(AsyncResource, ABC):
 
     async def close(self) -> None:
         """Release connections. Idempotent."""
+
+    @property
+    def store_key(self) -> Hashable | None:
+        """Where this component keeps its data (server and namespace, file, bucket
+        prefix), as a value equal for components of the same store; None (the default)
+        when it cannot tell. A backend's queue uses :meth:`same_store` to write a
+        result in the same atomic step as the completion it belongs to."""
+        return None
+
+    def same_store(self, other: object) -> bool:
+        """True when ``other`` is a component of the same backend family keeping its
+        data in the same place (equal :attr:`store_key`, not None)."""
+        key = self.store_key
+        return key is not None and isinstance(other, StorageComponent) and other.store_key == key
 
 
 class BackendBundle(BlockingResource):
