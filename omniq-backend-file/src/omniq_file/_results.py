@@ -8,8 +8,6 @@ import time
 from collections.abc import Sequence
 from typing import ClassVar
 
-import anyio
-
 from omniq.errors import SerializationError
 from omniq.models import TaskResult, TaskStatus
 from omniq.storage.base import BaseResultStorage
@@ -87,19 +85,7 @@ class AsyncFileResultStorage(FileComponent, BaseResultStorage):
         50 ms (object stores keep the default schedule: each poll is a request)."""
         if not isinstance(self.store, (LocalStore, MemoryStore)):
             return await super().wait(task_id, timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            result = await self.get(task_id)
-            if result is not None:
-                return result
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                delay = min(delay, remaining)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, LOCAL_WAIT_MAX)
+        return await self._poll_wait(task_id, timeout, 0.001, LOCAL_WAIT_MAX)
 
     async def delete(self, task_id: str) -> bool:
         """Delete a result; False when there was none."""

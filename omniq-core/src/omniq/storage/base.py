@@ -413,13 +413,23 @@ class BaseResultStorage(StorageComponent):
     async def get(self, task_id: str) -> TaskResult | None:
         """The result, or None when absent or expired."""
 
+    #: The default ``wait``'s first poll interval and its cap (it doubles in between).
+    WAIT_POLL_FIRST: ClassVar[float] = 0.005
+    WAIT_POLL_MAX: ClassVar[float] = 0.25
+
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskResult | None:
         """Wait up to ``timeout`` seconds (None: forever) for the result; None on timeout.
 
-        This default polls with backoff; backends with notifications override it.
+        This default polls, from ``WAIT_POLL_FIRST`` seconds doubling up to
+        ``WAIT_POLL_MAX``; backends with notifications override it.
         """
+        return await self._poll_wait(task_id, timeout, self.WAIT_POLL_FIRST, self.WAIT_POLL_MAX)
+
+    async def _poll_wait(
+        self, task_id: str, timeout: float | None, poll_first: float, poll_max: float
+    ) -> TaskResult | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
+        delay = poll_first
         while True:
             result = await self.get(task_id)
             if result is not None:
@@ -430,7 +440,7 @@ class BaseResultStorage(StorageComponent):
                     return None
                 delay = min(delay, remaining)
             await anyio.sleep(delay)
-            delay = min(delay * 2, 0.25)
+            delay = min(delay * 2, poll_max)
 
     @abstractmethod
     async def delete(self, task_id: str) -> bool:
