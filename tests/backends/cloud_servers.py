@@ -18,21 +18,18 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import anyio
 import pytest
 from omniq_file import (
-    AsyncFileEventStorage,
     AsyncFileQueue,
-    AsyncFileResultStorage,
-    AsyncFileScheduleStorage,
 )
 from omniq_file._objects import ObjectStore
 
 from omniq import TaskStatus
-from omniq.testing import component_factory, make_task
-from tests.backends.test_file import _CLASSES, _corrupt
+from omniq.testing import make_task
+from tests.backends.test_file import FileFixtures
 
 __all__ = [
     "HOST",
@@ -94,25 +91,10 @@ def server_process(
             proc.wait(30)
 
 
-class CloudFixtures:
-    """Fixture contract of omniq.testing; subclasses yield a fresh ``backend_url``
-    (a new key prefix) per test."""
-
-    make_task_queue = component_factory(AsyncFileQueue)
-    make_result_storage = component_factory(AsyncFileResultStorage)
-    make_event_storage = component_factory(AsyncFileEventStorage)
-    make_schedule_storage = component_factory(AsyncFileScheduleStorage)
-
-    @pytest.fixture
-    def process_spec(self, backend_url: str) -> dict[str, Any]:
-        return {
-            kind: {"class": f"omniq_file:{cls}", "url": backend_url, "options": {}}
-            for kind, cls in _CLASSES
-        }
-
-    @pytest.fixture
-    def corrupt_task(self) -> Any:
-        return _corrupt
+class CloudFixtures(FileFixtures):
+    """Fixture contract of omniq.testing (the local file fixtures: factories, process
+    spec, corrupt record); subclasses yield a fresh ``backend_url`` (a new key prefix)
+    per test."""
 
 
 async def claim_race(url: str, tasks: int = 120, consumers: int = 4) -> None:
