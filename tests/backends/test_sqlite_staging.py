@@ -379,3 +379,27 @@ async def test_list_and_count_expand_only_the_batches_they_cannot_skip(
     assert rows_of(Path(queue.path)) == (8, 1)
     assert len(await queue.list("b", TaskStatus.SUCCESS)) == 0  # no staged task is final
     assert rows_of(Path(queue.path)) == (8, 1)
+
+
+async def test_a_batch_row_that_disagrees_with_its_batch_is_not_claimed_from_it(
+    queue: AsyncSQLiteQueue,
+) -> None:
+    """A staged row written by something else (a damaged or hostile store) whose queue or
+    TTL disagree with the batch's columns: a claim must not take it straight out of the
+    batch (it would run a task of another queue, or one past its TTL); the batch is
+    expanded and each row goes where it says."""
+    batch = tasks(6)
+    await queue.enqueue_many(batch)  # staged: one row, queue 'default', no TTL
+    hostile = list(batch)
+    hostile[1] = Task(func="tests:noop", id=batch[1].id, queue="other")
+    hostile[2] = Task(func="tests:noop", id=batch[2].id, expires_at=time.time() - 60)
+    conn = sqlite3.connect(queue.path, isolation_level=None)
+    conn.execute("UPDATE task_batches SET rows = ?", (_staging._pack(queue.serializer, hostile),))
+    conn.close()
+    got = await queue.dequeue_many(["default"], 10, worker_id="w")
+    expected = [t.id for i, t in enumerate(batch) if i not in (1, 2)]
+    assert [t.id for t in got] == expected, "only the default queue's live tasks are claimed"
+    expired = await queue.get(batch[2].id)
+    assert expired is not None and expired.status == TaskStatus.EXPIRED, expired
+    other = await queue.dequeue_many(["other"], 10, worker_id="w")
+    assert [t.id for t in other] == [batch[1].id], "the other queue's task waits in its queue"

@@ -317,12 +317,14 @@ def claim_staged(
         rows = list(_unpack(blob))
     except (zlib.error, msgspec.DecodeError, msgspec.ValidationError):
         return []  # expand() marks the batch with its error
-    ready = sorted((r for r in rows if r[4] is None or r[4] <= now), key=_claim_key)
+    ready = _ready_rows(rows, found[0], now)
+    if ready is None:
+        return []  # a row written by something else: expand() inserts it as it says
     stored = [(-p, d, i) for p, d, i in conn.execute(_READY_KEYS_SQL, (queue, now, want))]
     bound = None
     if len(found) > 1:
-        _, prio_max, due_min, next_first, *_ = found[1]
-        bound = (-prio_max, due_min, next_first)
+        _, next_prio, next_due, next_first, *_ = found[1]
+        bound = (-next_prio, next_due, next_first)
     taken: list[Encoded] = []
     ahead = 0  # stored tasks before the next ready task of the batch
     for row in ready:
@@ -353,6 +355,26 @@ def claim_staged(
             (len(left), zlib.compress(_encoder.encode(left), 1), seq),
         )
     return taken
+
+
+def _ready_rows(rows: list[Encoded], batch: Sequence[Any], now: float) -> list[Encoded] | None:
+    """The batch's rows ready by ``now``, in claim order; None when a row disagrees with
+    its batch's columns (queue, earliest TTL, or the bounds the claim order relies on).
+    Only a row written by something other than :func:`stage` (a damaged or hostile
+    store) can; the claim then falls back to the plain expansion, so such a row can
+    neither jump the claim order, nor run past its TTL, nor run in a worker of another
+    queue."""
+    _, prio_max, due_min, first_id, queue, expires_min, _ = batch
+    ready = []
+    for row in rows:
+        if row[1] != queue or row[2] > prio_max or row[3] < due_min or row[0] < first_id:
+            return None
+        if row[5] is not None and (expires_min is None or row[5] < expires_min):
+            return None
+        if row[4] is None or row[4] <= now:
+            ready.append(row)
+    ready.sort(key=_claim_key)
+    return ready
 
 
 def _claim_key(row: Encoded) -> tuple[int, float, str]:
