@@ -454,6 +454,54 @@ async def test_writes_waiting_together_share_one_transaction(
         assert stored is not None and stored.status is TaskStatus.RUNNING
 
 
+async def test_writes_submitted_while_waiting_for_the_lock_join_that_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the write lock while a write waits for it; the writes
+    submitted meanwhile (a worker's claim behind its completions) are written in the same
+    transaction once the lock is free: one commit (one fsync at FULL), not one each."""
+    from omniq_sqlite._database import begin_immediate
+
+    async with AsyncSQLiteQueue(url_of(tmp_path / "late.db")) as q:
+        db = q.database
+        await db.run(lambda conn: conn.execute("CREATE TABLE notes (note TEXT)"))
+        other = sqlite3.connect(q.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process writing
+        commits: list[int] = []
+        transaction = db._transaction
+
+        def counted(fn: Any, args: tuple[Any, ...]) -> Any:
+            commits.append(1)
+            return transaction(fn, args)
+
+        monkeypatch.setattr(db, "_transaction", counted)
+        waiting = threading.Event()
+
+        def first(conn: sqlite3.Connection) -> str:
+            waiting.set()
+            begin_immediate(conn)  # waits for `other`
+            conn.execute("INSERT INTO notes (note) VALUES ('first')")
+            return "first"
+
+        head = asyncio.ensure_future(db.run_write(first))
+        deadline = time.monotonic() + DEADLINE
+        while not waiting.is_set():
+            assert time.monotonic() < deadline, "the first write never started"
+            await anyio.sleep(0.001)
+        tail = [asyncio.ensure_future(db.run_write(_insert_note, f"n{i}")) for i in range(2)]
+        while len(db._batches) < 2:  # both submitted while the first waits for the lock
+            assert time.monotonic() < deadline, "the later writes were never queued"
+            await anyio.sleep(0.001)
+        other.execute("COMMIT")
+        other.close()
+        assert await head == "first"
+        assert [await t for t in tail] == ["n0", "n1"]
+        assert len(commits) == 1, f"one transaction for the three writes, got {len(commits)}"
+        monkeypatch.undo()
+        rows = await db.run(lambda conn: conn.execute("SELECT note FROM notes").fetchall())
+        assert sorted(rows) == [("first",), ("n0",), ("n1",)]
+
+
 async def test_a_failing_write_is_undone_alone_in_its_group(tmp_path: Path) -> None:
     async with AsyncSQLiteQueue(url_of(tmp_path / "isolated.db")) as q:
         db = q.database

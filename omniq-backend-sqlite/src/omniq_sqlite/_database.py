@@ -71,28 +71,22 @@ class _Single:
         return [self.fn(conn, *self.args)]
 
 
-def _write_all(
-    conn: sqlite3.Connection, batches: list[_Batch[Any, Any]], path: str
-) -> list[Sequence[Any]]:
-    """Write several batches in one transaction, each under a savepoint: a batch that
-    raises is rolled back alone and its items get the exception."""
-    begin_immediate(conn)
-    outcome: list[Sequence[Any]] = []
-    for batch in batches:
-        conn.execute("SAVEPOINT batch")
-        try:
-            results = batch.fn(conn, batch.items)
-        except Exception as e:
-            if not conn.in_transaction or (isinstance(e, sqlite3.Error) and is_busy(e)):
-                raise  # the transaction is gone (or must be retried): every batch fails
-            conn.execute("ROLLBACK TO batch")
-            error: BaseException = e
-            if isinstance(e, sqlite3.Error):
-                error = _translated(e, path)
-            results = [error] * len(batch.items)
-        conn.execute("RELEASE batch")
-        outcome.append(results)
-    return outcome
+def _write_batch(conn: sqlite3.Connection, batch: _Batch[Any, Any], path: str) -> Sequence[Any]:
+    """Write one batch under a savepoint of the open transaction: if it raises, only its
+    statements are rolled back and its items get the exception."""
+    conn.execute("SAVEPOINT batch")
+    try:
+        results = batch.fn(conn, batch.items)
+    except Exception as e:
+        if not conn.in_transaction or (isinstance(e, sqlite3.Error) and is_busy(e)):
+            raise  # the transaction is gone (or must be retried): every batch fails
+        conn.execute("ROLLBACK TO batch")
+        error: BaseException = e
+        if isinstance(e, sqlite3.Error):
+            error = _translated(e, path)
+        results = [error] * len(batch.items)
+    conn.execute("RELEASE batch")
+    return results
 
 
 def _resolve_all(resolved: list[tuple[asyncio.Future[Any], Any]]) -> None:
@@ -360,21 +354,22 @@ class Database:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _flush(self) -> None:
-        """Runs on the connection's thread: write every batch waiting, in one
-        transaction, and resolve their futures."""
+    def _take_batches(self) -> list[_Batch[Any, Any]]:
         with self._batch_lock:
             batches = list(self._batches.values())
             self._batches.clear()
             self._flush_queued = False
+        return batches
+
+    def _flush(self) -> None:
+        """Runs on the connection's thread: write every batch waiting, in one
+        transaction, and resolve their futures."""
+        batches = self._take_batches()
         if not batches:
             return
         outcome: list[Sequence[Any]]
         try:
-            if len(batches) == 1:
-                outcome = [self._transaction(batches[0].fn, (batches[0].items,))]
-            else:
-                outcome = self._transaction(_write_all, (batches, self.path))
+            outcome = self._transaction(self._write_batches, (batches,))
         except sqlite3.Error as e:
             outcome = [[_translated(e, self.path)] * len(b.items) for b in batches]
         except Exception as e:
@@ -390,6 +385,31 @@ class Database:
                 loop.call_soon_threadsafe(_resolve_all, resolved)
             except RuntimeError:  # pragma: no cover - the caller's loop is gone
                 pass
+
+    def _write_batches(
+        self, conn: sqlite3.Connection, batches: list[_Batch[Any, Any]]
+    ) -> list[Sequence[Any]]:
+        """Write ``batches`` in one transaction (each under its own savepoint when there
+        are several), then the batches submitted while it waited for the write lock.
+
+        A lone batch runs without a savepoint and takes the write lock itself, so a
+        claim's read-only probe finds an empty queue without locking. Writes submitted
+        while another process held the lock join the transaction (``batches`` grows,
+        for the caller to resolve): with several worker processes a claim and the
+        previous batch's completions would otherwise each wait for the lock and each
+        pay a commit (one fsync with ``synchronous=FULL``).
+        """
+        outcome: list[Sequence[Any]]
+        if len(batches) == 1:
+            outcome = [batches[0].fn(conn, batches[0].items)]
+        else:
+            begin_immediate(conn)
+            outcome = [_write_batch(conn, b, self.path) for b in batches]
+        if conn.in_transaction:
+            late = self._take_batches()
+            batches.extend(late)
+            outcome.extend(_write_batch(conn, b, self.path) for b in late)
+        return outcome
 
     def submit_nowait(self, fn: Callable[..., Any], *args: Any) -> None:
         """Fire and forget ``fn(conn, *args)`` as a transaction (errors are logged)."""
@@ -480,8 +500,11 @@ class Connection(sqlite3.Connection):
     lock_wait: float | None = None
 
 
-#: Sleeps between attempts to take the write lock: from LOCK_STEP_MIN, doubling.
+#: Sleeps between attempts to take the write lock: from LOCK_STEP_MIN, doubling up to
+#: LOCK_STEP_FINE while the wait is shorter than LOCK_FINE_FOR, then up to LOCK_STEP_MAX.
 LOCK_STEP_MIN = 0.00005
+LOCK_STEP_FINE = 0.0002
+LOCK_FINE_FOR = 0.05
 LOCK_STEP_MAX = 0.002
 
 
@@ -489,9 +512,13 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
     """Start a write transaction (takes the write lock now).
 
     While another connection writes, our connections wait here in steps from 50 us to
-    2 ms (their ``busy_timeout`` is 0): SQLite's own busy handler sleeps at least 1 ms,
-    which is longer than most write transactions here take. After ``lock_wait`` seconds
-    the busy error goes to :meth:`Database._transaction`, which retries up to
+    200 us, and after 50 ms in steps up to 2 ms (their ``busy_timeout`` is 0): SQLite's
+    own busy handler sleeps at least 1 ms, which is longer than most write transactions
+    here take. Worker processes sharing a file hand the lock to each other all the time
+    (a transaction with ``synchronous=FULL`` holds it through its fsync, a few ms):
+    every step of sleep past the release is time nobody writes, so the steps stay fine
+    while the wait is short; a failed attempt costs ~2 us of CPU. After ``lock_wait``
+    seconds the busy error goes to :meth:`Database._transaction`, which retries up to
     ``lock_timeout``.
     """
     if conn.in_transaction:
@@ -500,7 +527,7 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
     if wait is None:  # a plain connection: SQLite's busy_timeout applies
         conn.execute("BEGIN IMMEDIATE")
         return
-    deadline = 0.0
+    started = 0.0
     step = LOCK_STEP_MIN
     while True:
         try:
@@ -510,9 +537,10 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
             if not is_busy(e):
                 raise
             now = time.monotonic()
-            if not deadline:
-                deadline = now + wait
-            elif now >= deadline:
+            if not started:
+                started = now
+            elif now - started >= wait:
                 raise
         time.sleep(step)
-        step = min(step * 2, LOCK_STEP_MAX)
+        cap = LOCK_STEP_FINE if now - started < LOCK_FINE_FOR else LOCK_STEP_MAX
+        step = min(step * 2, cap)
