@@ -131,13 +131,21 @@ def test_sigkill_worker_with_tasks_in_flight_second_worker_finishes(backend: Har
 # --- 2. SIGSTOP past the lease ---------------------------------------------------------
 
 
-def test_sigstop_past_lease_late_results_never_replace_newer_attempt(backend: Harness) -> None:
+@pytest.mark.parametrize("enqueue", ["one by one", "bulk"])
+def test_sigstop_past_lease_late_results_never_replace_newer_attempt(
+    backend: Harness, enqueue: str
+) -> None:
+    """``bulk``: one ``map()`` call; on SQLite (the harness stages batches of 4 or more)
+    worker A then claims the tasks straight out of their staged batch."""
     oq = backend.client(lease=LEASE, events=True)
     tf = oq.registry["faults.mark"]
     n = 6
     a = backend.worker("--prefetch", "0", lease=LEASE, concurrency=n, events=True, name="a")
     # each run lasts longer than the lease, so A is frozen mid-run with every task
-    handles = [tf.enqueue_sync(f"s{i}", 4.0) for i in range(n)]
+    if enqueue == "bulk":
+        handles = tf.map_sync([(f"s{i}", 4.0) for i in range(n)])
+    else:
+        handles = [tf.enqueue_sync(f"s{i}", 4.0) for i in range(n)]
     ids = [h.id for h in handles]
     keys = {h.id: f"s{i}" for i, h in enumerate(handles)}
     log = backend.executions()
