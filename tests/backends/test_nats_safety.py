@@ -17,6 +17,7 @@ import pytest
 
 from omniq import OmniQ
 from omniq.errors import ConfigurationError
+from omniq.sync import run_sync
 from tests.backends import test_nats_support as support
 from tests.core import safety_app as s
 
@@ -159,3 +160,27 @@ def test_unknown_url_option_is_a_configuration_error() -> None:
     assert type(in_url.value) is type(in_code.value)
     with pytest.raises(ConfigurationError, match="bogus_opt"):
         OmniQ(task_queue=f"{support.URL}?name_prefix=x&bogus_opt=1&ack_wait=5")
+
+
+# --- foreign keys in the index bucket ---------------------------------------------------------
+
+
+def test_a_foreign_key_in_the_index_bucket_breaks_no_listing(oq: OmniQ) -> None:
+    """Keys of the index bucket that encode_token cannot have written (``=`` + not hex,
+    ``=`` + hex of bytes that are not UTF-8), under the prefixes OmniQ lists: paused
+    queues, workers' pauses and the other listings still work, and pausing a real
+    queue still does."""
+
+    async def plant() -> None:
+        st = await oq.async_.task_queue._state()
+        for key in ("p.=zz", "p.=c3", "x.=zz", "d.=zz.=c3"):
+            await st.index.put(key, b"1")
+
+    run_sync(plant)
+    paused = oq.paused_queues_sync()
+    assert "default" not in paused, paused
+    oq.pause_queue_sync("default")
+    assert "default" in oq.paused_queues_sync()
+    oq.resume_queue_sync("default")
+    assert "default" not in oq.paused_queues_sync()
+    assert isinstance(oq.list_workers_sync(), list)

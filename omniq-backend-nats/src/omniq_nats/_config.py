@@ -45,9 +45,18 @@ def encode_token(value: str) -> str:
 
 
 def decode_token(token: str) -> str:
-    """Inverse of :func:`encode_token`."""
+    """Inverse of :func:`encode_token`.
+
+    A token :func:`encode_token` cannot have made (``=`` followed by something other
+    than the hex of UTF-8 text: a key written by another tool, or a hostile one) is
+    returned as it is: a name no OmniQ call uses, so one foreign key cannot make a
+    listing, a sweep or the workers' reads of paused queues fail.
+    """
     if token.startswith("="):
-        return bytes.fromhex(token[1:]).decode()
+        try:
+            return bytes.fromhex(token[1:]).decode()
+        except ValueError:  # UnicodeDecodeError is one too
+            return token
     return token
 
 
