@@ -4,6 +4,7 @@ of the test's own killed and restarted."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,40 @@ async def test_restart_of_the_server_keeps_tasks_and_reconnects(tmp_path: Path) 
         finally:
             await q.close()
             await results.close()
+
+
+async def test_a_claim_blocked_in_its_pop_survives_a_server_restart(tmp_path: Path) -> None:
+    """The worker's claim waits in BLPOP (with the claim script pipelined behind it) when
+    the server is killed and restarted: the same call picks up the task enqueued after
+    the restart, or a retry does; nothing is lost or held by a ghost claim."""
+    from omniq_redis import AsyncRedisQueue
+
+    with support.private_redis(tmp_path / "redis") as server:
+        q = AsyncRedisQueue(server.url, prefix="blocked")
+        await q.connect()
+        try:
+            waiter = asyncio.ensure_future(
+                q.dequeue_many(["default"], 10, worker_id="w", lease=2, wait=20)
+            )
+            deadline = time.monotonic() + 30
+            r = await q.redis()
+            while not any(  # the pop is waiting on the server
+                c.get("cmd") in ("blpop", "bzpopmin", "brpop", "blmove")
+                for c in await r.client_list()
+            ):
+                assert time.monotonic() < deadline, "the claim never blocked in its pop"
+                await anyio.sleep(0.01)
+            server.kill()
+            server.start()
+            task = make_task(1)
+            await q.enqueue(task)
+            try:
+                got = await asyncio.wait_for(waiter, 30)
+            except Exception:  # the dropped connection may end the call: a retry claims
+                got = []
+            while not got:
+                assert time.monotonic() < deadline, "the task enqueued after the restart never came"
+                got = await q.dequeue_many(["default"], 10, worker_id="w", lease=2, wait=2)
+            assert [t.id for t in got] == [task.id]
+        finally:
+            await q.close()
