@@ -403,3 +403,22 @@ async def test_a_batch_row_that_disagrees_with_its_batch_is_not_claimed_from_it(
     assert expired is not None and expired.status == TaskStatus.EXPIRED, expired
     other = await queue.dequeue_many(["other"], 10, worker_id="w")
     assert [t.id for t in other] == [batch[1].id], "the other queue's task waits in its queue"
+
+
+async def test_claims_by_two_connections_from_one_batch_never_overlap(tmp_path: Path) -> None:
+    """A connection remembers the staged batch it decoded or wrote last (a drain claims
+    from one batch several times in a row); a claim by another connection (another
+    worker process) rewrites the batch, and the remembered copy must not be used then:
+    every claim takes the next tasks in claim order, none twice."""
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    async with AsyncSQLiteQueue(url, stage_min=4) as one, AsyncSQLiteQueue(url) as two:
+        assert one.database is not two.database, "the test needs two connections"
+        batch = tasks(900)
+        await one.enqueue_many(batch)
+        got: list[str] = []
+        for q in (one, one, two, one, two, two, one):
+            got += [t.id for t in await q.dequeue_many(["default"], 100, worker_id="w")]
+        assert got == [t.id for t in batch[:700]], "claims follow claim order, none twice"
+        assert rows_of(Path(one.path)) == (700, 1)
+        rest = await two.dequeue_many(["default"], 500, worker_id="w")
+        assert [t.id for t in rest] == [t.id for t in batch[700:]]

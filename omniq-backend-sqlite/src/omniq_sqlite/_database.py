@@ -498,6 +498,8 @@ class Connection(sqlite3.Connection):
 
     #: Seconds ``begin_immediate`` waits for another connection's write lock.
     lock_wait: float | None = None
+    #: The staged batch this connection decoded or wrote last (see ``_staging``).
+    decoded_batch: Any = None
 
 
 #: Sleeps between attempts to take the write lock: from LOCK_STEP_MIN, doubling up to

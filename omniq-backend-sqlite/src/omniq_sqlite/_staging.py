@@ -38,7 +38,7 @@ import msgspec
 
 from omniq.models import Task, TaskStatus
 from omniq.serialization.manager import SerializationManager
-from omniq_sqlite._database import begin_immediate
+from omniq_sqlite._database import Connection, begin_immediate
 
 log = logging.getLogger("omniq.sqlite")
 
@@ -313,19 +313,15 @@ def claim_staged(
     seq, _, _, _, batch_queue, expires_min, blob = found[0]
     if batch_queue != queue or (expires_min is not None and expires_min <= now):
         return []
-    try:
-        rows = list(_unpack(blob))
-    except (zlib.error, msgspec.DecodeError, msgspec.ValidationError):
-        return []  # expand() marks the batch with its error
-    ready = _ready_rows(rows, found[0], now)
+    ready, rows = _batch_rows(conn, found[0], now)
     if ready is None:
-        return []  # a row written by something else: expand() inserts it as it says
+        return []  # undecodable, or a row written by something else: expand() handles it
     stored = [(-p, d, i) for p, d, i in conn.execute(_READY_KEYS_SQL, (queue, now, want))]
     bound = None
     if len(found) > 1:
         _, next_prio, next_due, next_first, *_ = found[1]
         bound = (-next_prio, next_due, next_first)
-    taken: list[Encoded] = []
+    taken: list[_Staged] = []
     ahead = 0  # stored tasks before the next ready task of the batch
     for row in ready:
         key = _claim_key(row)
@@ -336,10 +332,11 @@ def claim_staged(
         taken.append(row)
     if not taken:
         return []
+    claimed: list[Encoded] = [(*r[:7], _HEADER + bytes(r[7])) for r in taken]
     begin_immediate(conn)
     conn.execute("SAVEPOINT claim_staged")
     before = conn.total_changes
-    conn.executemany(INSERT_CLAIMED_SQL, [(*r, worker_id, lease_until) for r in taken])
+    conn.executemany(INSERT_CLAIMED_SQL, [(*r, worker_id, lease_until) for r in claimed])
     if conn.total_changes - before != len(taken):  # pragma: no cover - see expand()
         conn.execute("ROLLBACK TO claim_staged")
         conn.execute("RELEASE claim_staged")
@@ -347,17 +344,60 @@ def claim_staged(
     conn.execute("RELEASE claim_staged")
     if len(taken) == len(rows):
         conn.execute("DELETE FROM task_batches WHERE seq = ?", (seq,))
+        return claimed
+    if rows is ready:  # every row ready, in claim order: the rest is what follows
+        left = ready[len(taken) :]
     else:
-        claimed = {r[0] for r in taken}
-        left = [(*r[:7], msgspec.Raw(r[7][1:])) for r in rows if r[0] not in claimed]
-        conn.execute(
-            "UPDATE task_batches SET size = ?, rows = ? WHERE seq = ?",
-            (len(left), zlib.compress(_encoder.encode(left), 1), seq),
-        )
-    return taken
+        ids = {r[0] for r in taken}
+        left = [r for r in rows if r[0] not in ids]
+    blob = zlib.compress(_encoder.encode(left), 1)
+    conn.execute("UPDATE task_batches SET size = ?, rows = ? WHERE seq = ?", (len(left), blob, seq))
+    if rows is ready:
+        _remember(conn, found[0], blob, left)
+    return claimed
 
 
-def _ready_rows(rows: list[Encoded], batch: Sequence[Any], now: float) -> list[Encoded] | None:
+class _DecodedBatch:
+    """The last staged batch a connection decoded or wrote, with its rows in claim order:
+    a drain claims from one batch several times in a row, and then need not decode what
+    it has just encoded. Used only while the stored row (its columns and its blob, byte
+    for byte) is the one remembered: another process's claim changes it."""
+
+    __slots__ = ("blob", "columns", "rows")
+
+    def __init__(self, columns: tuple[Any, ...], blob: bytes, rows: list[_Staged]) -> None:
+        self.columns, self.blob, self.rows = columns, blob, rows
+
+
+def _remember(
+    conn: sqlite3.Connection, batch: Sequence[Any], blob: bytes, rows: list[_Staged]
+) -> None:
+    if isinstance(conn, Connection):
+        conn.decoded_batch = _DecodedBatch(tuple(batch[:6]), blob, rows)
+
+
+def _batch_rows(
+    conn: sqlite3.Connection, batch: Sequence[Any], now: float
+) -> tuple[list[_Staged] | None, list[_Staged]]:
+    """(ready rows in claim order, all rows) of a staged batch; ready is None when its
+    blob cannot be decoded or a row disagrees with the batch (see :func:`_ready_rows`).
+    When every row is ready the two are the same list."""
+    blob = batch[6]
+    known = getattr(conn, "decoded_batch", None)
+    if known is not None and known.blob == blob and known.columns == tuple(batch[:6]):
+        return known.rows, known.rows  # remembered only when every row was ready
+    try:
+        rows = _decoder.decode(zlib.decompress(blob))
+    except (zlib.error, msgspec.DecodeError, msgspec.ValidationError):
+        return None, []  # expand() marks the batch with its error
+    ready = _ready_rows(rows, batch, now)
+    if ready is not None and len(ready) == len(rows) and all(r[4] is None for r in rows):
+        _remember(conn, batch, blob, ready)
+        return ready, ready
+    return ready, rows
+
+
+def _ready_rows(rows: list[_Staged], batch: Sequence[Any], now: float) -> list[_Staged] | None:
     """The batch's rows ready by ``now``, in claim order; None when a row disagrees with
     its batch's columns (queue, earliest TTL, or the bounds the claim order relies on).
     Only a row written by something other than :func:`stage` (a damaged or hostile
@@ -377,6 +417,6 @@ def _ready_rows(rows: list[Encoded], batch: Sequence[Any], now: float) -> list[E
     return ready
 
 
-def _claim_key(row: Encoded) -> tuple[int, float, str]:
+def _claim_key(row: Encoded | _Staged) -> tuple[int, float, str]:
     """Claim order of a staged row: priority (high first), due time, id."""
     return -row[2], row[3], row[0]
