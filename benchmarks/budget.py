@@ -42,7 +42,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("complete: store results", ("store_results", "ResultStorage.set_many", "put_fenced",
                                  "Publisher.publish_many")),
     ("complete: encode results", ("encode_result", "ResultStorage.encode")),
-    ("commit", ("Database._transaction (omniq_sqlite/_database.py:29",)),
+    ("commit", ("_commit (omniq_sqlite/_database.py",)),
     ("run the task function", ("AsyncExecutor", "omniq_app.py")),
     ("dispatch (runner, hooks, events)", ("AsyncWorker._run_task", "AsyncWorker._execute",
                                           "AsyncWorker._runner", "AsyncWorker._finish_success")),
