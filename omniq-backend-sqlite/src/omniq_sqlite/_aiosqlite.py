@@ -10,6 +10,7 @@ here first: widen the pin in ``pyproject.toml`` only after the suite passes with
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import aiosqlite
 
 T = TypeVar("T")
 
-__all__ = ["daemonize", "raw_connection", "run_on_thread"]
+__all__ = ["daemonize", "raw_connection", "run_on_thread", "submit_on_thread"]
 
 
 def daemonize(conn: aiosqlite.Connection) -> None:
@@ -40,3 +41,28 @@ async def run_on_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args:
     Raises ValueError when the connection was closed meanwhile."""
     result: T = await conn._execute(fn, *args)  # type: ignore[no-untyped-call]
     return result
+
+
+class _NoReply:
+    """Stands in for the result future of work nobody awaits: the connection's thread
+    hands a result over with ``future.get_loop().call_soon_threadsafe(...)``, a no-op
+    here (no self-pipe write, no event-loop wake-up)."""
+
+    def get_loop(self) -> _NoReply:
+        return self
+
+    def call_soon_threadsafe(self, *args: Any) -> None:
+        return None
+
+
+_NO_REPLY = _NoReply()
+
+
+def submit_on_thread(conn: aiosqlite.Connection, fn: Callable[[], Any]) -> None:
+    """Queue ``fn()`` on the connection's thread, in order with its other work, without
+    a result: ``fn`` reports its outcome itself and must not raise. Raises ValueError
+    when the connection is closed (as ``run_on_thread`` does)."""
+    if not conn._running or not conn._connection:
+        raise ValueError("Connection closed")
+    queue: Any = conn._tx  # typed for Future | None; any object with get_loop() works
+    queue.put_nowait((_NO_REPLY, functools.partial(fn)))

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from omniq.errors import BackendError
-from omniq_sqlite._aiosqlite import daemonize, raw_connection, run_on_thread
+from omniq_sqlite._aiosqlite import daemonize, raw_connection, run_on_thread, submit_on_thread
 from omniq_sqlite._errors import is_busy, translate
 from omniq_sqlite._migrations import migrate
 from omniq_sqlite._url import Location, SQLiteOptions, build_options, check_location, parse_url
@@ -329,8 +329,8 @@ class Database:
             drive = not self._flush_queued
             self._flush_queued = True
         if drive:  # nothing queued on the connection's thread yet: queue one flush
-            try:
-                await run_on_thread(conn, self._flush)
+            try:  # _flush resolves the futures itself: nothing to hand back
+                submit_on_thread(conn, self._flush)
             except ValueError as e:  # aiosqlite: the connection was closed meanwhile
                 with self._batch_lock:
                     orphans = list(self._batches.values())
@@ -363,7 +363,8 @@ class Database:
 
     def _flush(self) -> None:
         """Runs on the connection's thread: write every batch waiting, in one
-        transaction, and resolve their futures."""
+        transaction, and resolve their futures (nobody awaits this call itself: it
+        must not raise)."""
         batches = self._take_batches()
         if not batches:
             return
@@ -374,12 +375,21 @@ class Database:
             outcome = [[_translated(e, self.path)] * len(b.items) for b in batches]
         except Exception as e:
             outcome = [[e] * len(b.items) for b in batches]
+        try:
+            pairs = [
+                (fut, value)
+                for batch, results in zip(batches, outcome, strict=True)
+                for fut, value in zip(batch.futures, results, strict=True)
+            ]
+        except ValueError as e:  # a batch function broke its contract: nobody waits forever
+            log.error("SQLite database %s: a write returned a wrong number of results", self.path)
+            err = BackendError(f"internal error writing to SQLite database {self.path}: {e}")
+            pairs = [(fut, err) for batch in batches for fut in batch.futures]
         # one wake-up per event loop, not one per item: a claim of 100 tasks and a
         # batch of 100 completions would otherwise cost 200 self-pipe writes
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-        for batch, results in zip(batches, outcome, strict=True):
-            for fut, value in zip(batch.futures, results, strict=True):
-                by_loop.setdefault(fut.get_loop(), []).append((fut, value))
+        for fut, value in pairs:
+            by_loop.setdefault(fut.get_loop(), []).append((fut, value))
         for loop, resolved in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve_all, resolved)
