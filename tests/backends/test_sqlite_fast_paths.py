@@ -199,16 +199,16 @@ def test_claim_says_when_the_clock_alone_can_make_work(tmp_path: Path) -> None:
     ser = default_manager()
     conn = _connect(tmp_path / "timed.db")
     try:
-        assert sql.claim(conn, ser, ["default"], 1, "w", 30.0) == ([], False)
+        assert sql.claim(conn, ["default"], 1, "w", 30.0) == ([], False)
         sql.enqueue_tasks(conn, ser, [task(1, run_at=time.time() + 3600)])
         conn.execute("COMMIT")
-        assert sql.claim(conn, ser, ["default"], 1, "w", 30.0) == ([], True)  # delayed
-        assert sql.claim(conn, ser, ["other"], 1, "w", 30.0) == ([], False)
+        assert sql.claim(conn, ["default"], 1, "w", 30.0) == ([], True)  # delayed
+        assert sql.claim(conn, ["other"], 1, "w", 30.0) == ([], False)
         conn.execute("UPDATE tasks SET run_at = NULL, due = 0")
-        got, _ = sql.claim(conn, ser, ["default"], 1, "w", 30.0)
+        got, _ = sql.claim(conn, ["default"], 1, "w", 30.0)
         conn.execute("COMMIT")
         assert len(got) == 1
-        assert sql.claim(conn, ser, ["default"], 1, "w", 30.0) == ([], True)  # a lease
+        assert sql.claim(conn, ["default"], 1, "w", 30.0) == ([], True)  # a lease
     finally:
         conn.close()
 
@@ -636,11 +636,11 @@ def test_hot_statements_use_indexes(tmp_path: Path) -> None:
         seen: list[str] = []
         conn.set_trace_callback(seen.append)
         steps: list[Callable[[], object]] = [
-            lambda: sql.claim(conn, ser, ["default"], 2, "w", 30.0),
+            lambda: sql.claim(conn, ["default"], 2, "w", 30.0),
             lambda: sql.complete_many(conn, [(dep.id, 1)]),
             lambda: sql.release_many(conn, [dep.id], True),
-            lambda: sql.claim(conn, ser, ["default"], 10, "w", 30.0),
-            lambda: sql.claim(conn, ser, ["default"], 10, "w", 30.0),  # nothing ready
+            lambda: sql.claim(conn, ["default"], 10, "w", 30.0),
+            lambda: sql.claim(conn, ["default"], 10, "w", 30.0),  # nothing ready
             lambda: sql.fenced(conn, [sql.FenceOp(sql.Fence.HEARTBEAT, dep.id, 1, lease=30.0)]),
             lambda: sql.expire(conn, now),
             lambda: sql.select_tasks(conn, ser, None, TaskStatus.WAITING, 10),

@@ -313,9 +313,9 @@ async def test_a_staged_batch_not_due_is_not_expanded_but_awaited(tmp_path: Path
         await q.enqueue_many(tasks(5, run_at=time.time() + 600))
         conn = sqlite3.connect(path, isolation_level=None)
         try:
-            got, may_become_ready = claim(conn, q.serializer, ["default"], 10, "w", 30.0)
+            got, may_become_ready = claim(conn, ["default"], 10, "w", 30.0)
             assert got == [] and may_become_ready  # an idle worker re-checks in time
-            assert claim(conn, q.serializer, ["other"], 10, "w", 30.0) == ([], False)
+            assert claim(conn, ["other"], 10, "w", 30.0) == ([], False)
         finally:
             conn.close()
         assert rows_of(path) == (0, 1)

@@ -88,21 +88,32 @@ class AsyncSQLiteQueue(SQLiteComponent, BaseTaskQueue):
         self, queues: builtins.list[str], limit: int, worker_id: str, lease: float
     ) -> tuple[builtins.list[Task], bool]:
         db = await self._ensure()
-        job = asyncio.ensure_future(
-            db.run_write(sql.claim, self.serializer, queues, limit, worker_id, lease)
-        )
-        try:
-            return await asyncio.shield(job)
-        except asyncio.CancelledError:
-            # The claim may still commit on the connection's thread: hand those tasks
-            # back at once instead of leaving them to lease expiry.
-            job.add_done_callback(self._unclaim_lost)
-            raise
+        while True:
+            job = asyncio.ensure_future(db.run_write(sql.claim, queues, limit, worker_id, lease))
+            try:
+                claimed, timed = await asyncio.shield(job)
+            except asyncio.CancelledError:
+                # The claim may still commit on the connection's thread: hand those tasks
+                # back at once instead of leaving them to lease expiry.
+                job.add_done_callback(self._unclaim_lost)
+                raise
+            # decoded here, after the commit: not while holding the write lock
+            tasks, corrupt = sql.decode_claims(self.serializer, claimed)
+            if not corrupt:
+                return tasks, timed
+            try:
+                await asyncio.shield(db.run_write(sql.fail_corrupt, corrupt))
+            except asyncio.CancelledError:
+                self._db.submit_nowait(sql.unclaim, [(t.id, t.attempt) for t in tasks])
+                raise
+            if tasks:
+                return tasks, timed
+            # every task claimed was corrupt (now FAILED): claim again at once
 
-    def _unclaim_lost(self, job: asyncio.Future[tuple[builtins.list[Task], bool]]) -> None:
+    def _unclaim_lost(self, job: asyncio.Future[tuple[builtins.list[sql.Claimed], bool]]) -> None:
         if job.cancelled() or job.exception() is not None or not job.result()[0]:
             return
-        claims = [(t.id, t.attempt) for t in job.result()[0]]
+        claims = [(row[1], row[2]) for row in job.result()[0]]
         self._db.submit_nowait(sql.unclaim, claims)
 
     # --- fenced updates (group commit) ----------------------------------------------------

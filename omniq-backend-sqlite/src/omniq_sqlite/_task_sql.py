@@ -277,85 +277,100 @@ def _has_timed(conn: sqlite3.Connection, queues: Sequence[str]) -> bool:
     )
 
 
+#: A claimed task as the claim read it: (claim-order key, id, attempt, lease_until,
+#: worker_id, error, run_at, stored bytes). Decoded after the commit (see :func:`claim`).
+Claimed = tuple[tuple[int, float, str], str, int, float, str, Any, Any, bytes]
+
+
 def claim(
-    conn: sqlite3.Connection,
-    serializer: SerializationManager,
-    queues: Sequence[str],
-    limit: int,
-    worker_id: str,
-    lease: float,
-) -> tuple[list[Task], bool]:
+    conn: sqlite3.Connection, queues: Sequence[str], limit: int, worker_id: str, lease: float
+) -> tuple[list[Claimed], bool]:
     """Claim up to ``limit`` ready tasks: queue order, then priority, then due time.
 
     A read-only probe comes first, so idle pollers never take the write lock. Tasks
-    found past their TTL are marked EXPIRED (reported by ``cleanup_expired``); a task
-    whose payload cannot be decoded is marked FAILED and the claim goes on. The flag is
-    False when nothing in ``queues`` can become claimable without a commit (so an idle
-    waiter need not re-check soon).
+    found past their TTL are marked EXPIRED (reported by ``cleanup_expired``). The tasks
+    come back as stored: the caller decodes them after the commit (:func:`decode_claims`),
+    so the write lock, which other worker processes wait for, is not held for that. The
+    flag is False when nothing in ``queues`` can become claimable without a commit (so
+    an idle waiter need not re-check soon).
     """
     now = time.time()
     if not _has_work(conn, queues, now):
         return [], _has_timed(conn, queues)
     begin_immediate(conn)
     conn.execute(RECOVER_SQL, (now,))
-    claimed: list[Task] = []
-    decode = serializer.decode_task
+    claimed: list[Claimed] = []
     params: dict[str, Any] = {
         "now": now, "worker": worker_id, "lease_until": now + lease, "expired_msg": EXPIRED_MSG,
     }  # fmt: skip
     lease_until = params["lease_until"]
     for queue in queues:
-        # this queue's claims in claim order: (priority, due, id) -> task
-        ours: list[tuple[tuple[int, float, str], Task]] = []
+        ours: list[Claimed] = []  # this queue's claims, put in claim order below
         while len(claimed) + len(ours) < limit:
             want = limit - len(claimed) - len(ours)
             staged = claim_staged(conn, queue, want, now, worker_id, lease_until)
             if staged:
-                for tid, _, prio, due, run_at, _, _, data in staged:
-                    try:
-                        task = decode(data)
-                    except SerializationError as e:
-                        _fail_corrupt(conn, tid, str(e), now)
-                        continue
-                    task = as_claimed(task, tid, 1, lease_until, worker_id, None, run_at)
-                    ours.append(((-prio, due, tid), task))
+                ours += [
+                    ((-prio, due, tid), tid, 1, lease_until, worker_id, None, run_at, data)
+                    for tid, _, prio, due, run_at, _, _, data in staged
+                ]
                 continue
             expand_for_claim(conn, queue, want, now)
             params["queue"], params["limit"] = queue, want
             rows = conn.execute(CLAIM_SQL, params).fetchall()
-            for (tid, _, status, prio, _, run_at, _, attempt, lease_until_, worker, error, data,
-                 due) in rows:  # fmt: skip
-                if status != "running":
-                    continue  # expired at claim time
-                try:
-                    task = decode(data)
-                except SerializationError as e:
-                    _fail_corrupt(conn, tid, str(e), now)
-                    continue
-                task = as_claimed(task, tid, attempt, lease_until_, worker, error, run_at)
-                ours.append(((-prio, due, tid), task))
+            ours += [
+                ((-prio, due, tid), tid, attempt, lease_until_, worker, error, run_at, data)
+                for (tid, _, status, prio, _, run_at, _, attempt, lease_until_, worker, error,
+                     data, due) in rows
+                if status == "running"  # else expired at claim time
+            ]  # fmt: skip
             if len(rows) < want:
                 break  # this queue has nothing more
         ours.sort(key=_first)
-        claimed.extend(task for _, task in ours)
+        claimed.extend(ours)
         if len(claimed) >= limit:
             break
     return claimed, True
 
 
-def _first(item: tuple[tuple[int, float, str], Task]) -> tuple[int, float, str]:
-    """The claim-order key of a (key, task) pair: (-priority, due, id)."""
+def decode_claims(
+    serializer: SerializationManager, claimed: list[Claimed]
+) -> tuple[list[Task], list[tuple[str, int, str]]]:
+    """The claimed tasks decoded, in claim order, and (id, attempt, reason) of those
+    whose stored bytes cannot be decoded (to be failed with :func:`fail_corrupt`)."""
+    decode = serializer.decode_task
+    tasks: list[Task] = []
+    corrupt: list[tuple[str, int, str]] = []
+    for _, tid, attempt, lease_until, worker, error, run_at, data in claimed:
+        try:
+            task = decode(data)
+        except SerializationError as e:
+            corrupt.append((tid, attempt, str(e)))
+            continue
+        tasks.append(as_claimed(task, tid, attempt, lease_until, worker, error, run_at))
+    return tasks, corrupt
+
+
+def _first(item: Claimed) -> tuple[int, float, str]:
+    """The claim-order key of a claimed row: (-priority, due, id)."""
     return item[0]
 
 
-def _fail_corrupt(conn: sqlite3.Connection, task_id: str, reason: str, now: float) -> None:
-    message = f"stored payload of task {task_id} cannot be decoded: {reason}"
-    log.error("SQLite queue: %s; marked the task FAILED", message)
-    conn.execute(
-        "UPDATE tasks SET status = 'failed', lease_until = ?, error = ? WHERE id = ?",
-        (now, message, task_id),
-    )
-    release(conn, task_id, False, now)
+def fail_corrupt(conn: sqlite3.Connection, corrupt: list[tuple[str, int, str]]) -> None:
+    """Mark claimed tasks whose payload cannot be decoded FAILED (fenced by the attempt
+    that claimed them) and cancel their waiting dependents."""
+    now = time.time()
+    begin_immediate(conn)
+    for tid, attempt, reason in corrupt:
+        message = f"stored payload of task {tid} cannot be decoded: {reason}"
+        log.error("SQLite queue: %s; marked the task FAILED", message)
+        cur = conn.execute(
+            "UPDATE tasks SET status = 'failed', lease_until = ?, error = ? "
+            "WHERE id = ? AND status = 'running' AND attempt = ?",
+            (now, message, tid, attempt),
+        )
+        if cur.rowcount == 1:
+            release(conn, tid, False, now)
 
 
 def unclaim(conn: sqlite3.Connection, claims: list[tuple[str, int]]) -> None:
