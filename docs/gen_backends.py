@@ -81,7 +81,7 @@ SQLITE = {
     ),
     "busy_timeout": (
         "seconds SQLite itself waits for another connection's write lock (in WAL mode "
-        "OmniQ retries on its own, every 50 µs to 2 ms)"
+        "OmniQ retries on its own, every 50 to 200 µs, after 50 ms every 2 ms)"
     ),
     "lock_timeout": (
         "total seconds of retries with backoff before a locked database becomes a `BackendError`"
