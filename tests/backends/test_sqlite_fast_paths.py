@@ -400,6 +400,19 @@ async def test_results_elsewhere_take_the_two_calls(tmp_path: Path) -> None:
 # --- group commit across kinds of write ------------------------------------------------------
 
 
+def count_transactions(monkeypatch: pytest.MonkeyPatch, db: Database) -> list[int]:
+    """A list that grows by one for each transaction ``db`` runs from now on."""
+    commits: list[int] = []
+    transaction = db._transaction
+
+    def counted(fn: Any, args: tuple[Any, ...]) -> Any:
+        commits.append(1)
+        return transaction(fn, args)
+
+    monkeypatch.setattr(db, "_transaction", counted)
+    return commits
+
+
 async def _hold_connection(db: Database) -> tuple[threading.Event, Any]:
     """Occupy ``db``'s thread until the returned event is set (writes queue meanwhile)."""
     entered, release = threading.Event(), threading.Event()
@@ -431,14 +444,7 @@ async def test_writes_waiting_together_share_one_transaction(
         db = q.database
         await db.run(lambda conn: conn.execute("CREATE TABLE notes (note TEXT)"))
         await q.enqueue(task(1))
-        commits: list[int] = []
-        transaction = db._transaction
-
-        def counted(fn: Any, args: tuple[Any, ...]) -> Any:
-            commits.append(1)
-            return transaction(fn, args)
-
-        monkeypatch.setattr(db, "_transaction", counted)
+        commits = count_transactions(monkeypatch, db)
         release, holder = await _hold_connection(db)
         claim = asyncio.ensure_future(q.dequeue_many(["default"], 5, worker_id="w"))
         notes = [asyncio.ensure_future(db.run_write(_insert_note, f"n{i}")) for i in range(3)]
@@ -467,14 +473,7 @@ async def test_writes_submitted_while_waiting_for_the_lock_join_that_transaction
         await db.run(lambda conn: conn.execute("CREATE TABLE notes (note TEXT)"))
         other = sqlite3.connect(q.path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process writing
-        commits: list[int] = []
-        transaction = db._transaction
-
-        def counted(fn: Any, args: tuple[Any, ...]) -> Any:
-            commits.append(1)
-            return transaction(fn, args)
-
-        monkeypatch.setattr(db, "_transaction", counted)
+        commits = count_transactions(monkeypatch, db)
         waiting = threading.Event()
 
         def first(conn: sqlite3.Connection) -> str:
