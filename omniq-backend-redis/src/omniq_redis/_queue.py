@@ -412,15 +412,15 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
         args: builtins.list[Any] = []
         if results is None:
             for t, _ in finished:
-                args += [f"{t.attempt}\t\t\t{t.id}", ""]
+                args += [t.attempt, t.id, "", ""]
         else:
             encode = results.encoder()
             for t, res in finished:
                 if res is None:
-                    args += [f"{t.attempt}\t\t\t{t.id}", ""]
+                    args += [t.attempt, t.id, "", ""]
                 else:
-                    data, px, exp = encode(res, now)
-                    args += [f"{t.attempt}\t{px}\t{exp}\t{t.id}", data]
+                    data, _, exp = encode(res, now)
+                    args += [t.attempt, t.id, exp, data]
         script = await self.script("complete", lua.COMPLETE)
         out = await script(keys=[f"{self.p}all"], args=[self.p, repr(now), len(finished), *args])
         if len(self._no_dependents) > NO_DEPENDENTS_MAX:
@@ -597,7 +597,9 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
             ids = [_s(i) for i in await r.zrange(index, 0, BATCH - 1)]
             if not ids:
                 return total
-            total += int(await script(keys=[f"{self.p}all"], args=[self.p, *ids]))
+            total += int(
+                await script(keys=[f"{self.p}all"], args=[self.p, repr(time.time()), *ids])
+            )
 
     async def cleanup_expired(self, now: float | None = None) -> builtins.list[str]:
         """Mark PENDING/WAITING tasks past their TTL EXPIRED (bounded batches); return
@@ -616,7 +618,8 @@ class AsyncRedisQueue(RedisComponent, BaseTaskQueue):
     async def prune_finished(self, before: float, limit: int = 1000) -> int:
         """Delete up to ``limit`` tasks that ended before ``before`` (one script)."""
         script = await self.script("prune", lua.PRUNE)
-        return int(await script(keys=[f"{self.p}all"], args=[self.p, repr(before), limit]))
+        args: builtins.list[Any] = [self.p, repr(before), limit, repr(time.time())]
+        return int(await script(keys=[f"{self.p}all"], args=args))
 
     # --- dependencies -----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from omniq.errors import SerializationError
 from omniq.models import TaskResult, TaskStatus
 from omniq.storage.base import BaseResultStorage
 from omniq_redis._component import BATCH, RedisComponent
+from omniq_redis._scripts import RESULT_GET
 
 
 def _s(v: Any) -> str:
@@ -77,7 +78,14 @@ def parse_announcements(message: bytes) -> builtins.list[tuple[str, bytes]]:
 
 class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
     """Results as ``{prefix}:r:<task id>`` (``SET ... PX`` when they expire), listed
-    through ``{prefix}:results``; ``{prefix}:rexp`` lets the sweep find expired ones."""
+    through ``{prefix}:results``; ``{prefix}:rexp`` lets the sweep find expired ones.
+
+    A result written with its task's completion (the queue's ``complete_with_results``
+    on the same server and prefix) is kept in the task's hash instead (fields ``rs`` and
+    ``rx``, listed through the queue's ``{prefix}:finished``): one write less per task.
+    It wins over a key of its own (which the completion deletes, and which ``set``
+    writes after removing the hash's); it moves to a key of its own when the task is
+    deleted or requeued."""
 
     blocking_wait: ClassVar[bool] = True
     cross_process: ClassVar[bool] = True
@@ -267,6 +275,7 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
             pipe.set(key, data)
             pipe.zrem(f"{self.p}rexp", result.task_id)
         pipe.zadd(f"{self.p}results", {result.task_id: now})
+        pipe.hdel(f"{self.p}t:{result.task_id}", "rs", "rx")  # this one replaces it
         pipe.publish(self.channel, announcement(result.task_id, data))
 
     async def set(self, result: TaskResult) -> None:
@@ -295,7 +304,8 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
 
     async def get(self, task_id: str) -> TaskResult | None:
         """The result, or None when absent or expired."""
-        data = await (await self.redis()).get(f"{self.p}r:{task_id}")
+        script = await self.script("result_get", RESULT_GET)
+        data = await script(keys=[f"{self.p}t:{task_id}", f"{self.p}r:{task_id}"])
         if data is None:
             return None
         result = self._decode(task_id, data)
@@ -306,26 +316,54 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
         r = await self.redis()
         async with r.pipeline(transaction=True) as pipe:
             pipe.delete(f"{self.p}r:{task_id}")
+            pipe.hdel(f"{self.p}t:{task_id}", "rs", "rx")
             pipe.zrem(f"{self.p}results", task_id)
             pipe.zrem(f"{self.p}rexp", task_id)
-            n, _, _ = await pipe.execute()
-        return bool(n)
+            n, m, _, _ = await pipe.execute()
+        return bool(n or m)
 
     async def list(
         self, status: TaskStatus | None = None, limit: int = 100
     ) -> builtins.list[TaskResult]:
-        """Unexpired results, oldest first, optionally of one status."""
+        """Unexpired results, oldest first, optionally of one status: the results in
+        keys of their own (``results``) merged by time with those in task hashes (the
+        queue's ``finished``)."""
         r = await self.redis()
         out: builtins.list[TaskResult] = []
-        start = 0
+        indexes = (f"{self.p}results", f"{self.p}finished")
+        buffers: builtins.list[builtins.list[tuple[float, str]]] = [[], []]
+        starts = [0, 0]
+        ended = [False, False]
+        seen: builtins.set[str] = set()
         while len(out) < limit:
-            ids = await r.zrange(f"{self.p}results", start, start + BATCH - 1)
-            if not ids:
+            for i, index in enumerate(indexes):
+                if not buffers[i] and not ended[i]:
+                    rows: Any = await r.zrange(
+                        index, starts[i], starts[i] + BATCH - 1, withscores=True
+                    )
+                    starts[i] += BATCH
+                    ended[i] = len(rows) < BATCH
+                    buffers[i] = [(float(score), _s(m)) for m, score in rows]
+            if not buffers[0] and not buffers[1]:
                 break
-            start += BATCH
-            blobs = await r.mget([f"{self.p}r:{_s(i)}" for i in ids])
-            for blob in blobs:
-                if blob is None:
+            # what comes before the end of every window that may still grow, in order
+            bound = min(
+                (b[-1][0] for b, done in zip(buffers, ended, strict=True) if b and not done),
+                default=float("inf"),
+            )
+            batch = sorted(
+                (x[0], i, x[1]) for i, b in enumerate(buffers) for x in b if x[0] <= bound
+            )
+            buffers = [[x for x in b if x[0] > bound] for b in buffers]
+            async with r.pipeline(transaction=False) as pipe:
+                for _, i, tid in batch:
+                    if i == 0:
+                        pipe.get(f"{self.p}r:{tid}")
+                    else:
+                        pipe.hget(f"{self.p}t:{tid}", "rs")
+                blobs = await pipe.execute()
+            for (_, _, tid), blob in zip(batch, blobs, strict=True):
+                if blob is None or tid in seen:
                     continue
                 try:
                     res = self._decode(None, blob)
@@ -334,6 +372,7 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
                     continue
                 if res.is_expired() or (status is not None and res.status is not status):
                     continue
+                seen.add(tid)
                 out.append(res)
                 if len(out) >= limit:
                     break
@@ -351,6 +390,8 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
                 return total
             async with r.pipeline(transaction=True) as pipe:
                 pipe.delete(*[f"{self.p}r:{_s(i)}" for i in ids])
+                for i in ids:
+                    pipe.hdel(f"{self.p}t:{_s(i)}", "rs", "rx")
                 pipe.zrem(f"{self.p}results", *ids)
                 pipe.zrem(f"{self.p}rexp", *ids)
                 await pipe.execute()

@@ -3,18 +3,24 @@
 Keys (``P`` is the hash-tagged prefix ``{prefix}:``): ``P t:<id>`` a task's hash
 (``d`` payload as enqueued, ``s`` status, ``q`` queue, ``p`` priority, ``m`` its member in
 the ready set, ``a`` attempt, ``l`` lease, ``w`` worker, ``e`` error, ``r`` run_at, ``x``
-expires_at, ``f`` finished at, ``n`` insertion number, ``dp`` dependencies; ``l`` is read
-only while the task is RUNNING); ``P q:<queue>``
+expires_at, ``f`` finished at, ``n`` insertion number, ``dp`` dependencies, ``b`` the
+claim batch whose lease it holds ('' or missing: none), ``rs`` and ``rx`` its result and
+the result's expiry when written with the completion; ``l`` and ``b`` are read only
+while the task is RUNNING); ``P q:<queue>``
 the ready tasks of a queue, scored ``-priority`` with members ``<due µs>:<id>`` so equal
-priorities are claimed oldest first; ``P delayed`` (by run_at), ``P leases`` (by lease
-end), ``P ttl`` (by expires_at), ``P finished`` (by end time); ``P all`` and
+priorities are claimed oldest first; ``P delayed`` (by run_at); leases: one per claim
+batch, ``P bl`` (batch number by lease end) with ``P bl:<n>`` its task ids and ``P bln``
+(batch number -> tasks still holding it), deleted with its last task; ``P leases`` (by
+lease end) the leases of single tasks (extended by a heartbeat, or written by an older
+version); ``P ttl`` (by expires_at), ``P finished`` (by end time); ``P all`` and
 ``P qa:<queue>`` (by insertion number) for listing; ``P waiting`` (by insertion number)
 the WAITING tasks, so the dependency sweep never scans (ids no longer WAITING found
 there are dropped by the listing); ``P counts`` (``queue\\tstatus`` -> number) for O(1)
 counts; ``P deps:<id>`` the tasks waiting on ``id``, and ``P hasdeps``, set once any task
 waited on another (completions look for dependents only then); ``P w:<queue>`` wake
 tokens for blocked consumers; ``P expired`` tasks found expired at claim time; results
-are ``P r:<id>`` with ``P results`` (by time) and ``P rexp`` (by expiry); each result
+are in their task's hash (see above) or ``P r:<id>``, with ``P results`` (by time: those
+of their own key) and ``P rexp`` (by expiry: both kinds); each result
 written is announced on the channel ``P rdone`` for waiters, several per message (one
 message per script call): each is a NUL byte, the id's length, ``:``, the length of the
 result's bytes, ``:``, the id, then the bytes (none when over 8 KiB: the waiter reads
@@ -44,10 +50,29 @@ local function delay(q, at, id)
   redis.call('ZADD', P .. 'delayed', at, id)
   if #first == 0 or tonumber(at) < tonumber(first[2]) then wake(q) end
 end
-local function fenced(k, attempt)
-  local h = redis.call('HMGET', k, 's', 'a', 'q')
-  if h[1] == 'running' and h[2] == attempt then return h[3] end
+-- a task's lease batch from its ``b`` field: nil when missing or '' (a completion
+-- clears it with '': a claim by an older version, which writes no ``b``, finds none)
+local function batch_of(v)
+  if v and v ~= '' then return v end
   return nil
+end
+-- (queue, lease batch or nil) of a task whose current claim is ``attempt``, else nil
+local function fenced(k, attempt)
+  local h = redis.call('HMGET', k, 's', 'a', 'q', 'b')
+  if h[1] == 'running' and h[2] == attempt then return h[3], batch_of(h[4]) end
+  return nil
+end
+-- ``n`` tasks of lease batch ``b`` no longer hold its lease: the batch goes with the last
+local function unbatch(b, n)
+  if redis.call('HINCRBY', P .. 'bln', b, -n) <= 0 then
+    redis.call('ZREM', P .. 'bl', b)
+    redis.call('DEL', P .. 'bl:' .. b)
+    redis.call('HDEL', P .. 'bln', b)
+  end
+end
+-- a RUNNING task's claim ends: its lease (its batch's, or its own) is released
+local function unlease(id, b)
+  if b then unbatch(b, 1) else redis.call('ZREM', P .. 'leases', id) end
 end
 -- one command over many arguments (in slices: Lua's unpack has a limit)
 local function bulk(cmd, key, items)
@@ -64,10 +89,29 @@ local function announcement(id, data)
   if #data > 8192 then data = '' end
   return '\0' .. #id .. ':' .. #data .. ':' .. id .. data
 end
-local function delete_task(id)
+-- a result kept in the task's hash (see COMPLETE) moves to a key of its own, as those
+-- written by ``set``, when the task is deleted or requeued (dropped when expired)
+local function move_result(k, id, now)
+  local h = redis.call('HMGET', k, 'rs', 'rx', 'f')
+  if not h[1] then return end
+  redis.call('HDEL', k, 'rs', 'rx')
+  local rk = P .. 'r:' .. id
+  if not h[2] then
+    redis.call('SET', rk, h[1])
+  elseif tonumber(h[2]) > now then
+    redis.call('SET', rk, h[1], 'PX', math.max(math.floor((tonumber(h[2]) - now) * 1000), 1))
+  else
+    redis.call('ZREM', P .. 'rexp', id)
+    return
+  end
+  redis.call('ZADD', P .. 'results', h[3] or now, id)
+end
+local function delete_task(id, now)
   local k = tkey(id)
-  local h = redis.call('HMGET', k, 's', 'q', 'm')
+  local h = redis.call('HMGET', k, 's', 'q', 'm', 'b')
   if not h[1] then return 0 end
+  if h[1] == 'running' and batch_of(h[4]) then unbatch(h[4], 1) end
+  move_result(k, id, now)
   cnt(h[2], h[1], -1)
   redis.call('ZREM', P .. 'q:' .. h[2], h[3])
   redis.call('ZREM', P .. 'qa:' .. h[2], id)
@@ -200,22 +244,35 @@ for _, id in ipairs(due) do
   local h = redis.call('HMGET', tkey(id), 's', 'q', 'p', 'm')
   if h[1] == 'pending' then ready(h[2], h[3], h[4]); wake(h[2]) end
 end
-local lapsed = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. nows, 'LIMIT', 0, 1000)
-for _, id in ipairs(lapsed) do
-  redis.call('ZREM', P .. 'leases', id)
+local function lapse(id, batch)
   local k = tkey(id)
-  local h = redis.call('HMGET', k, 's', 'q', 'p', 'm')
-  if h[1] == 'running' then
+  local h = redis.call('HMGET', k, 's', 'q', 'p', 'm', 'b')
+  if h[1] == 'running' and batch_of(h[5]) == batch then
     redis.call('HSET', k, 's', 'pending')
-    redis.call('HDEL', k, 'l')
+    redis.call('HDEL', k, 'l', 'b')
     move(h[2], 'running', 'pending')
     ready(h[2], h[3], h[4]); wake(h[2])
   end
 end
+-- leases of their own (extended by a heartbeat, or written by an older version)
+local lapsed = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. nows, 'LIMIT', 0, 1000)
+for _, id in ipairs(lapsed) do
+  redis.call('ZREM', P .. 'leases', id)
+  lapse(id, nil)
+end
+-- leases of claim batches: the batch's tasks still RUNNING under it come back
+local lapsedb = redis.call('ZRANGEBYSCORE', P .. 'bl', '-inf', '(' .. nows, 'LIMIT', 0, 100)
+for _, b in ipairs(lapsedb) do
+  for _, id in ipairs(redis.call('LRANGE', P .. 'bl:' .. b, 0, -1)) do lapse(id, b) end
+  redis.call('ZREM', P .. 'bl', b)
+  redis.call('DEL', P .. 'bl:' .. b)
+  redis.call('HDEL', P .. 'bln', b)
+end
 local out = {}
 local claimed = 0
 local emptied = 0
-local leases, moves = {}, {}
+local batch, moves = {}, {}
+local b = nil
 for qi = 1, #KEYS do
   while claimed < limit do
     local top = redis.call('ZPOPMIN', KEYS[qi], limit - claimed)
@@ -238,9 +295,10 @@ for qi = 1, #KEYS do
           redis.call('ZADD', P .. 'delayed', h[3], id)
         else
           local a = tonumber(h[5] or 0) + 1
-          redis.call('HSET', k, 's', 'running', 'a', a, 'l', until_, 'w', ARGV[4])
-          leases[#leases + 1] = until_
-          leases[#leases + 1] = id
+          -- the batch is named after its first task's claim (unique: attempts grow)
+          if not b then b = id .. ':' .. a end
+          redis.call('HSET', k, 's', 'running', 'a', a, 'l', until_, 'w', ARGV[4], 'b', b)
+          batch[#batch + 1] = id
           moves[h[4]] = (moves[h[4]] or 0) + 1
           out[#out + 1] = id
           out[#out + 1] = h[6]
@@ -255,75 +313,102 @@ for qi = 1, #KEYS do
     break
   end
 end
-bulk('ZADD', P .. 'leases', leases)
+if #batch == 1 then
+  -- a lease of its own is fewer writes for one task
+  redis.call('HDEL', tkey(batch[1]), 'b')
+  redis.call('ZADD', P .. 'leases', until_, batch[1])
+elseif b then
+  -- one lease for the whole claim: the batch's tasks, how many still hold it, its end
+  bulk('RPUSH', P .. 'bl:' .. b, batch)
+  redis.call('HSET', P .. 'bln', b, #batch)
+  redis.call('ZADD', P .. 'bl', until_, b)
+end
 add_moves(moves, 'pending', 'running')
 local nxt = ''
-local d1 = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
-local l1 = redis.call('ZRANGE', P .. 'leases', 0, 0, 'WITHSCORES')
-if #d1 > 0 then nxt = d1[2] end
-if #l1 > 0 and (nxt == '' or tonumber(l1[2]) < tonumber(nxt)) then nxt = l1[2] end
+for _, z in ipairs({'delayed', 'leases', 'bl'}) do
+  local f = redis.call('ZRANGE', P .. z, 0, 0, 'WITHSCORES')
+  if #f > 0 and (nxt == '' or tonumber(f[2]) < tonumber(nxt)) then nxt = f[2] end
+end
 return {nxt, out, emptied == #KEYS and 1 or 0, until_}
 """
 )
 
-#: ARGV: P, now, n, ('attempt TAB px-or-empty TAB expires_at-or-empty TAB id',
-#: result bytes or '')*.
+#: ARGV: P, now, n, (attempt, id, result expires_at or '', result bytes or '')*.
+#: A result is written into the task's hash (``rs``, its expiry ``rx``): no key of its
+#: own, listed through ``P finished``; a result of the same task kept in its own key
+#: (written by ``set``, or by an older version) is deleted so that one result stands.
 #: Returns per task 0 (not the current claim: nothing written), 1 (completed, no task
 #: waits on it) or 2 (completed, some task waits on it).
 COMPLETE = (
     COMMON
     + r"""
-local now = tonumber(ARGV[2])
+local call = redis.call
+local nows = ARGV[2]
 local n = tonumber(ARGV[3])
+local tp, rp = P .. 't:', P .. 'r:'
 local out = {}
-local done, ttl, fin, res, rexp, norexp, ann, moves = {}, {}, {}, {}, {}, {}, {}, {}
+local done, ttl, fin, rexp, norexp, ann, moves, gone = {}, {}, {}, {}, {}, {}, {}, {}
+local batches = {}
 -- announcements only when someone listens (a waiter subscribes before it reads the
 -- result). In a cluster NUMSUB counts one node's subscribers: sharded channels then.
-local listened = redis.call('PUBSUB', 'NUMSUB', P .. 'rdone')[2] > 0
+local listened = call('PUBSUB', 'NUMSUB', P .. 'rdone')[2] > 0
 -- dependents are looked up only once some task ever waited on another
-local deps = redis.call('EXISTS', P .. 'hasdeps') == 1
+local deps = call('EXISTS', P .. 'hasdeps') == 1
 for i = 0, n - 1 do
-  local b = 4 + i * 2
-  local attempt, px, exp, id = string.match(ARGV[b], '^(%d+)\t(%d*)\t([^\t]*)\t(.*)$')
-  local k = tkey(id)
-  local h = redis.call('HMGET', k, 's', 'a', 'q', 'x', 'e')
-  if h[1] == 'running' and h[2] == attempt then
+  local b = 4 + i * 4
+  local id = ARGV[b + 1]
+  local k = tp .. id
+  local h = call('HMGET', k, 's', 'a', 'q', 'x', 'e', 'rx', 'b')
+  if h[1] == 'running' and h[2] == ARGV[b] then
     -- the lease field stays: it is read only while the task is RUNNING
-    redis.call('HSET', k, 's', 'success', 'f', ARGV[2])
-    if h[5] then redis.call('HDEL', k, 'e') end
-    done[#done + 1] = id
+    local data, exp = ARGV[b + 3], ARGV[b + 2]
+    if data == '' then
+      call('HSET', k, 's', 'success', 'f', nows, 'b', '')
+    elseif exp ~= '' then
+      call('HSET', k, 's', 'success', 'f', nows, 'b', '', 'rs', data, 'rx', exp)
+      rexp[#rexp + 1] = exp
+      rexp[#rexp + 1] = id
+    else
+      call('HSET', k, 's', 'success', 'f', nows, 'b', '', 'rs', data)
+      if h[6] then call('HDEL', k, 'rx'); norexp[#norexp + 1] = id end
+    end
+    if h[5] then call('HDEL', k, 'e') end
+    local lb = batch_of(h[7])
+    if lb then batches[lb] = (batches[lb] or 0) + 1 else done[#done + 1] = id end
     if h[4] then ttl[#ttl + 1] = id end
-    fin[#fin + 1] = ARGV[2]
+    fin[#fin + 1] = nows
     fin[#fin + 1] = id
     moves[h[3]] = (moves[h[3]] or 0) + 1
-    local data = ARGV[b + 1]
     if data ~= '' then
-      local rk = P .. 'r:' .. id
-      if px ~= '' then
-        redis.call('SET', rk, data, 'PX', px)
-        rexp[#rexp + 1] = exp
-        rexp[#rexp + 1] = id
-      else
-        redis.call('SET', rk, data)
-        norexp[#norexp + 1] = id
-      end
-      res[#res + 1] = ARGV[2]
-      res[#res + 1] = id
+      gone[#gone + 1] = rp .. id
       if listened then ann[#ann + 1] = announcement(id, data) end
     end
-    out[#out + 1] = (deps and 1 + redis.call('EXISTS', P .. 'deps:' .. id)) or 1
+    out[#out + 1] = (deps and 1 + call('EXISTS', P .. 'deps:' .. id)) or 1
   else
     out[#out + 1] = 0
   end
 end
+if #gone > 0 then
+  -- results kept in keys of their own for these tasks: the ones just written replace them
+  local old = {}
+  for j = 1, #gone, 1000 do
+    if call('EXISTS', unpack(gone, j, math.min(j + 999, #gone))) > 0 then
+      for m = j, math.min(j + 999, #gone) do
+        if call('DEL', gone[m]) > 0 then old[#old + 1] = string.sub(gone[m], #rp + 1) end
+      end
+    end
+  end
+  bulk('ZREM', P .. 'results', old)
+  for _, id in ipairs(old) do norexp[#norexp + 1] = id end
+end
 bulk('ZREM', P .. 'leases', done)
+for lb, c in pairs(batches) do unbatch(lb, c) end
 bulk('ZREM', P .. 'ttl', ttl)
 bulk('ZADD', P .. 'finished', fin)
-bulk('ZADD', P .. 'results', res)
-bulk('ZADD', P .. 'rexp', rexp)
 bulk('ZREM', P .. 'rexp', norexp)
+bulk('ZADD', P .. 'rexp', rexp)
 add_moves(moves, 'running', 'success')
-if #ann > 0 then redis.call('PUBLISH', P .. 'rdone', table.concat(ann)) end
+if #ann > 0 then call('PUBLISH', P .. 'rdone', table.concat(ann)) end
 return out
 """
 )
@@ -335,10 +420,10 @@ FAIL = (
 local now = tonumber(ARGV[2])
 local id, retry, err = ARGV[3], ARGV[5], ARGV[6]
 local k = tkey(id)
-local q = fenced(k, ARGV[4])
+local q, b = fenced(k, ARGV[4])
 if not q then return 0 end
-redis.call('ZREM', P .. 'leases', id)
-redis.call('HDEL', k, 'l')
+unlease(id, b)
+redis.call('HDEL', k, 'l', 'b')
 if err ~= '' then redis.call('HSET', k, 'e', err) else redis.call('HDEL', k, 'e') end
 if retry == '' then
   redis.call('HSET', k, 's', 'failed', 'f', ARGV[2])
@@ -363,12 +448,12 @@ UNCLAIM = (
     + r"""
 local id = ARGV[2]
 local k = tkey(id)
-local q = fenced(k, ARGV[3])
+local q, b = fenced(k, ARGV[3])
 if not q then return 0 end
+unlease(id, b)
 redis.call('HINCRBY', k, 'a', -1)
 redis.call('HSET', k, 's', 'pending')
-redis.call('HDEL', k, 'l')
-redis.call('ZREM', P .. 'leases', id)
+redis.call('HDEL', k, 'l', 'b')
 move(q, 'running', 'pending')
 local h = redis.call('HMGET', k, 'p', 'm')
 ready(q, h[1], h[2]); wake(q)
@@ -381,7 +466,10 @@ HEARTBEAT = (
     COMMON
     + r"""
 local k = tkey(ARGV[2])
-if not fenced(k, ARGV[3]) then return 0 end
+local q, b = fenced(k, ARGV[3])
+if not q then return 0 end
+-- the task leaves its claim batch for a lease of its own
+if b then unbatch(b, 1); redis.call('HDEL', k, 'b') end
 redis.call('HSET', k, 'l', ARGV[4])
 redis.call('ZADD', P .. 'leases', ARGV[4], ARGV[2])
 return 1
@@ -395,16 +483,16 @@ CANCEL = (
 local now = tonumber(ARGV[2])
 local id = ARGV[3]
 local k = tkey(id)
-local h = redis.call('HMGET', k, 's', 'q', 'm', 'x')
+local h = redis.call('HMGET', k, 's', 'q', 'm', 'x', 'b')
 local s = h[1]
 if not s then return 0 end
 if s ~= 'pending' and s ~= 'waiting' and s ~= 'running' then return 0 end
 if s ~= 'running' and h[4] and tonumber(h[4]) <= now then return 0 end
+if s == 'running' then unlease(id, batch_of(h[5])) end
 redis.call('HSET', k, 's', 'cancelled', 'e', ARGV[4], 'f', ARGV[2])
-redis.call('HDEL', k, 'l')
+redis.call('HDEL', k, 'l', 'b')
 redis.call('ZREM', P .. 'q:' .. h[2], h[3])
 redis.call('ZREM', P .. 'delayed', id)
-redis.call('ZREM', P .. 'leases', id)
 redis.call('ZREM', P .. 'ttl', id)
 if s == 'waiting' then redis.call('ZREM', P .. 'waiting', id) end
 move(h[2], s, 'cancelled'); finish(id, now)
@@ -451,23 +539,25 @@ return n
 """
 )
 
-#: ARGV: P, before, limit. Deletes finished tasks that ended before ``before``.
+#: ARGV: P, before, limit, now. Deletes finished tasks that ended before ``before``.
 PRUNE = (
     COMMON
     + r"""
+local now = tonumber(ARGV[4])
 local ids = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. ARGV[2], 'LIMIT', 0,
   tonumber(ARGV[3]))
-for _, id in ipairs(ids) do delete_task(id) end
+for _, id in ipairs(ids) do delete_task(id, now) end
 return #ids
 """
 )
 
-#: ARGV: P, ids... Deletes those tasks.
+#: ARGV: P, now, ids... Deletes those tasks.
 DELETE = (
     COMMON
     + r"""
+local now = tonumber(ARGV[2])
 local n = 0
-for i = 2, #ARGV do n = n + delete_task(ARGV[i]) end
+for i = 3, #ARGV do n = n + delete_task(ARGV[i], now) end
 return n
 """
 )
@@ -548,8 +638,9 @@ local ended = s == 'success' or s == 'failed' or s == 'cancelled' or s == 'expir
 if not ended and not ((s == 'pending' or s == 'waiting') and h[6] and tonumber(h[6]) <= now) then
   return 0
 end
+move_result(k, id, now)
 redis.call('HSET', k, 's', 'pending', 'd', ARGV[5])
-redis.call('HDEL', k, 'e', 'l', 'w', 'f', 'r')
+redis.call('HDEL', k, 'e', 'l', 'w', 'f', 'r', 'b')
 if ARGV[6] ~= '' then
   redis.call('HSET', k, 'x', ARGV[6]); redis.call('ZADD', P .. 'ttl', ARGV[6], id)
 else
@@ -563,3 +654,12 @@ ready(h[2], h[3], h[4]); wake(h[2])
 return 1
 """
 )
+
+
+#: KEYS: the task's hash, the result's own key. A task's result: the one in its hash
+#: (written with its completion), else the one in a key of its own.
+RESULT_GET = r"""
+local v = redis.call('HGET', KEYS[1], 'rs')
+if v then return v end
+return redis.call('GET', KEYS[2])
+"""
