@@ -257,6 +257,31 @@ class OmniQPostgres(OmniQSystem):
     def options(self) -> dict[str, Any]:
         return {"schema": self.prefix.replace("-", "_")}
 
+    def _drop_schema(self) -> None:
+        # a fresh schema each run, as the raw loop's fresh table: a purge leaves every
+        # deleted row and its index entries dead until a VACUUM (the benchmark server
+        # runs without autovacuum), so runs would start on the previous runs' bloat
+        async def go() -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(PG_DSN)
+            try:
+                schema = self.options()["schema"]
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
+
+        self.arun(go())
+
+    def setup(self) -> None:
+        self.arun(self.aoq.close())  # reopened (and migrated) by the setup below
+        self._drop_schema()
+        super().setup()
+
+    def teardown(self) -> None:
+        super().teardown()
+        self._drop_schema()
+
 
 class OmniQFile(OmniQSystem):
     """OmniQ's file backend on a local directory (the default ``sync=false``)."""

@@ -13,12 +13,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from omniq_postgres import AsyncPostgresQueue, AsyncPostgresResultStorage
+from omniq_postgres import _migrations as migrations
+from omniq_postgres import _task_sql as sql
 
 from omniq import OmniQ
-from omniq.models import EventType, Task, TaskResult, TaskStatus
+from omniq.models import EventType, Task, TaskQuery, TaskResult, TaskStatus
 from tests.backends.test_postgres import drop_schema, require_postgres, run_sync, schema_url
 
 pytestmark = pytest.mark.anyio
@@ -212,3 +215,156 @@ async def test_claims_resume_in_order_and_see_tasks_added_before_the_hint(schema
         while batch := await q.dequeue_many(["default"], 7, worker_id="w"):
             rest.extend(batch)
         assert [t.args for t in rest] == [(i,) for i in range(23, 100)]
+
+
+# --- migration 5: counts kept by triggers, finish with dependents, upgrade from 4 ---------------
+
+EVERY_STATUS = list(TaskStatus)
+
+
+async def listed(q: AsyncPostgresQueue, queue: str | None, status: TaskStatus | None) -> int:
+    """The number of tasks a listing finds (effective statuses, read from the rows)."""
+    return len(await q.select_tasks(TaskQuery(queue=queue, status=status, limit=10**6)))
+
+
+async def assert_counts_match_listing(q: AsyncPostgresQueue, queues: list[str]) -> None:
+    for queue in [*queues, None]:
+        for status in [*EVERY_STATUS, None]:
+            want = await listed(q, queue, status)
+            got = await q.count(queue, status)
+            assert got == want, f"count({queue!r}, {status}) is {got}, the listing finds {want}"
+
+
+async def test_counts_follow_every_kind_of_change(schema: str) -> None:
+    """Counts come from task_counts (kept by triggers): after enqueues (COPY and
+    INSERT), claims, completions with results, retries, hand-backs, cancels, TTL
+    expiry before and after the sweep, dependency releases and purges, each count
+    equals what a listing of the rows finds; folding the rows changes nothing."""
+    url = schema_url(schema)
+    async with (
+        AsyncPostgresQueue(url) as q,
+        AsyncPostgresResultStorage(url) as results,
+    ):
+        now = time.time()
+        await q.enqueue_many([Task(func="tests:noop", queue="a", args=(i,)) for i in range(40)])
+        await q.enqueue_many([Task(func="tests:noop", queue="b", args=(i,)) for i in range(3)])
+        await q.enqueue(Task(func="tests:noop", queue="b", expires_at=now - 1))  # past TTL
+        parent = Task(func="tests:noop", queue="b")
+        await q.enqueue(parent)
+        await q.enqueue(Task(func="tests:noop", queue="b", depends_on=[parent.id]))
+        await assert_counts_match_listing(q, ["a", "b"])
+        claimed = await q.dequeue_many(["a"], 12, worker_id="w")
+        finished = [
+            (t, TaskResult(task_id=t.id, status=TaskStatus.SUCCESS, result=i, attempt=t.attempt))
+            for i, t in enumerate(claimed[:5])
+        ]
+        assert await q.complete_with_results(finished, results) == [True] * 5
+        assert await q.fail(claimed[5], time.time() + 3600, error="retry later")
+        assert await q.fail(claimed[6], None, error="gave up")
+        assert await q.unclaim(claimed[7])
+        assert await q.cancel(claimed[8].id)
+        pending = await q.select_tasks(TaskQuery(queue="a", status=TaskStatus.PENDING, limit=1))
+        assert await q.cancel(pending[0].id)
+        await assert_counts_match_listing(q, ["a", "b"])
+        (p,) = [t for t in await q.dequeue_many(["b"], 10, worker_id="w") if t.id == parent.id]
+        assert await q.complete(p)
+        await q.release_dependents(p.id, succeeded=True)
+        await assert_counts_match_listing(q, ["a", "b"])
+        assert len(await q.cleanup_expired()) == 1, "the sweep marks the late task"
+        await assert_counts_match_listing(q, ["a", "b"])
+        conn = await asyncpg_connect(schema)
+        try:
+            await conn.execute(sql.FOLD_COUNTS_SQL)
+            rows = await conn.fetch("SELECT queue, status, n FROM task_counts")
+        finally:
+            await conn.close()
+        pairs = [(r[0], r[1]) for r in rows]
+        assert len(pairs) == len(set(pairs)), f"a fold leaves one row per pair: {rows}"
+        await assert_counts_match_listing(q, ["a", "b"])
+        # rows pile up when nobody counts: the workers' TTL sweep folds them too
+        conn = await asyncpg_connect(schema)
+        try:
+            await conn.execute(
+                "INSERT INTO task_counts (queue, status, n) "
+                "SELECT 'a', 'pending', (-1) ^ i FROM generate_series(1, $1) AS i",
+                2 * sql.COUNT_ROWS_FOLDED,
+            )
+            await q.cleanup_expired()
+            left = await conn.fetchval("SELECT count(*) FROM task_counts")
+        finally:
+            await conn.close()
+        assert left <= len(pairs), f"{left} rows of task_counts after the sweep"
+        await assert_counts_match_listing(q, ["a", "b"])
+        assert await q.purge("a") > 0
+        await assert_counts_match_listing(q, ["a", "b"])
+
+
+async def asyncpg_connect(schema: str) -> Any:
+    import asyncpg  # type: ignore[import-untyped]
+
+    from tests.backends.test_postgres import SERVER_URL
+
+    return await asyncpg.connect(SERVER_URL, server_settings={"search_path": schema})
+
+
+async def test_release_after_a_finish_still_frees_dependents(schema: str) -> None:
+    """complete_with_results learns whether the finished tasks have dependents: with
+    one, the release that follows makes the dependent ready; without, it has nothing
+    to do."""
+    url = schema_url(schema)
+    async with AsyncPostgresQueue(url) as q, AsyncPostgresResultStorage(url) as results:
+        parent, lone = Task(func="tests:noop"), Task(func="tests:noop")
+        child = Task(func="tests:noop", depends_on=[parent.id])
+        await q.enqueue_many([parent, lone])
+        assert await q.enqueue(child) is TaskStatus.WAITING
+        claimed = await q.dequeue_many(["default"], 10, worker_id="w")
+        assert {t.id for t in claimed} == {parent.id, lone.id}, claimed
+        by_id = {t.id: t for t in claimed}
+        for task_id in (lone.id, parent.id):
+            task = by_id[task_id]
+            result = TaskResult(task_id=task_id, status=TaskStatus.SUCCESS, attempt=task.attempt)
+            assert await q.complete_with_results([(task, result)], results) == [True]
+            released = await q.release_dependents_many([task_id], True)
+            want = [child.id] if task_id == parent.id else []
+            assert released.ready == want, f"release after {task_id}: {released}"
+        stored = await q.get(child.id)
+        assert stored is not None and stored.status is TaskStatus.PENDING, stored
+
+
+async def test_upgrade_from_migration_4(schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schema at migration 4 holding pending, running and finished tasks upgrades to
+    the latest: its counts start from the stored tasks, and claims and completions
+    written by migration 4's functions go on with the new ones."""
+    url = schema_url(schema)
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:4])
+        async with AsyncPostgresQueue(url) as old:
+            await old.enqueue_many([Task(func="tests:noop", args=(i,)) for i in range(30)])
+            running = await old.dequeue_many(["default"], 10, worker_id="old")
+            assert await old.complete_many(running[:4]) == [True] * 4
+            conn = await asyncpg_connect(schema)
+            try:
+                versions = [r[0] for r in await conn.fetch("SELECT version FROM omniq_migrations")]
+            finally:
+                await conn.close()
+            assert sorted(versions) == [1, 2, 3, 4], versions
+    async with AsyncPostgresQueue(url) as q, AsyncPostgresResultStorage(url) as results:
+        conn = await asyncpg_connect(schema)
+        try:
+            versions = [r[0] for r in await conn.fetch("SELECT version FROM omniq_migrations")]
+        finally:
+            await conn.close()
+        assert sorted(versions) == [m.version for m in migrations.MIGRATIONS], versions
+        expected = {TaskStatus.PENDING: 20, TaskStatus.RUNNING: 6, TaskStatus.SUCCESS: 4}
+        for status, n in expected.items():
+            assert await q.count("default", status) == n, f"{status} after the upgrade"
+        finished = [
+            (t, TaskResult(task_id=t.id, status=TaskStatus.SUCCESS, attempt=t.attempt))
+            for t in running[4:]
+        ]
+        assert await q.complete_with_results(finished, results) == [True] * 6
+        more = await q.dequeue_many(["default"], 50, worker_id="new")
+        assert len(more) == 20, f"the pending tasks are claimed: {len(more)}"
+        assert await q.complete_many(more) == [True] * 20
+        await assert_counts_match_listing(q, ["default"])
+        assert await q.count("default", TaskStatus.SUCCESS) == 30

@@ -95,6 +95,44 @@ async def test_map_sends_batches_in_order_and_raises_a_failed_batch_plainly(
         assert await queue.count() == 25 + 10
 
 
+@pytest.mark.anyio
+async def test_map_pauses_the_garbage_collector_and_restores_its_state() -> None:
+    """map() turns automatic collection off while it runs (its objects are all alive
+    until it returns) and back to what it was: on again, or still off when the app
+    turned it off; a failed map restores it too."""
+    import gc
+
+    seen: list[bool] = []
+    async with AsyncOmniQ(task_queue="memory://") as oq:
+
+        @oq.task
+        async def one(x: int) -> int:
+            return x
+
+        original = oq.task_queue.enqueue_many
+
+        async def watch(tasks: Any) -> Any:
+            seen.append(gc.isenabled())
+            if tasks[0].args == (-1,):
+                raise BackendError("refused")
+            return await original(tasks)
+
+        oq.task_queue.enqueue_many = watch  # type: ignore[method-assign]
+        assert gc.isenabled(), "the test starts with the collector on"
+        try:
+            await one.map(range(30), batch_size=10)
+            assert seen == [False] * 3, f"collection during map(): {seen}"
+            assert gc.isenabled(), "map() turns the collector back on"
+            with pytest.raises(BackendError):
+                await one.map([-1, 1], batch_size=10)
+            assert gc.isenabled(), "a failed map() turns the collector back on"
+            gc.disable()
+            await one.map(range(20), batch_size=10)
+            assert not gc.isenabled(), "map() leaves a collector the app turned off alone"
+        finally:
+            gc.enable()
+
+
 def test_queue_order_then_priority(oq: OmniQ) -> None:
     order: list[str] = []
 

@@ -317,6 +317,225 @@ END
 $claim$;
 """,
     ),
+    Migration(
+        5,
+        "claims update by ctid, completions by primary key, a finish that reports "
+        "dependents; task counts kept by triggers",
+        """
+-- Claims (the functions of migrations 2 and 4) update the rows they locked by their
+-- ctid: the locked version cannot change before the update of the same statement,
+-- and a TID scan replaces a primary-key descent per claimed task. A row whose newest
+-- version was committed after the statement began is left unclaimed this time (the
+-- update does not see it); the next claim takes it.
+-- No JIT compilation in the hot functions: a plan step the settings disable costs
+-- 1e10, far above jit_above_cost, and compiling then takes ~100 ms per call.
+CREATE OR REPLACE FUNCTION omniq_claim(text, float8, integer, text, float8, text)
+RETURNS TABLE (c_id text, c_status text, c_priority integer, c_due float8, c_seq bigint,
+    c_run_at float8, c_attempt integer, c_lease_until float8, c_worker_id text,
+    c_error text, c_data bytea)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET jit = off
+SET search_path FROM CURRENT
+AS $claim$
+BEGIN
+    RETURN QUERY
+    WITH ready AS (
+        SELECT ctid AS tid, priority, due, seq FROM tasks
+        WHERE queue = $1 AND status = 'pending' AND (run_at IS NULL OR run_at <= $2)
+        ORDER BY priority DESC, due, seq LIMIT $3 FOR UPDATE SKIP LOCKED
+    ), lapsed AS (
+        SELECT ctid AS tid, priority, due, seq FROM tasks
+        WHERE queue = $1 AND status = 'running' AND lease_until < $2
+        ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT * FROM ready UNION ALL SELECT * FROM lapsed
+    ), chosen AS (
+        SELECT tid FROM picked ORDER BY priority DESC, due, seq LIMIT $3
+    )
+    UPDATE tasks AS t SET
+        status = CASE WHEN t.expires_at <= $2 THEN 'expired' ELSE 'running' END,
+        attempt = CASE WHEN t.expires_at <= $2 THEN t.attempt ELSE t.attempt + 1 END,
+        worker_id = CASE WHEN t.expires_at <= $2 THEN t.worker_id ELSE $4 END,
+        lease_until = CASE WHEN t.expires_at <= $2 THEN NULL ELSE $5 END,
+        finished_at = CASE WHEN t.expires_at <= $2 THEN $2 END,
+        error = CASE WHEN t.expires_at <= $2 THEN $6 ELSE t.error END,
+        unreported = CASE WHEN t.expires_at <= $2 THEN true ELSE t.unreported END
+    FROM chosen WHERE t.ctid = chosen.tid
+    RETURNING t.id, t.status, t.priority, t.due, t.seq, t.run_at, t.attempt,
+        t.lease_until, t.worker_id, t.error, t.data;
+END
+$claim$;
+
+CREATE OR REPLACE FUNCTION omniq_claim_after(text, float8, integer, text, float8, text,
+    integer, float8, bigint)
+RETURNS TABLE (c_id text, c_status text, c_priority integer, c_due float8, c_seq bigint,
+    c_run_at float8, c_attempt integer, c_lease_until float8, c_worker_id text,
+    c_error text, c_data bytea)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET jit = off
+SET search_path FROM CURRENT
+AS $claim$
+BEGIN
+    RETURN QUERY
+    WITH ready AS (
+        SELECT ctid AS tid, priority, due, seq FROM tasks
+        WHERE queue = $1 AND status = 'pending' AND priority = $7
+            AND (due, seq) > ($8, $9) AND (run_at IS NULL OR run_at <= $2)
+        ORDER BY priority DESC, due, seq LIMIT $3 FOR UPDATE SKIP LOCKED
+    ), lapsed AS (
+        SELECT ctid AS tid, priority, due, seq FROM tasks
+        WHERE queue = $1 AND status = 'running' AND lease_until < $2
+        ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT * FROM ready UNION ALL SELECT * FROM lapsed
+    ), chosen AS (
+        SELECT tid FROM picked ORDER BY priority DESC, due, seq LIMIT $3
+    )
+    UPDATE tasks AS t SET
+        status = CASE WHEN t.expires_at <= $2 THEN 'expired' ELSE 'running' END,
+        attempt = CASE WHEN t.expires_at <= $2 THEN t.attempt ELSE t.attempt + 1 END,
+        worker_id = CASE WHEN t.expires_at <= $2 THEN t.worker_id ELSE $4 END,
+        lease_until = CASE WHEN t.expires_at <= $2 THEN NULL ELSE $5 END,
+        finished_at = CASE WHEN t.expires_at <= $2 THEN $2 END,
+        error = CASE WHEN t.expires_at <= $2 THEN $6 ELSE t.error END,
+        unreported = CASE WHEN t.expires_at <= $2 THEN true ELSE t.unreported END
+    FROM chosen WHERE t.ctid = chosen.tid
+    RETURNING t.id, t.status, t.priority, t.due, t.seq, t.run_at, t.attempt,
+        t.lease_until, t.worker_id, t.error, t.data;
+END
+$claim$;
+
+-- Completions as a nested loop over the given claims, each row found by the primary
+-- key: O(batch). The plans of migration 2 let the planner pick a walk of tasks_lease
+-- (every running task, and the dead entries of every task claimed since the last
+-- VACUUM) filtered against the batch: O(running x batch), chosen whenever the table's
+-- statistics are missing or stale. ``(status = 'running') IS TRUE`` is the fence
+-- written so that no partial index (whose predicate is ``status = ...``) matches it:
+-- only the primary key reaches a row.
+CREATE OR REPLACE FUNCTION omniq_complete(text[], integer[], float8) RETURNS SETOF text
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET enable_nestloop = on
+SET jit = off
+SET search_path FROM CURRENT
+AS $complete$
+BEGIN
+    RETURN QUERY
+    UPDATE tasks AS t SET status = 'success', finished_at = $3, lease_until = NULL,
+        error = NULL
+    FROM unnest($1, $2) AS c(id, attempt)
+    WHERE t.id = c.id AND t.attempt = c.attempt AND (t.status = 'running') IS TRUE
+    RETURNING t.id;
+END
+$complete$;
+
+-- omniq_complete_with_results, and whether some stored task depends on one of the
+-- completed ones (c_dependents, the same on every row): the worker then skips the
+-- release walk's separate probe. The completion is omniq_complete above (its own
+-- plan settings); the results are joined to what it completed by a hash join. The
+-- probe is a statement of its own, so it sees dependents committed while the update
+-- waited for their FOR SHARE locks.
+CREATE FUNCTION omniq_finish(text[], integer[], float8, text[], text[], float8[],
+    float8[], bytea[], text)
+RETURNS TABLE (c_id text, c_dependents boolean)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_nestloop = off
+SET jit = off
+SET search_path FROM CURRENT
+AS $finish$
+DECLARE
+    done text[];
+BEGIN
+    WITH d AS (
+        SELECT x.id FROM omniq_complete($1, $2, $3) AS x(id)
+    ), stored AS (
+        INSERT INTO results (task_id, status, finished_at, expires_at, data)
+        SELECT r.task_id, r.status, r.finished_at, r.expires_at, r.data
+        FROM unnest($4, $5, $6, $7, $8) AS r(task_id, status, finished_at, expires_at, data)
+        JOIN d ON d.id = r.task_id
+        ON CONFLICT (task_id) DO UPDATE SET status = excluded.status,
+            finished_at = excluded.finished_at, expires_at = excluded.expires_at,
+            data = excluded.data
+        RETURNING task_id
+    ), woke AS (
+        SELECT pg_notify($9, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
+    )
+    SELECT array_agg(d.id) INTO done FROM d WHERE (SELECT count(*) FROM woke) >= 0;
+    IF done IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT u.id, EXISTS (SELECT 1 FROM task_deps WHERE depends_on = ANY (done))
+    FROM unnest(done) AS u(id);
+END
+$finish$;
+
+-- Task counts by queue and stored status, kept by statement-level triggers: every
+-- statement that adds, changes or removes tasks appends one row per (queue, status)
+-- whose number changed, with the change. A count sums a few such rows instead of
+-- visiting every pending task (a count of 100,000 pending tasks walked 100,000 index
+-- entries and heap rows). Rows are only ever inserted by writers (no hot row, no lock
+-- between them); a count folds them into one row per (queue, status) now and then.
+-- The table has no index, so a page read prunes the folded rows' dead versions.
+CREATE TABLE task_counts (
+    queue  text NOT NULL,
+    status text NOT NULL,
+    n      bigint NOT NULL
+);
+CREATE FUNCTION omniq_count_changes() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $counts$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO task_counts (queue, status, n)
+        SELECT queue, status, count(*) FROM added GROUP BY queue, status;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO task_counts (queue, status, n)
+        SELECT queue, status, -count(*) FROM removed GROUP BY queue, status;
+    ELSE
+        INSERT INTO task_counts (queue, status, n)
+        SELECT queue, status, sum(d) FROM (
+            SELECT queue, status, -1 AS d FROM removed
+            UNION ALL
+            SELECT queue, status, 1 AS d FROM added
+        ) AS c GROUP BY queue, status HAVING sum(d) <> 0;
+    END IF;
+    RETURN NULL;
+END
+$counts$;
+-- (a trigger with transition tables serves one event)
+CREATE TRIGGER tasks_counted_insert AFTER INSERT ON tasks
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE PROCEDURE omniq_count_changes();
+CREATE TRIGGER tasks_counted_update AFTER UPDATE ON tasks
+    REFERENCING OLD TABLE AS removed NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE PROCEDURE omniq_count_changes();
+CREATE TRIGGER tasks_counted_delete AFTER DELETE ON tasks
+    REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE PROCEDURE omniq_count_changes();
+-- the tasks stored already (CREATE TRIGGER waited for the writers in flight and holds
+-- off new ones until this migration commits)
+INSERT INTO task_counts (queue, status, n)
+SELECT queue, status, count(*) FROM tasks GROUP BY queue, status;
+
+-- What clients before migration 5 call: omniq_finish without the dependents flag.
+CREATE OR REPLACE FUNCTION omniq_complete_with_results(text[], integer[], float8, text[],
+    text[], float8[], float8[], bytea[], text) RETURNS SETOF text
+LANGUAGE sql
+AS $complete$
+    SELECT c_id FROM omniq_finish($1, $2, $3, $4, $5, $6, $7, $8, $9);
+$complete$;
+""",
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

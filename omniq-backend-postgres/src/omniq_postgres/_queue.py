@@ -70,6 +70,9 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
         self._listen_tried = -_HINT_TTL
         self._copies: builtins.list[_Copy] = []
         self._copying: builtins.set[asyncio.Future[None]] = set()
+        #: Ids the last :meth:`complete_with_results` completed, when no stored task
+        #: depends on any of them (its release walk then needs no probe).
+        self._without_dependents: builtins.set[str] = set()
 
     @property
     def _channel(self) -> str:
@@ -261,6 +264,7 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
         """Complete several claimed tasks in one statement (one bool per task)."""
         if not tasks:
             return []
+        self._without_dependents = set()  # only a finish says which have no dependents
         claims = [(t.id, t.attempt) for t in tasks]
         return await self._run(lambda conn: sql.complete_many(conn, claims))
 
@@ -287,10 +291,13 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
 
         async def run(conn: Any) -> builtins.list[bool]:
             rows = await conn.fetch(
-                sql.COMPLETE_WITH_RESULTS_SQL,
+                sql.FINISH_SQL,
                 [c[0] for c in claims], [c[1] for c in claims], time.time(), *cols, channel,
             )  # fmt: skip
-            return sql.accepted(claims, {r[0] for r in rows})
+            done = {r[0] for r in rows}
+            # no stored task depends on these: the release walk that follows needs no probe
+            self._without_dependents = done if rows and not rows[0][1] else set()
+            return sql.accepted(claims, set(done))
 
         return await self._run(run)
 
@@ -378,9 +385,17 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
         return await self._run(lambda c: sql.purge(c, queue))
 
     async def cleanup_expired(self, now: float | None = None) -> builtins.list[str]:
-        """Mark tasks past their TTL EXPIRED; return them (and those expired at claim)."""
+        """Mark tasks past their TTL EXPIRED; return them (and those expired at claim).
+        Also folds the rows of the task counts when many have piled up (the workers'
+        maintenance runs this every few seconds, whether or not anyone counts)."""
         at = now or time.time()
-        return await self._run(lambda c: sql.expire(c, at))
+
+        async def sweep(conn: Any) -> builtins.list[str]:
+            expired = await sql.expire(conn, at)
+            await sql.fold_counts(conn)
+            return expired
+
+        return await self._run(sweep)
 
     async def prune_finished(self, before: float, limit: int = 1000) -> int:
         """Delete up to ``limit`` tasks that ended before ``before``; returns how many."""
@@ -394,6 +409,12 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
         """:meth:`release_dependents` for several tasks in one transaction (a read-only
         probe first: most finished tasks have no dependents)."""
         ids = builtins.list(task_ids)
+        known, self._without_dependents = self._without_dependents, set()
+        if ids and known.issuperset(ids):
+            # completed just now by :meth:`complete_with_results`, which found that no
+            # stored task depends on them (a dependent enqueued since sees them ended
+            # and is not WAITING on them)
+            return Released(ready=[], cancelled=[])
         ready, cancelled = await self._run(lambda c: sql.release_many(c, ids, succeeded))
         if ready:
             await self._notify("")

@@ -76,8 +76,10 @@ SELECT min(w) FROM unnest($1::text[]) AS q(name), LATERAL (
 COMPLETE_MANY_SQL = "SELECT * FROM omniq_complete($1::text[], $2::int[], $3::float8)"
 #: Complete the current claims and write their results in one statement (one
 #: transaction): the fence (status and attempt) decides which results are written.
-COMPLETE_WITH_RESULTS_SQL = (
-    "SELECT * FROM omniq_complete_with_results($1::text[], $2::int[], $3::float8, "
+#: The function of migration 5: rows of (id completed, whether some stored task depends
+#: on one of the completed ones).
+FINISH_SQL = (
+    "SELECT * FROM omniq_finish($1::text[], $2::int[], $3::float8, "
     "$4::text[], $5::text[], $6::float8[], $7::float8[], $8::bytea[], $9)"
 )
 FAIL_SQL = """
@@ -451,10 +453,6 @@ def status_filter(status: TaskStatus | None, now: float, first: int) -> tuple[st
     return f"status = ${first}", [status.value]
 
 
-#: The predicate of the ``tasks_settled`` index: waiting and final tasks.
-_SETTLED = "status NOT IN ('pending', 'running')"
-
-
 def _where(queue: str | None, status: TaskStatus | None, now: float) -> tuple[str, list[Any]]:
     params: list[Any] = []
     conds: list[str] = []
@@ -496,18 +494,59 @@ async def get_task(conn: Conn, serializer: SerializationManager, task_id: str) -
     return None if row is None else task_from_row(serializer, row, time.time())
 
 
+#: Rows of ``task_counts`` beyond which a count folds them (one per queue and status).
+COUNT_ROWS_FOLDED = 200
+#: Fold ``task_counts``: one row per (queue, status) whose sum is not zero. A row added
+#: meanwhile is either deleted and summed here or left as it is: the sums stay exact,
+#: and a concurrent fold skips the rows this one deleted.
+FOLD_COUNTS_SQL = """
+WITH gone AS (DELETE FROM task_counts RETURNING queue, status, n)
+INSERT INTO task_counts (queue, status, n)
+SELECT queue, status, sum(n) FROM gone GROUP BY queue, status HAVING sum(n) <> 0
+"""
+
+
+async def fold_counts(conn: Conn) -> None:
+    """Fold ``task_counts`` when it holds more than ``COUNT_ROWS_FOLDED`` rows."""
+    if await conn.fetchval(f"SELECT count(*) > {COUNT_ROWS_FOLDED} FROM task_counts"):
+        await conn.execute(FOLD_COUNTS_SQL)
+
+
 async def count_tasks(conn: Conn, queue: str | None, status: TaskStatus | None) -> int:
-    """Number of tasks by queue and effective status, each counted on a partial index:
-    pending on ``tasks_claim``, running on ``tasks_lease``, the others on
-    ``tasks_settled`` (a queue's total is the sum of the three)."""
-    if status is None and queue is not None:
-        parts = [
-            f"(SELECT count(*) FROM tasks WHERE queue = $1 AND {c})"
-            for c in ("status = 'pending'", "status = 'running'", _SETTLED)
-        ]
-        return int(await conn.fetchval("SELECT " + " + ".join(parts), queue))
-    cond, params = _where(queue, status, time.time())
-    return int(await conn.fetchval(f"SELECT count(*) FROM tasks WHERE {cond}", *params))
+    """Number of tasks by queue and effective status: the sums of ``task_counts``
+    (kept by triggers, migration 5), corrected for pending and waiting tasks past
+    their TTL that the sweep has not marked EXPIRED yet (found on ``tasks_expiry``)."""
+    params: list[Any] = [time.time()]
+    where: list[str] = []
+    if queue is not None:
+        params.append(queue)
+        where.append(f"queue = ${len(params)}")
+    stored = status.value if status is not None else None
+    if status is TaskStatus.EXPIRED:
+        late, sign = "true", "+"  # pending or waiting past the TTL: expired already
+    elif status in (TaskStatus.PENDING, TaskStatus.WAITING):
+        late, sign = f"status = '{stored}'", "-"
+    else:
+        late, sign = "false", "-"
+    counted = [*where]
+    if stored is not None:
+        params.append(stored)
+        counted.append(f"status = ${len(params)}")
+    cond = " AND ".join(counted) or "true"
+    late_cond = " AND ".join([*where, late]) or "true"
+    # the fence (OFFSET 0) keeps the scan of late tasks on tasks_expiry, whatever the
+    # statistics say: the queue's own indexes would visit its every pending task
+    row = await conn.fetchrow(
+        f"SELECT coalesce(sum(n), 0), count(*), (SELECT count(*) FROM ("
+        "SELECT queue, status FROM tasks WHERE status IN ('pending', 'waiting') "
+        f"AND expires_at IS NOT NULL AND expires_at <= $1 OFFSET 0) AS late "
+        f"WHERE {late_cond}) FROM task_counts WHERE {cond}",
+        *params,
+    )
+    total, rows, late_n = row
+    if rows > COUNT_ROWS_FOLDED:
+        await conn.execute(FOLD_COUNTS_SQL)
+    return int(total) + int(late_n) if sign == "+" else int(total) - int(late_n)
 
 
 async def cancel(conn: Conn, task_id: str, reason: str) -> bool:

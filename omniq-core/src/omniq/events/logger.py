@@ -41,6 +41,9 @@ class AsyncEventLogger:
         self._wake = anyio.Event()
         self._running = False
         self._tg: Any = None
+        #: Held by the flush writing: a flush (get_events) waits for a batch the
+        #: background flush took from the buffer and is still writing.
+        self._writing = anyio.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -57,7 +60,11 @@ class AsyncEventLogger:
             self._wake.set()
 
     async def flush(self) -> None:
-        """Write buffered events now."""
+        """Write buffered events now (and wait for a batch being written meanwhile)."""
+        async with self._writing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self._buffer:
             batch, self._buffer = self._buffer[: self.max_batch], self._buffer[self.max_batch :]
             if self.storage is not None:
