@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks import harness, report
 from benchmarks.systems import BACKENDS, load, systems_for
-from benchmarks.systems.base import System, Unavailable
+from benchmarks.systems.base import System, Unavailable, empty_trash
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -173,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
                 _one(system, row, workload, i, sizes, args, out, data)
     for system, _ in ready:
         _close(system)
+    empty_trash()
     out.write_text(json.dumps(data, indent=1))
     md = report.build(out, docs=args.backend == "all" and not args.quick)
     _say(f"report: {md}")

@@ -12,7 +12,6 @@ import asyncio
 import importlib
 import json
 import os
-import shutil
 import sys
 import time
 from typing import Any, ClassVar
@@ -25,6 +24,7 @@ from benchmarks.systems.base import (
     SCRATCH,
     System,
     Unavailable,
+    discard_dir,
 )
 from benchmarks.systems.raw_file import NOFSYNC
 from benchmarks.systems.raw_sqlite import FULL_DURABILITY, NORMAL_DURABILITY
@@ -309,7 +309,7 @@ class OmniQFile(OmniQSystem):
 
     def setup(self) -> None:
         # an empty directory each time, as the raw loop's (purge keeps results/ and tmp/)
-        shutil.rmtree(self.root(), ignore_errors=True)
+        discard_dir(self.root())
         SCRATCH.mkdir(parents=True, exist_ok=True)
         super().setup()
 
@@ -327,7 +327,7 @@ class OmniQFile(OmniQSystem):
 
     def teardown(self) -> None:
         super().teardown()
-        shutil.rmtree(self.root(), ignore_errors=True)
+        discard_dir(self.root())
 
 
 class OmniQMemory(OmniQSystem):

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchmarks.systems.base import BIN, CONCURRENCY, REDIS_URL, SCRATCH, System
+from benchmarks.systems.base import BIN, CONCURRENCY, REDIS_URL, SCRATCH, System, discard_dir
 from benchmarks.systems.common import timed_loop
 from benchmarks.systems.redis_common import POLL, RedisSystem
 
@@ -155,5 +154,5 @@ class HueyFile(_Huey, System):
         self.h.flush()
 
     def teardown(self) -> None:
-        shutil.rmtree(self.path(), ignore_errors=True)
+        discard_dir(self.path())
         del self._h

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.systems.base import SCRATCH, System
+from benchmarks.systems.base import SCRATCH, System, discard_dir
 from benchmarks.systems.common import timed_loop
 
 #: Durability of the file rows (OmniQ's file backend by default, huey's FileHuey, this loop).
@@ -86,11 +85,11 @@ class RawFile(System):
         self._seq = 0
 
     def setup(self) -> None:
-        shutil.rmtree(root(self.prefix), ignore_errors=True)
+        discard_dir(root(self.prefix))
         self.dirs.make()
 
     def teardown(self) -> None:
-        shutil.rmtree(root(self.prefix), ignore_errors=True)
+        discard_dir(root(self.prefix))
 
     def _name(self) -> str:
         self._seq += 1
