@@ -470,22 +470,21 @@ def _exchange(a: str, b: str) -> bool:
     return False
 
 
-def _into_dir(op: Callable[[str, str], None], src: str, dst: str) -> None:
-    """``op(src, dst)``, creating the destination's directory when it is missing."""
+def _link(src: str, dst: str) -> None:
     try:
-        op(src, dst)
+        os.link(src, dst)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        op(src, dst)
-
-
-def _link(src: str, dst: str) -> None:
-    _into_dir(os.link, src, dst)
+        os.link(src, dst)
 
 
 def _rename(src: str, dst: str) -> None:
     """``os.replace``, creating the destination's directory when it is missing."""
-    _into_dir(os.replace, src, dst)
+    try:
+        os.replace(src, dst)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(src, dst)
 
 
 def _write_all(fd: int, data: bytes) -> None:
