@@ -2,10 +2,12 @@
 
 On a local disk, creating a file is the dominant cost of a completion, so a task that
 completes with its result on the same store writes one file holding both, hard-linked
-as ``results/<id>`` and ``tasks/<id>`` (and as the result's TTL index entry
-``rttl/<expires>-<id>``, whose content nobody reads; see
-:meth:`LocalStore.write_linked`). Each reader takes its own part; data without the
-header is a plain record or result, as every other write stores them. Layout::
+as ``results/<id>``, ``tasks/<id>`` and the ``done/`` token (and, for a single
+completion, as the result's TTL index entry ``rttl/<expires>-<id>``; see
+:meth:`LocalStore.finish`). Each reader takes its own part; data without the
+header is a plain record or result, as every other write stores them. A header cut
+short or a length past the end is a damaged file (ValueError), which readers report as
+an undecodable record or result. Layout::
 
     0xF1 "OQ" <result length: 4 bytes, big-endian> <result> <record>
 
@@ -26,15 +28,31 @@ def pack(record: bytes, result: bytes) -> bytes:
     return HEADER + len(result).to_bytes(4, "big") + result + record
 
 
+def _split(data: bytes) -> int:
+    """Where the record starts in combined ``data`` (ValueError when the header is cut
+    short or its length points past the end: a damaged or foreign file)."""
+    if len(data) < _SIZE:
+        raise ValueError(f"combined record/result file cut short ({len(data)} bytes)")
+    end = _SIZE + int.from_bytes(data[len(HEADER) : _SIZE], "big")
+    if end > len(data):
+        raise ValueError(
+            f"combined record/result file says its result has {end - _SIZE} bytes, "
+            f"but the file has {len(data)}"
+        )
+    return end
+
+
 def record_of(data: bytes) -> bytes:
-    """The record part of ``data`` (``data`` itself when it is a plain record)."""
+    """The record part of ``data`` (``data`` itself when it is a plain record).
+    ValueError when ``data`` is a damaged combined file."""
     if not data.startswith(HEADER):
         return data
-    return data[_SIZE + int.from_bytes(data[len(HEADER) : _SIZE], "big") :]
+    return data[_split(data) :]
 
 
 def result_of(data: bytes) -> bytes:
-    """The result part of ``data`` (``data`` itself when it is a plain result)."""
+    """The result part of ``data`` (``data`` itself when it is a plain result).
+    ValueError when ``data`` is a damaged combined file."""
     if not data.startswith(HEADER):
         return data
-    return data[_SIZE : _SIZE + int.from_bytes(data[len(HEADER) : _SIZE], "big")]
+    return data[_SIZE : _split(data)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from omniq.storage.base import BaseResultStorage, BaseTaskQueue, Released, check
 from omniq.storage.notify import Notifier
 from omniq_file import _final, _sweeps, _workers
 from omniq_file import _layout as L
+from omniq_file import _results as _results_mod
 from omniq_file._component import FileComponent
 from omniq_file._store import LocalStore
 
@@ -53,6 +55,9 @@ def _notifier(key: str) -> Notifier:
     return n
 
 
+#: Seconds between two sweeps of tmp/ by one process's ``cleanup_expired``.
+TMP_SWEEP_EVERY = 600.0
+
 _LOCKS = [threading.Lock() for _ in range(64)]
 
 
@@ -68,7 +73,11 @@ class _Listing:
     cost more than the claims. It is listed again when the directory changed since this
     process last claimed from it (its ``stat`` differs), when this process put a token
     in it (``gen``), when it is used up, or after ``LISTING_MAX_AGE`` (a change by
-    another process in the same clock tick as ours leaves the ``stat`` unchanged)."""
+    another process in the same clock tick as ours leaves the ``stat`` unchanged). A
+    listing younger than ``LISTING_MIN_AGE`` is used even when the directory changed:
+    with several consumers it changes at every claim, and listing a deep queue per
+    claim batch would cost more than the claims (a token another process adds is then
+    seen up to that much later)."""
 
     __slots__ = ("at", "gen", "names", "pos", "stamp")
 
@@ -82,6 +91,21 @@ class _Listing:
 
 #: Longest time a ``_Listing`` is used for (seconds).
 LISTING_MAX_AGE = 0.5
+#: Time a ``_Listing`` is used for even when the directory changed (seconds).
+LISTING_MIN_AGE = 0.05
+
+
+def _skip_ahead(names: builtins.list[str], i: int, end: int, limit: int) -> int:
+    """Where to go on in ``names`` after losing the race for ``names[i - 1]``: a random
+    step of ``limit`` to ``2 * limit`` names (the winner's batch, about), but never onto a
+    token of another priority (a higher one is never passed over)."""
+    lost = names[i - 1]
+    j = min(i + random.randint(limit, 2 * limit), end) - 1
+    # names are sorted: names[j] has the same priority as the lost one only if every
+    # name between them does
+    if j >= i and names[j][:13] == lost[:13]:
+        return j
+    return i
 
 
 def _stamp(path: str) -> tuple[int, int, int] | None:
@@ -137,6 +161,7 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         self._finishing: set[tuple[str, int]] = set()  # (id, attempt) being completed here
         self._listings: dict[str, _Listing] = {}  # queue -> ready/ listing (local disk)
         self._ready_gen = 0  # bumped whenever this process may have put a token in ready/
+        self._tmp_swept = 0.0  # when cleanup_expired last swept tmp/
         self._notify = _notifier(self._url)
 
     # --- records ----------------------------------------------------------------------
@@ -146,9 +171,12 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         if data is None:
             return None
         try:
-            return self.serializer.decode_task(_final.record_of(data))
+            task = self.serializer.decode_task(_final.record_of(data))
         except (SerializationError, msgspec.DecodeError, ValueError, TypeError) as e:
             return _Corrupt(f"stored payload cannot be decoded: {e}")
+        if task.id != tid:  # a forged or misplaced file: never another task's record
+            return _Corrupt(f"stored record is of another task ({task.id!r})")
+        return task
 
     def _stub(self, tid: str, queue: str, error: str) -> Task:
         return Task(func="<undecodable>", id=tid, queue=queue, error=error,
@@ -189,26 +217,42 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         return f"{L.qdir(q, 'done')}/{L.done_name(now, task.id, st)}"
 
     def _publish(
-        self, own: str, task: Task, result: bytes | None = None, index: str | None = None
+        self,
+        own: str,
+        task: Task,
+        result: bytes | None = None,
+        index: str | None = None,
+        record: bytes | None = None,
     ) -> None:
         """Write the record (and result, and the result's TTL ``index`` entry) of an owned
         task, then move its token. On a local disk they are one file under every name
         (one file to create, not three: see :mod:`omniq_file._final`)."""
         now = time.time()
         store = self.store
-        record = self.serializer.encode_task(task)
-        if result is not None and isinstance(store, LocalStore):
-            # in the order below: the index entry, the result, then the record
-            paths = (f"results/{task.id}", f"tasks/{task.id}")
-            store.write_linked((index, *paths) if index else paths, _final.pack(record, result))
+        if record is None:
+            record = self.serializer.encode_task(task)
+        src = f"{L.qdir(task.queue, 'finishing')}/{own}"
+        dst = self._token(task, now)
+        if isinstance(store, LocalStore) and (result is not None or task.status.is_final):
+            # one file: the index entry, the result, the record, then the done token as
+            # its last name (see :meth:`LocalStore.finish`)
+            links = [index] if index else []
+            data = record
+            if result is not None:
+                links.append(f"results/{task.id}")
+                data = _final.pack(record, result)
+            if task.status.is_final:
+                if not store.finish(links, f"tasks/{task.id}", data, src, dst):
+                    log.warning("task %s: its finishing token was taken over (owner too slow)",
+                                task.id)  # fmt: skip
+                return
+            store.write_linked((*links, f"tasks/{task.id}"), data)
         else:
             if index is not None:  # before the result: the sweep must see it
                 store.touch(index)
             if result is not None:
                 store.write(f"results/{task.id}", result)
             store.write(f"tasks/{task.id}", record)
-        src = f"{L.qdir(task.queue, 'finishing')}/{own}"
-        dst = self._token(task, now)
         if not store.move(src, dst):
             log.warning("task %s: its finishing token was taken over (owner too slow)", task.id)
         elif task.status is TaskStatus.PENDING:
@@ -360,57 +404,67 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
             if due is not None:
                 next_due = due if next_due is None else min(next_due, due)
             listing, ready = self._ready_names(q)
-            if not ready or time.monotonic() - self._recovered.get(q, 0.0) > self.recover_interval:
+            if (
+                ready[1] >= len(ready[0])
+                or time.monotonic() - self._recovered.get(q, 0.0) > self.recover_interval
+            ):
                 self._recovered[q] = time.monotonic()
                 if self._recover(q, now):
                     listing, ready = self._ready_names(q, fresh=True)
-            tried = 0
-            for name in ready:
-                if len(out) >= limit:
-                    break
-                tried += 1
+            names, i = ready
+            start, end = i, len(names)
+            ready_dir, running_dir = L.qdir(q, "ready"), L.qdir(q, "running")
+            while i < end and len(out) < limit:
+                name = names[i]
+                i += 1
                 p = L.parse_ready(name)
                 if p is None:
                     continue
                 until = L.ms(time.time() + lease)
                 run = L.claim_name(p.task_id, p.attempt + 1, until)
-                if not store.move(f"{L.qdir(q, 'ready')}/{name}", f"{L.qdir(q, 'running')}/{run}"):
-                    continue  # another consumer won it
+                if not store.move(f"{ready_dir}/{name}", f"{running_dir}/{run}"):
+                    # another consumer won it: it claims the names after this one too, so
+                    # jump past its batch rather than race it name by name (only among
+                    # tokens of the same priority; skipped ones are seen at the next listing)
+                    i = _skip_ahead(names, i, end, limit)
+                    continue
                 task = self._claimed(q, run, p, until, worker_id)
                 if task is not None:
                     out.append(task)
             if listing is not None:
-                self._ready_used(q, listing, tried)
+                self._ready_used(q, listing, i - start)
             if len(out) >= limit:
                 break
         return out, next_due
 
     def _ready_names(
         self, q: str, fresh: bool = False
-    ) -> tuple[tuple[_Listing, int] | None, builtins.list[str]]:
-        """The ready tokens of ``q`` not tried yet, in claim order, and where they start
-        in the listing they come from (see :class:`_Listing`; other stores list the
-        directory each time)."""
+    ) -> tuple[tuple[_Listing, int] | None, tuple[builtins.list[str], int]]:
+        """The ready tokens of ``q`` in claim order and the index of the first one not
+        tried yet, with the listing they come from and that index (see
+        :class:`_Listing`; other stores list the directory each time)."""
         store = self.store
         directory = L.qdir(q, "ready")
         if not isinstance(store, LocalStore):
-            return None, sorted(store.list(directory))
+            return None, (sorted(store.list(directory)), 0)
         cached = self._listings.get(q)
         if (
             not fresh
             and cached is not None
             and cached.pos < len(cached.names)
             and cached.gen == self._ready_gen
-            and time.monotonic() - cached.at < LISTING_MAX_AGE
             and cached.stamp is not None
-            and cached.stamp == _stamp(store._p(directory))
+            and (
+                (age := time.monotonic() - cached.at) < LISTING_MIN_AGE
+                or (age < LISTING_MAX_AGE and cached.stamp == _stamp(store._p(directory)))
+            )
         ):
             start = cached.pos
-            return (cached, start), cached.names[start:]
+            return (cached, start), (cached.names, start)
         gen = self._ready_gen  # read before listing: a token put in meanwhile relists
         listing = _Listing(sorted(store.list(directory)), gen)
         self._listings[q] = listing
-        return (listing, 0), listing.names
+        return (listing, 0), (listing.names, 0)
 
     def _ready_used(self, q: str, used: tuple[_Listing, int], tried: int) -> None:
         """Note that ``tried`` names from ``used`` (listing, start) were tried, and the
@@ -470,6 +524,7 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         now_ms = L.ms(now)
         grace_ms = int(self.finish_grace * 1000)
         found = False
+        done: set[str] | None = None
         for state, limit in (("running", now_ms), ("finishing", now_ms - grace_ms)):
             for name in self.store.list(L.qdir(q, state)):
                 c = L.parse_claim(name)
@@ -479,6 +534,19 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
                 if own is None:
                     continue
                 rec = self._load(c.task_id)
+                if state == "finishing" and isinstance(rec, Task) and rec.status.is_final:
+                    # its owner died after writing the final record: when it also made the
+                    # done token (a completion names it before dropping the finishing one),
+                    # only the finishing token is left to remove
+                    if done is None:
+                        done = {
+                            d.task_id
+                            for d in map(L.parse_done, self.store.list(L.qdir(q, "done")))
+                            if d is not None
+                        }
+                    if c.task_id in done:
+                        self.store.delete(f"{L.qdir(q, 'finishing')}/{own}")
+                        continue
                 if rec is None or isinstance(rec, _Corrupt):
                     why = "stored task record is missing" if rec is None else rec.error
                     stub = self._stub(c.task_id, q, why)
@@ -525,6 +593,16 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         try:
             # own every token first (renames only): once in finishing/ no lease can lapse
             owned = [self._take_running(t) for t, _ in finished]
+            tasks_ser = self.serializer  # once per batch: each look-up reads the environment
+            results_ser = results.serializer if results is not None else None
+            expiring = [
+                (res.expires_at, res.task_id)
+                for (_, res), own in zip(finished, owned, strict=True)
+                if own is not None and res is not None and res.expires_at is not None
+            ]
+            batch_index = results_ser is not None and len(expiring) > 1
+            if batch_index:  # one TTL index entry for the batch, before its results
+                _results_mod.write_batch_index(self.store, expiring)
             for (t, res), own in zip(finished, owned, strict=True):
                 if own is None:
                     continue
@@ -532,11 +610,11 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
                     t, status=TaskStatus.SUCCESS, lease_until=None, error=None
                 )
                 data = index = None
-                if res is not None and results is not None:
-                    data = results.serializer.encode_result(res)
-                    if res.expires_at is not None:
+                if res is not None and results_ser is not None:
+                    data = results_ser.encode_result(res)
+                    if res.expires_at is not None and not batch_index:
                         index = f"rttl/{L.ttl_name(res.expires_at, res.task_id)}"
-                self._publish(own, done, data, index)
+                self._publish(own, done, data, index, tasks_ser.encode_task(done))
         finally:
             self._finishing.difference_update(keys)
         return [own is not None for own in owned]
@@ -728,7 +806,7 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         def count() -> int:
             return sum(
                 1
-                for _, st, _ in _sweeps.tokens(self.store, queue)
+                for _, st, _ in _sweeps.tokens(self.store, queue, _sweeps.states_of(status))
                 if status is None or st is status
             )
 
@@ -743,7 +821,9 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
         queue, status = query.queue, query.status
         now = time.time()
         found: builtins.list[Task] = []
-        for tid, st, claim in _sweeps.tokens(self.store, queue):
+        # only the directories that can hold tasks of ``status`` (a worker's sweep of
+        # WAITING tasks lists waiting/ alone, not every done/ token)
+        for tid, st, claim in _sweeps.tokens(self.store, queue, _sweeps.states_of(status)):
             if status is not None and st is not status and status is not TaskStatus.EXPIRED:
                 continue
             rec = self._load(tid)
@@ -774,6 +854,9 @@ class AsyncFileQueue(FileComponent, BaseTaskQueue):
 
     def _expire_sync(self, now: float) -> builtins.list[str]:
         store = self.store
+        if isinstance(store, LocalStore) and now >= self._tmp_swept + TMP_SWEEP_EVERY:
+            self._tmp_swept = now
+            store.sweep_tmp(now)  # what dead processes left under tmp/
         out: builtins.list[str] = []
         for tid in store.list("expired"):
             if store.delete(f"expired/{tid}"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -14,12 +15,32 @@ from omniq.storage.base import BaseResultStorage
 from omniq_file import _final
 from omniq_file import _layout as L
 from omniq_file._component import FileComponent
-from omniq_file._store import LocalStore, MemoryStore
+from omniq_file._store import LocalStore, MemoryStore, Store
 
 log = logging.getLogger("omniq.file")
 
 #: Longest sleep between two polls of ``wait`` on a local directory (seconds).
 LOCAL_WAIT_MAX = 0.05
+
+
+#: First bytes of a TTL index entry that lists a batch of results (one id a line).
+BATCH_INDEX = b"\xf2OQ results\n"
+
+
+def write_batch_index(store: Store, entries: Sequence[tuple[float, str]]) -> None:
+    """One TTL index entry for several results: ``rttl/<earliest expiry>-+<random>``
+    listing their ids (a worker's completed batch: one file instead of one per result).
+    Written before the results, as every index entry: the sweep must see them."""
+    first = min(e for e, _ in entries)
+    body = "\n".join(tid for _, tid in entries).encode()
+    store.write(f"rttl/{L.ttl_name(first, '+' + uuid.uuid4().hex)}", BATCH_INDEX + body)
+
+
+def batch_ids(data: bytes | None) -> builtins.list[str]:
+    """The ids a batch index entry lists ([] when ``data`` is not one)."""
+    if not data or not data.startswith(BATCH_INDEX):
+        return []
+    return [x for x in data[len(BATCH_INDEX) :].decode(errors="replace").split("\n") if x]
 
 
 class AsyncFileResultStorage(FileComponent, BaseResultStorage):
@@ -65,9 +86,15 @@ class AsyncFileResultStorage(FileComponent, BaseResultStorage):
 
     def _decode(self, task_id: str, data: bytes) -> TaskResult:
         try:
-            return self.serializer.decode_result(_final.result_of(data))
-        except SerializationError as e:
+            result = self.serializer.decode_result(_final.result_of(data))
+        except (SerializationError, ValueError, TypeError) as e:
             raise SerializationError(f"stored result of task {task_id} in {self.url}: {e}") from e
+        if result.task_id != task_id:  # a forged or misplaced file: not this task's result
+            raise SerializationError(
+                f"stored result of task {task_id} in {self.url} is of another task "
+                f"({result.task_id!r})"
+            )
+        return result
 
     async def get(self, task_id: str) -> TaskResult | None:
         """The result, or None when absent or expired."""
@@ -132,14 +159,29 @@ class AsyncFileResultStorage(FileComponent, BaseResultStorage):
                 exp_us, tid = parsed
                 if exp_us > now_us:
                     break
-                data = self.store.read(f"results/{tid}")
-                if data is not None:
+                ids = [tid]
+                batch = False
+                if tid.startswith("+"):  # maybe one entry for a batch of results
+                    listed = batch_ids(self.store.read(f"rttl/{name}"))
+                    if listed:
+                        ids, batch = listed, True
+                later: builtins.list[tuple[float, str]] = []
+                for rid in ids:
+                    data = self.store.read(f"results/{rid}")
+                    if data is None:
+                        continue
                     try:
-                        expired = self._decode(tid, data).is_expired(now)
+                        r = self._decode(rid, data)
+                        expired = r.is_expired(now)
                     except SerializationError:
                         expired = True
-                    if expired and self.store.delete(f"results/{tid}"):
-                        n += 1
+                    if expired:
+                        if self.store.delete(f"results/{rid}"):
+                            n += 1
+                    elif batch and r.expires_at is not None:
+                        later.append((r.expires_at, rid))
+                if later:  # the batch's results that expire later: indexed again
+                    write_batch_index(self.store, later)
                 self.store.delete(f"rttl/{name}")
             return n
 

@@ -9,12 +9,29 @@ from omniq_file._store import Store
 Token = tuple[str, TaskStatus, L.Claim | None]
 
 
-def tokens(store: Store, queue: str | None) -> list[Token]:
-    """(id, status, claim) of every token (of one queue, or all)."""
+#: The token directories that can hold a task of each status (EXPIRED: a queued task
+#: past its TTL is EXPIRED before a sweep moves it to done/).
+_STATES_OF: dict[TaskStatus, tuple[str, ...]] = {
+    TaskStatus.PENDING: ("ready", "delayed"),
+    TaskStatus.RUNNING: ("running", "finishing"),
+    TaskStatus.WAITING: ("waiting",),
+    TaskStatus.EXPIRED: ("ready", "delayed", "waiting", "done"),
+}
+
+
+def states_of(status: TaskStatus | None) -> tuple[str, ...]:
+    """The token directories to list for tasks of ``status`` (None: every one)."""
+    if status is None:
+        return L.STATES
+    return _STATES_OF.get(status, ("done",))
+
+
+def tokens(store: Store, queue: str | None, states: tuple[str, ...] = L.STATES) -> list[Token]:
+    """(id, status, claim) of every token (of one queue, or all) in ``states``."""
     queues = [queue] if queue is not None else [L.queue_of(c) for c in store.list("q")]
     out: list[Token] = []
     for q in queues:
-        for state in L.STATES:
+        for state in states:
             for name in store.list(L.qdir(q, state)):
                 tid = token_id(state, name)
                 if tid is None:
