@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks import harness, report
 from benchmarks.systems import BACKENDS, load, systems_for
-from benchmarks.systems.base import System, Unavailable, empty_trash
+from benchmarks.systems.base import System, Unavailable, empty_trash, prepare_scratch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -126,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
             "Runs interleaved: each round runs every system once per workload, so that the "
             "rows of one round saw the same machine load."
         )
+    if args.backend in ("file", "all"):
+        data["config"]["scratch"] = prepare_scratch()
     ready: list[tuple[System, dict[str, Any]]] = []
     for ref in refs:
         cls = load(ref)
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--n", type=int, default=10_000)
     pr.set_defaults(fn=profile_cmd)
     bu = sub.add_parser("budget", help="CPU per task by stage (py-spy, sampled from outside)")
-    bu.add_argument("--backend", default="sqlite", help="sqlite, sqlite-normal, nats")
+    bu.add_argument("--backend", default="sqlite", help="sqlite, sqlite-normal, nats, file")
     bu.add_argument("--n", type=int, default=100_000)
     bu.add_argument("--rate", type=int, default=200, help="samples per second")
     bu.set_defaults(fn=budget_cmd)

@@ -21,7 +21,13 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import harness
-from benchmarks.systems.omniq import OmniQNATS, OmniQSQLite, OmniQSQLiteNormal, OmniQSystem
+from benchmarks.systems.omniq import (
+    OmniQFile,
+    OmniQNATS,
+    OmniQSQLite,
+    OmniQSQLiteNormal,
+    OmniQSystem,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,6 +66,7 @@ SYSTEMS: dict[str, type[OmniQSystem]] = {
     "sqlite": OmniQSQLite,
     "sqlite-normal": OmniQSQLiteNormal,
     "nats": OmniQNATS,
+    "file": OmniQFile,
 }
 
 

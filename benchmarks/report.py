@@ -406,6 +406,9 @@ def render(data: dict[str, Any], pngs: dict[str, str], stem: str) -> str:
     )
     if cfg.get("note"):
         L.append(cfg["note"] + "\n")
+    if cfg.get("scratch"):
+        L.append(f"Scratch disk: {cfg['scratch']} (see `prepare_scratch` in "
+                 "`benchmarks/systems/base.py`).\n")  # fmt: skip
     L.append("## Machine\n")
     L.append(
         f"- CPU: {meta['cpu']}, {meta['cores']} cores; memory {meta['memory']}; {meta['os']}; "

@@ -51,6 +51,31 @@ def discard_dir(path: str | Path) -> None:
         pass
 
 
+def prepare_scratch() -> str:
+    """Create :data:`SCRATCH` and mark it a top of directory hierarchies (``chattr +T``),
+    best effort; returns what was done, for the report.
+
+    On ext4 without a journal (this machine's disk), creating a file scans past every
+    inode of its block group freed in the last 1-6 minutes (``recently_deleted()`` in
+    Linux ``fs/ext4/ialloc.c``; up to 0.5 ms a file, measured with ``perf``). Files go
+    to their directory's group, and a new directory goes next to its parent: so a
+    system's bulk enqueue ran up to 10 times slower when an earlier system (or its own
+    earlier drain) had just deleted files nearby, and which row paid was luck. Under a
+    ``+T`` directory, ext4 spreads new subdirectories over groups with free room, so
+    each run's fresh directory starts in a group of its own, for every system alike.
+    """
+    import subprocess
+
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(["chattr", "+T", str(SCRATCH)], capture_output=True, check=False)
+    except OSError:
+        return "chattr not found: scratch directories placed by the default allocator"
+    if done.returncode:
+        return f"chattr +T failed ({done.stderr.decode(errors='replace').strip()})"
+    return "scratch directory marked +T: each run's directories in free block groups"
+
+
 def empty_trash() -> None:
     """Delete what :func:`discard_dir` set aside (after the last measurement)."""
     import shutil
