@@ -22,6 +22,7 @@ from omniq_postgres import _task_sql as sql
 
 from omniq import OmniQ
 from omniq.models import EventType, Task, TaskQuery, TaskResult, TaskStatus
+from omniq.storage.columns import task_row
 from tests.backends.test_postgres import drop_schema, require_postgres, run_sync, schema_url
 
 pytestmark = pytest.mark.anyio
@@ -339,7 +340,12 @@ async def test_upgrade_from_migration_4(schema: str, monkeypatch: pytest.MonkeyP
     with monkeypatch.context() as m:
         m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:4])
         async with AsyncPostgresQueue(url) as old:
-            await old.enqueue_many([Task(func="tests:noop", args=(i,)) for i in range(30)])
+            # batches below COPY_MIN: one INSERT each (a bulk enqueue's COPY counts its
+            # tasks in task_counts, which a schema at migration 4 does not have)
+            for first in range(0, 30, 10):
+                await old.enqueue_many(
+                    [Task(func="tests:noop", args=(i,)) for i in range(first, first + 10)]
+                )
             running = await old.dequeue_many(["default"], 10, worker_id="old")
             assert await old.complete_many(running[:4]) == [True] * 4
             conn = await asyncpg_connect(schema)
@@ -368,3 +374,76 @@ async def test_upgrade_from_migration_4(schema: str, monkeypatch: pytest.MonkeyP
         assert await q.complete_many(more) == [True] * 20
         await assert_counts_match_listing(q, ["default"])
         assert await q.count("default", TaskStatus.SUCCESS) == 30
+
+
+async def _copy_of_migration_5(
+    conn: Any, schema: str, tasks: list[Task], data: list[bytes]
+) -> bool:
+    """A bulk enqueue as a client of migration 5 sends it: one COPY, no omniq.counted."""
+    rows = [
+        (t.id, t.queue, t.priority, t.created_at, t.created_at, d)
+        for t, d in zip(tasks, data, strict=True)
+    ]
+    await conn.copy_records_to_table(
+        "tasks", records=rows, columns=sql.COPY_COLUMNS, schema_name=schema
+    )
+    return True
+
+
+async def test_upgrade_from_migration_5(schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schema at migration 5 (inserts counted by a statement trigger, ids in the
+    database's collation) upgrades to the latest: counts go on from its rows, ids
+    compare bytewise, a bulk enqueue is counted once (by itself), and the inserts of a
+    client of migration 5 (COPY or INSERT, without omniq.counted) are still counted."""
+    url = schema_url(schema)
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:5])
+        m.setattr(sql, "copy_new", _copy_of_migration_5)
+        async with AsyncPostgresQueue(url) as old:
+            await old.enqueue_many([Task(func="tests:noop", args=(i,)) for i in range(40)])
+            running = await old.dequeue_many(["default"], 10, worker_id="old")
+            assert await old.complete_many(running[:4]) == [True] * 4
+            assert await old.count("default", TaskStatus.PENDING) == 30
+    async with AsyncPostgresQueue(url) as q, AsyncPostgresResultStorage(url) as results:
+        conn = await asyncpg_connect(schema)
+        try:
+            versions = [r[0] for r in await conn.fetch("SELECT version FROM omniq_migrations")]
+            collations = await conn.fetch(
+                "SELECT table_name, collation_name FROM information_schema.columns "
+                "WHERE table_schema = $1 AND column_name IN ('id', 'task_id') "
+                "AND table_name IN ('tasks', 'results') ORDER BY 1",
+                schema,
+            )
+        finally:
+            await conn.close()
+        assert sorted(versions) == [m.version for m in migrations.MIGRATIONS], versions
+        assert [(r[0], r[1]) for r in collations] == [("results", "C"), ("tasks", "C")]
+        expected = {TaskStatus.PENDING: 30, TaskStatus.RUNNING: 6, TaskStatus.SUCCESS: 4}
+        for status, n in expected.items():
+            assert await q.count("default", status) == n, f"{status} after the upgrade"
+        # a bulk enqueue now (COPY, counted by itself), in two queues
+        more = [Task(func="tests:noop", queue="ab"[i % 2], args=(i,)) for i in range(50)]
+        assert await q.enqueue_many(more) == [TaskStatus.PENDING] * 50
+        # clients of migration 5 still write: a COPY and an INSERT without omniq.counted
+        serializer = q.serializer
+        late = [Task(func="tests:noop", queue="b", args=(i,)) for i in range(20)]
+        conn = await asyncpg_connect(schema)
+        try:
+            await _copy_of_migration_5(
+                conn, schema, late[:17], [serializer.encode_task(t) for t in late[:17]]
+            )
+            rows = [task_row(serializer, t) for t in late[17:]]
+            assert len(await sql.insert_new(conn, rows)) == 3
+        finally:
+            await conn.close()
+        assert await q.count("b", TaskStatus.PENDING) == 45
+        finished = [
+            (t, TaskResult(task_id=t.id, status=TaskStatus.SUCCESS, attempt=t.attempt))
+            for t in running[4:]
+        ]
+        assert await q.complete_with_results(finished, results) == [True] * 6
+        claimed = await q.dequeue_many(["default", "a", "b"], 200, worker_id="new")
+        assert len(claimed) == 100, f"every pending task is claimed: {len(claimed)}"
+        assert await q.complete_many(claimed) == [True] * 100
+        await assert_counts_match_listing(q, ["default", "a", "b"])
+        assert await q.count(None, TaskStatus.SUCCESS) == 110

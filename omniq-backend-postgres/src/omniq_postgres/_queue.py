@@ -23,9 +23,11 @@ _MIN_PAUSE = 0.02
 #: claim rolled back elsewhere, can make a ready task.
 _HINT_TTL = 1.0
 #: Most tasks written by one COPY of :meth:`AsyncPostgresQueue._copy`, and most COPYs
-#: running at once (each on a connection of its own).
+#: running at once (each on a connection of its own). Two: the server's share of a
+#: bulk enqueue (rows, index entries, WAL: more CPU than the client's) then runs in two
+#: backends while this process builds the next batches.
 _COPY_MAX = 10_000
-_COPY_WRITERS = 1
+_COPY_WRITERS = 2
 
 #: A bulk enqueue waiting for its COPY: tasks, their encoded bytes, its outcome.
 _Copy = tuple[Sequence[Task], builtins.list[bytes], "asyncio.Future[bool]"]
@@ -124,8 +126,9 @@ class AsyncPostgresQueue(PostgresComponent, BaseTaskQueue):
     async def _copy(self, tasks: Sequence[Task], data: builtins.list[bytes]) -> bool:
         """Store new tasks with COPY, in one statement with the other bulk enqueues of
         this process waiting meanwhile (``map()`` sends its batches at once): fewer,
-        larger COPYs on one connection. True once stored (committed); False when one of
-        the ids is stored already, and then nothing of ``tasks`` was written."""
+        larger COPYs on at most ``_COPY_WRITERS`` connections. True once stored
+        (committed); False when one of the ids is stored already, and then nothing of
+        ``tasks`` was written."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._copies.append((tasks, data, done))
         if len(self._copying) < _COPY_WRITERS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -138,9 +139,20 @@ COPY_COLUMNS_TIMED = (
 COPY_MIN = 16
 
 
+#: A bulk enqueue's tasks by queue (all pending), counted in its transaction, which
+#: this marks as counting its own inserts (the ``tasks_counted_insert`` row trigger of
+#: migration 6 then leaves them alone). There is at least one row: the WHERE runs.
+COUNT_COPIED_SQL = (
+    "INSERT INTO task_counts (queue, status, n) "
+    "SELECT q, 'pending', n FROM unnest($1::text[], $2::bigint[]) AS c(q, n) "
+    "WHERE set_config('omniq.counted', 'on', true) = 'on'"
+)
+
+
 async def copy_new(conn: Conn, schema: str, tasks: Sequence[Task], data: Sequence[bytes]) -> bool:
     """Store new tasks (``data``: their encoded bytes, in order) with one ``COPY``
-    (binary); the ``tasks_added`` trigger wakes idle workers at its commit.
+    (binary) and count them by queue, in one transaction; the ``tasks_added`` trigger
+    wakes idle workers at its commit.
 
     COPY is all or nothing: when one of the ids is stored already, nothing is written
     and the answer is False (the caller then takes the ``ON CONFLICT`` insert, which
@@ -149,6 +161,7 @@ async def copy_new(conn: Conn, schema: str, tasks: Sequence[Task], data: Sequenc
     Only the columns the batch sets are sent, and the rows are made as COPY reads them
     (no list of row tuples is kept: bulk enqueue allocates little that outlives it).
     """
+    queues = Counter(t.queue for t in tasks)
     records: Any
     columns: tuple[str, ...]
     if any(t.run_at is not None or t.expires_at is not None for t in tasks):
@@ -165,9 +178,11 @@ async def copy_new(conn: Conn, schema: str, tasks: Sequence[Task], data: Sequenc
             for t, d in zip(tasks, data, strict=True)
         )
     try:
-        await conn.copy_records_to_table(
-            "tasks", records=records, columns=columns, schema_name=schema
-        )
+        async with conn.transaction():
+            await conn.execute(COUNT_COPIED_SQL, list(queues), list(queues.values()))
+            await conn.copy_records_to_table(
+                "tasks", records=records, columns=columns, schema_name=schema
+            )
     except asyncpg.UniqueViolationError:
         return False
     return True
@@ -514,8 +529,9 @@ async def fold_counts(conn: Conn) -> None:
 
 async def count_tasks(conn: Conn, queue: str | None, status: TaskStatus | None) -> int:
     """Number of tasks by queue and effective status: the sums of ``task_counts``
-    (kept by triggers, migration 5), corrected for pending and waiting tasks past
-    their TTL that the sweep has not marked EXPIRED yet (found on ``tasks_expiry``)."""
+    (kept by triggers, migration 5, and by bulk enqueues, migration 6), corrected for
+    pending and waiting tasks past their TTL that the sweep has not marked EXPIRED yet
+    (found on ``tasks_expiry``)."""
     params: list[Any] = [time.time()]
     where: list[str] = []
     if queue is not None:
