@@ -44,6 +44,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("claim: SQL / server round trip", ("claim (omniq_", "_has_work", "_has_timed",
                                         "claim_ready", "Claims.", "Fetcher.")),
     ("complete: fence", ("complete_many (omniq_", "_complete_many", "_ack", "Bucket.cas_many",
+                         "finish_claimed",
                          "AsyncNATSQueue.complete_many")),
     ("complete: store results", ("store_results", "ResultStorage.set_many", "put_fenced",
                                  "Publisher.publish_many")),

@@ -94,8 +94,10 @@ SQLITE = {
     ),
     "stage_min": (
         "a bulk enqueue (`enqueue_many`, `map()`) of at least this many new tasks "
-        "without dependencies is staged: one row per 1,000 tasks, moved into the task "
-        "table by the claim or read that needs them; `0` turns staging off"
+        "without dependencies is staged: one row per 1,000 tasks; a claim takes the "
+        "next tasks of a batch as one claimed-batch row, each task getting its own row "
+        "when it finishes, or when a read or another write needs it; `0` turns staging "
+        "off"
     ),
     "default_lease": "lease in seconds of a `heartbeat()` that names none",
     "serializer": "a `SerializationManager` for task arguments and results",

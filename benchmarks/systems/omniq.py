@@ -155,8 +155,9 @@ class OmniQSQLite(OmniQSystem):
     backend_dist = "omniq-backend-sqlite"
     queue_class = "omniq_sqlite:AsyncSQLiteQueue"
     bulk_note = (
-        "`noop.map()` (batches of 500, each staged as one row; the worker's claims move "
-        "them into the task table as their tasks come up, inside the measured drain)"
+        "`noop.map()` (batches of 500, each staged as one row; a claim takes the next "
+        "tasks of a batch as one claimed-batch row, and each task gets its own row when "
+        "it finishes, inside the measured drain)"
     )
 
     durability = FULL_DURABILITY + " (OmniQ's default)"

@@ -607,7 +607,7 @@ async def test_v1_database_migrates_with_its_tasks(tmp_path: Path) -> None:
     conn.execute("UPDATE tasks SET lease_until = ?, attempt = 1 WHERE id = ?", (1e12, running.id))
     conn.close()
     async with AsyncSQLiteQueue(url_of(path)) as q:
-        assert q.database.applied_migrations == [2, 3, 4]
+        assert q.database.applied_migrations == [2, 3, 4, 5]
         assert await q.count("default", TaskStatus.RUNNING) == 1
         got = await q.dequeue_many(["default"], 5, worker_id="w")
         assert [t.id for t in got] == [ready.id]

@@ -37,11 +37,16 @@ def tasks(n: int, **fields: Any) -> list[Task]:
 
 
 def rows_of(path: Path) -> tuple[int, int]:
-    """(task rows, staged batches) as another connection sees them."""
+    """(task rows, staged batches) as another connection sees them. The tasks of a
+    claimed batch (RUNNING, their rows written when they finish) count as task rows,
+    and only the batches of PENDING tasks as staged."""
     conn = sqlite3.connect(path)
     try:
-        (stored,) = conn.execute("SELECT count(*) FROM tasks").fetchone()
-        (staged,) = conn.execute("SELECT count(*) FROM task_batches").fetchone()
+        (stored,) = conn.execute(
+            "SELECT (SELECT count(*) FROM tasks) + "
+            "(SELECT coalesce(sum(size), 0) FROM task_batches WHERE claim IS NOT NULL)"
+        ).fetchone()
+        (staged,) = conn.execute("SELECT count(*) FROM task_batches WHERE claim IS NULL").fetchone()
     finally:
         conn.close()
     return int(stored), int(staged)
@@ -241,6 +246,7 @@ async def _check_payloads(queue: AsyncSQLiteQueue, dill: bool) -> None:
         assert t.args[1:] == (b"\x00bytes", {"k": [i]}) and t.kwargs == {"when": 1.5}
         assert t.metadata == {"m": i}
     # the stored bytes are exactly what a direct insert stores
+    await queue.list(limit=100)  # a claimed batch's tasks get their rows
     conn = sqlite3.connect(queue.path)
     stored = dict(conn.execute("SELECT id, data FROM tasks").fetchall())
     conn.close()

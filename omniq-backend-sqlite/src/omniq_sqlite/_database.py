@@ -515,6 +515,9 @@ class Connection(sqlite3.Connection):
     lock_wait: float | None = None
     #: The staged batch this connection decoded or wrote last (see ``_staging``).
     decoded_batch: Any = None
+    #: Tasks this connection claimed as claimed batches, by id: ((seq, claim token),
+    #: stored row), for their completion (see ``_staging.finish_claimed``).
+    claimed: dict[str, Any] | None = None
 
 
 #: Sleeps between attempts to take the write lock: from LOCK_STEP_MIN, doubling up to

@@ -158,6 +158,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        5,
+        "results written with their task's completion; staged batches claimed in place",
+        (
+            # A worker's completion stores the result in the task's row, in the same
+            # UPDATE that fences and finishes it (one B-tree write per task instead of an
+            # UPDATE and an insert into `results` and its two indexes). A result in the
+            # task row is the task's newest: storing one in `results` clears it (see
+            # _results.py). result_expires: the result's TTL.
+            "ALTER TABLE tasks ADD COLUMN result BLOB",
+            "ALTER TABLE tasks ADD COLUMN result_expires REAL",
+            # A batch's tasks are the rows [taken, stop) of its blob (stop NULL: to the
+            # end): a claim taking the next rows in claim order advances `taken` instead
+            # of writing (and compressing) what is left of the batch again.
+            "ALTER TABLE task_batches ADD COLUMN taken INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE task_batches ADD COLUMN stop INTEGER",
+            # A claimed batch: tasks claimed straight out of a staged one (attempt 1),
+            # RUNNING for `worker_id` until `lease_until`; `claim` (random) tells it from
+            # a later batch that reuses its seq. Its tasks get their row when they
+            # finish (one insert each, result included), or RUNNING rows when anything
+            # else needs them (expand); `size` counts the ones not finished.
+            "ALTER TABLE task_batches ADD COLUMN claim INTEGER",
+            "ALTER TABLE task_batches ADD COLUMN worker_id TEXT",
+            "ALTER TABLE task_batches ADD COLUMN lease_until REAL",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -282,7 +282,11 @@ def _complete_with_results(
 ) -> tuple[builtins.list[bool], builtins.list[str]]:
     """Complete the current claims and store their results in one transaction: the
     fence (attempt check) decides which results are written, so a stale attempt's
-    result never replaces a newer one."""
+    result never replaces a newer one. Successes (a worker's batch) store their results
+    in the task rows, with the same statement (see migration 5); other results go to
+    the results table."""
+    if all(row[1] == "success" for row in rows):
+        return sql.complete_storing(conn, claims, [(row[4], row[3]) for row in rows])
     ok, leaves = sql.complete_many(conn, claims)
     store_results(conn, [row for row, accepted in zip(rows, ok, strict=True) if accepted])
     return ok, leaves

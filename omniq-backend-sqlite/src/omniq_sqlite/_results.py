@@ -1,4 +1,13 @@
-"""AsyncSQLiteResultStorage: task results as encoded bytes with an expiry column."""
+"""AsyncSQLiteResultStorage: task results as encoded bytes with an expiry column.
+
+A result lives in one of two places: the ``results`` table, or the row of its task
+(``tasks.result``, ``tasks.result_expires``), where a worker's completion writes it in
+the same statement that finishes the task (see ``_task_sql.complete_storing``). A
+result in the task row is the task's newest: storing one in ``results`` clears it, so
+readers look there first. Results in task rows are deleted with their task
+(``prune_finished`` keeps the unexpired ones, moving them to ``results``) or by
+``cleanup_expired`` once past their TTL.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +33,19 @@ _UPSERT = (
     "finished_at = excluded.finished_at, expires_at = excluded.expires_at, data = excluded.data"
 )
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+#: a result stored in results replaces the one in its task's row
+_CLEAR_TASK_ROW = (
+    "UPDATE tasks SET result = NULL, result_expires = NULL WHERE id = ? AND result IS NOT NULL"
+)
+#: a task's result, from its row first (one statement: one snapshot)
+_GET = (
+    "SELECT result, result_expires, 0 AS src FROM tasks WHERE id = ?1 AND result IS NOT NULL "
+    "UNION ALL SELECT data, expires_at, 1 FROM results WHERE task_id = ?1 ORDER BY src LIMIT 1"
+)
+#: results rows not replaced by a newer result in their task's row
+_NOT_REPLACED = (
+    "NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.id = results.task_id AND tasks.result IS NOT NULL)"
+)
 
 Encoded = tuple[str, str, float, float | None, bytes]
 
@@ -32,38 +54,67 @@ def store_results(conn: sqlite3.Connection, rows: list[Encoded]) -> list[None]:
     """Upsert encoded results (in the current write transaction, or a new one)."""
     begin_immediate(conn)
     conn.executemany(_UPSERT, rows)
+    conn.executemany(_CLEAR_TASK_ROW, [(row[0],) for row in rows])
     return [None] * len(rows)
 
 
 def _get(conn: sqlite3.Connection, task_id: str) -> bytes | None:
-    row = conn.execute(
-        f"SELECT data FROM results WHERE task_id = ? AND {_LIVE}", (task_id, time.time())
-    ).fetchone()
-    return None if row is None else bytes(row[0])
+    row = conn.execute(_GET, (task_id,)).fetchone()
+    if row is None or (row[1] is not None and row[1] <= time.time()):
+        return None  # none, or the newest has expired
+    return bytes(row[0])
 
 
 def _list(conn: sqlite3.Connection, status: str | None, limit: int) -> builtins.list[bytes]:
-    params: builtins.list[Any] = [time.time()]
+    """The results table's rows in insertion order, then the results in task rows (in
+    the tasks' order). A result in a task row is a success (see complete_storing)."""
+    now = time.time()
+    params: builtins.list[Any] = [now]
     cond = _LIVE
     if status is not None:
         cond, params = f"status = ? AND {cond}", [status, *params]
-    rows = conn.execute(
-        f"SELECT data FROM results WHERE {cond} ORDER BY rowid LIMIT ?", [*params, limit]
-    )
-    return [bytes(r[0]) for r in rows]
+    out = [
+        bytes(r[0])
+        for r in conn.execute(
+            f"SELECT data FROM results WHERE {cond} AND {_NOT_REPLACED} ORDER BY rowid LIMIT ?",
+            [*params, limit],
+        )
+    ]
+    if len(out) < limit and status in (None, "success"):
+        out += [
+            bytes(r[0])
+            for r in conn.execute(
+                "SELECT result FROM tasks WHERE result IS NOT NULL AND "
+                "(result_expires IS NULL OR result_expires > ?) ORDER BY rowid LIMIT ?",
+                (now, limit - len(out)),
+            )
+        ]
+    return out
 
 
 def _delete(conn: sqlite3.Connection, task_id: str) -> bool:
-    return conn.execute("DELETE FROM results WHERE task_id = ?", (task_id,)).rowcount == 1
+    begin_immediate(conn)
+    in_row = conn.execute(_CLEAR_TASK_ROW, (task_id,)).rowcount == 1
+    return conn.execute("DELETE FROM results WHERE task_id = ?", (task_id,)).rowcount == 1 or in_row
 
 
 def _cleanup(conn: sqlite3.Connection, now: float) -> int:
+    begin_immediate(conn)
     cur = conn.execute(
         "DELETE FROM results WHERE rowid IN (SELECT rowid FROM results "
         "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)",
         (now, CLEANUP_BATCH),
     )
-    return int(cur.rowcount)
+    n = int(cur.rowcount)
+    if n < CLEANUP_BATCH:  # then the task rows' (no index: a scan, like prune_finished's)
+        cur = conn.execute(
+            "UPDATE tasks SET result = NULL, result_expires = NULL WHERE rowid IN "
+            "(SELECT rowid FROM tasks WHERE result_expires <= ? AND result IS NOT NULL "
+            "LIMIT ?)",
+            (now, CLEANUP_BATCH - n),
+        )
+        n += int(cur.rowcount)
+    return n
 
 
 class AsyncSQLiteResultStorage(SQLiteComponent, BaseResultStorage):

@@ -25,6 +25,7 @@ from omniq.storage.columns import TASK_COLUMNS, as_claimed, task_from_row, task_
 from omniq_sqlite._database import begin_immediate
 from omniq_sqlite._staging import (
     INSERT_NEW_SQL,
+    LAPSED_CLAIMS,
     UNCOUNTABLE,
     Encoded,
     claim_staged,
@@ -32,6 +33,8 @@ from omniq_sqlite._staging import (
     expand_for_claim,
     expand_ids,
     expand_range,
+    finish_claimed,
+    has_lapsed_claims,
     has_staged,
     has_staged_for,
     stage,
@@ -259,6 +262,8 @@ def enqueue_tasks(
 def _has_work(conn: sqlite3.Connection, queues: Sequence[str], now: float) -> bool:
     if conn.execute(HAS_LAPSED_SQL, (now,)).fetchone() is not None:
         return True
+    if has_lapsed_claims(conn, now):
+        return True
     return any(
         conn.execute(HAS_READY_SQL, (q, now)).fetchone() is not None
         or has_staged_for(conn, q, due_by=now)
@@ -298,6 +303,7 @@ def claim(
     if not _has_work(conn, queues, now):
         return [], _has_timed(conn, queues)
     begin_immediate(conn)
+    expand(conn, LAPSED_CLAIMS, (now,))  # their tasks RUNNING rows, recovered below
     conn.execute(RECOVER_SQL, (now,))
     claimed: list[Claimed] = []
     params: dict[str, Any] = {
@@ -361,6 +367,7 @@ def fail_corrupt(conn: sqlite3.Connection, corrupt: list[tuple[str, int, str]]) 
     that claimed them) and cancel their waiting dependents."""
     now = time.time()
     begin_immediate(conn)
+    expand_ids(conn, [tid for tid, _, _ in corrupt])  # claimed batches: rows first
     for tid, attempt, reason in corrupt:
         message = f"stored payload of task {tid} cannot be decoded: {reason}"
         log.error("SQLite queue: %s; marked the task FAILED", message)
@@ -376,6 +383,7 @@ def fail_corrupt(conn: sqlite3.Connection, corrupt: list[tuple[str, int, str]]) 
 def unclaim(conn: sqlite3.Connection, claims: list[tuple[str, int]]) -> None:
     """Hand back claims that never reached a caller (it was cancelled meanwhile)."""
     begin_immediate(conn)
+    expand_ids(conn, [tid for tid, _ in claims])  # claimed batches: rows first
     conn.executemany(UNCLAIM_SQL, claims)
 
 
@@ -415,7 +423,64 @@ def complete_many(
     dependent enqueued after this commit checks their (SUCCESS) status itself.
     """
     begin_immediate(conn)
+    expand_ids(conn, [tid for tid, _ in claims])  # claimed batches: rows first
     updated = {r[0] for r in conn.execute(COMPLETE_MANY_SQL, (json.dumps(claims),))}
+    return _accepted(conn, claims, updated)
+
+
+#: Most completions in one statement (4 parameters each, far below SQLite's limit).
+COMPLETE_CHUNK = 512
+
+
+def _complete_storing_sql(n: int) -> str:
+    """:data:`COMPLETE_MANY_SQL` that also stores each task's result in its row, for
+    ``n`` rows of (id, attempt, result, result TTL)."""
+    values = ", ".join(["(?, ?, ?, ?)"] * n)
+    return (
+        f"UPDATE tasks SET status = 'success', lease_until = {NOW_SQL}, error = NULL, "
+        f"result = v.column3, result_expires = v.column4 FROM (VALUES {values}) AS v "
+        "WHERE tasks.id = v.column1 AND tasks.status = 'running' AND tasks.attempt = v.column2 "
+        "RETURNING tasks.id"
+    )
+
+
+def _padded(n: int) -> int:
+    """Rows of the statement for ``n`` completions: a power of two (at least 8), so a
+    few statement texts serve every batch size (they stay in the statement cache)."""
+    size = 8
+    while size < n:
+        size *= 2
+    return size
+
+
+def complete_storing(
+    conn: sqlite3.Connection, claims: list[tuple[str, int]], results: list[tuple[bytes, Any]]
+) -> tuple[list[bool], list[str]]:
+    """:func:`complete_many` that stores each task's encoded result (and its TTL) in the
+    task's row, in the same statement: the fence decides which results are written, so a
+    stale attempt's result never replaces a newer one. Padding rows (to
+    :func:`_padded`) have attempt -1: they match no task. Tasks of a claimed batch this
+    connection made get their row here, in one insert each (:func:`finish_claimed`)."""
+    begin_immediate(conn)
+    updated, rest = finish_claimed(conn, claims, results)
+    if rest:
+        expand_ids(conn, [claims[i][0] for i in rest])  # claimed batches: rows first
+    for start in range(0, len(rest), COMPLETE_CHUNK):
+        part = rest[start : start + COMPLETE_CHUNK]
+        params: list[Any] = []
+        for i in part:
+            data, expires = results[i]
+            params += (*claims[i], bytearray(data), expires)  # bytearray: see _staging
+        size = _padded(len(part))
+        params += ["", -1, 0, 0] * (size - len(part))  # attempt -1: matches no task
+        updated.update(r[0] for r in conn.execute(_complete_storing_sql(size), params))
+    return _accepted(conn, claims, updated)
+
+
+def _accepted(
+    conn: sqlite3.Connection, claims: list[tuple[str, int]], updated: set[str]
+) -> tuple[list[bool], list[str]]:
+    """(True where a claim was completed, the completed tasks without dependents)."""
     ok: list[bool] = []
     for tid, _ in claims:
         ok.append(tid in updated)
@@ -427,7 +492,7 @@ def complete_many(
 
 def _with_dependents(conn: sqlite3.Connection, task_ids: Sequence[str]) -> set[str]:
     """The ids among ``task_ids`` that some stored task depends on."""
-    if not task_ids:
+    if not task_ids or conn.execute("SELECT 1 FROM task_deps LIMIT 1").fetchone() is None:
         return set()
     return {
         r[0]
@@ -443,6 +508,7 @@ def fenced(conn: sqlite3.Connection, ops: list[FenceOp]) -> list[bool]:
     """Apply complete/fail/unclaim/heartbeat operations; True where the claim was
     current."""
     begin_immediate(conn)
+    expand_ids(conn, [op.task_id for op in ops])  # claimed batches: rows first
     now = time.time()
     out: list[bool] = []
     for op in ops:
@@ -562,11 +628,14 @@ def select_tasks(
     """Tasks in insertion order (or newest first), filtered by queue and effective
     status, the first ``offset`` of them skipped."""
     now = time.time()
-    if status in (None, TaskStatus.PENDING, TaskStatus.EXPIRED):  # what staged tasks are
+    # what staged tasks are: PENDING (or EXPIRED), RUNNING in a claimed batch
+    staged = {None: "1", TaskStatus.PENDING: "claim IS NULL", TaskStatus.EXPIRED: "claim IS NULL",
+              TaskStatus.RUNNING: "claim IS NOT NULL"}.get(status)  # fmt: skip
+    if staged is not None:
         if queue is None:
-            expand(conn)
+            expand(conn, staged)
         else:
-            expand(conn, "queue = ? OR queue IS NULL", (queue,))
+            expand(conn, f"({staged}) AND (queue = ? OR queue IS NULL)", (queue,))
     cond, params = status_filter(status, now)
     if queue is not None:
         cond, params = f"queue = ? AND {cond}", [queue, *params]
@@ -655,10 +724,24 @@ def requeue(
     return fresh if cur.rowcount == 1 else None
 
 
+#: Keeps the unexpired results in the rows of the tasks selected by a condition on
+#: ``tasks`` (parameters: now, then the condition's), moving them to ``results``.
+KEEP_RESULTS_SQL = (
+    "INSERT INTO results (task_id, status, finished_at, expires_at, data) "
+    "SELECT id, 'success', lease_until, result_expires, result FROM tasks "
+    "WHERE result IS NOT NULL AND (result_expires IS NULL OR result_expires > ?) AND ({}) "
+    "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, "
+    "finished_at = excluded.finished_at, expires_at = excluded.expires_at, data = excluded.data"
+)
+
+
 def purge(conn: sqlite3.Connection, queue: str | None) -> int:
-    """Delete the tasks of one queue (or all) and their dependency rows."""
+    """Delete the tasks of one queue (or all) and their dependency rows; their results
+    stay (those in task rows are moved to ``results``)."""
     begin_immediate(conn)
+    now = time.time()
     if queue is None:
+        conn.execute(KEEP_RESULTS_SQL.format("1"), (now,))
         staged = conn.execute("DELETE FROM task_batches RETURNING size").fetchall()
         n = sum(size for (size,) in staged) + conn.execute("DELETE FROM tasks").rowcount
         conn.execute("DELETE FROM task_deps")
@@ -667,6 +750,7 @@ def purge(conn: sqlite3.Connection, queue: str | None) -> int:
             "DELETE FROM task_batches WHERE queue = ? RETURNING size", (queue,)
         ).fetchall()
         expand(conn, "queue IS NULL")  # batches spanning queues: only their rows can tell
+        conn.execute(KEEP_RESULTS_SQL.format("queue = ?"), (now, queue))
         n = sum(size for (size,) in staged)
         n += conn.execute("DELETE FROM tasks WHERE queue = ?", (queue,)).rowcount
         conn.execute("DELETE FROM task_deps WHERE task_id NOT IN (SELECT id FROM tasks)")
@@ -677,21 +761,35 @@ def prune_finished(conn: sqlite3.Connection, before: float, limit: int) -> int:
     """Delete up to ``limit`` tasks that ended before ``before`` (and their dependency
     rows). A final row's ``lease_until`` is when it ended (see NOW_SQL); rows that
     ended without one (written before migration 4, or enqueued already cancelled)
-    fall back to their creation time."""
+    fall back to their creation time. A result in a deleted row that has not expired
+    (its TTL outlives the task's retention) is moved to ``results``."""
     begin_immediate(conn)
+    # a claimed batch lists the tasks of its that finished: they must not come back
+    # RUNNING from it once their rows are gone
+    expand(conn, "claim IS NOT NULL")
     ids: list[str] = []
+    now = time.time()
+    kept: list[tuple[Any, ...]] = []
     for status in sorted(FINAL_STATUSES):
         if len(ids) >= limit:
             break
-        ids += [
-            r[0]
-            for r in conn.execute(
-                "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE status = ? "
-                "AND (lease_until < ? OR (lease_until IS NULL AND created_at < ?)) LIMIT ?) "
-                "RETURNING id",
-                (status.value, before, before, limit - len(ids)),
-            )
-        ]
+        for tid, ended, result, expires in conn.execute(
+            "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE status = ? "
+            "AND (lease_until < ? OR (lease_until IS NULL AND created_at < ?)) LIMIT ?) "
+            "RETURNING id, lease_until, result, result_expires",
+            (status.value, before, before, limit - len(ids)),
+        ):
+            ids.append(tid)
+            if result is not None and (expires is None or expires > now):
+                kept.append((tid, "success", ended, expires, result))
+    if kept:
+        conn.executemany(
+            "INSERT INTO results (task_id, status, finished_at, expires_at, data) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET status = "
+            "excluded.status, finished_at = excluded.finished_at, "
+            "expires_at = excluded.expires_at, data = excluded.data",
+            kept,
+        )
     if ids:
         conn.execute(
             "DELETE FROM task_deps WHERE task_id IN (SELECT value FROM json_each(?))",
@@ -704,7 +802,7 @@ def expire(conn: sqlite3.Connection, now: float) -> list[str]:
     """Mark pending/waiting tasks past their TTL EXPIRED; return them and the tasks found
     expired at claim time since the last call."""
     begin_immediate(conn)
-    expand(conn, "expires_min <= ?", (now,))
+    expand(conn, "claim IS NULL AND expires_min <= ?", (now,))
     seen = [
         r[0]
         for r in conn.execute(
