@@ -273,3 +273,52 @@ def test_completion_and_result_reads_use_indexes(tmp_path: Path) -> None:
             assert any("sqlite_autoindex_tasks_1" in p for p in plan), (statement, plan)
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    ("damage", "where"),
+    [
+        ("taken = -5", "claim IS NULL"),
+        ("taken = 100000", "claim IS NULL"),
+        ("taken = 'x'", "claim IS NULL"),
+        ("lease_until = 0, taken = 'x'", "claim IS NOT NULL"),
+        ("lease_until = 0, taken = 3, stop = 1", "claim IS NOT NULL"),
+        ("lease_until = 0, stop = 99", "claim IS NOT NULL"),
+    ],
+)
+async def test_a_batch_row_with_damaged_bounds_is_set_aside_and_the_rest_runs(
+    backend: Any, damage: str, where: str
+) -> None:
+    """A task_batches row whose [taken, stop) was written by something else (negative,
+    past the end, not a number, reversed) would skip or repeat tasks, or raise at every
+    claim: it is marked with its error instead, and every other batch is claimed."""
+    q = backend.task_queue
+    first, second = tasks(10), tasks(10)
+    await q.enqueue_many(first)
+    await q.enqueue_many(second)
+    got = await q.dequeue_many(["default"], 3, worker_id="w")
+    assert [t.id for t in got] == [t.id for t in first[:3]]
+    conn = sqlite3.connect(q.path)
+    try:
+        cur = conn.execute(f"UPDATE task_batches SET {damage} WHERE {where} AND seq = "
+                           f"(SELECT min(seq) FROM task_batches WHERE {where})")  # fmt: skip
+        assert cur.rowcount == 1, "one batch row damaged"
+        conn.commit()
+    finally:
+        conn.close()
+    claimed: list[str] = []
+    for _ in range(10):
+        more = await q.dequeue_many(["default"], 50, worker_id="w2", lease=30)
+        if not more:
+            break
+        claimed += [t.id for t in more]
+    assert len(claimed) == len(set(claimed)), f"a task was handed out twice: {claimed}"
+    assert {t.id for t in second} <= set(claimed), "the undamaged batch's tasks all ran"
+    conn = sqlite3.connect(q.path)
+    try:
+        errors = conn.execute("SELECT error FROM task_batches WHERE error IS NOT NULL").fetchall()
+    finally:
+        conn.close()
+    assert len(errors) == 1 and "do not fit" in errors[0][0], (
+        f"the damaged batch is marked with its error, got {errors}"
+    )

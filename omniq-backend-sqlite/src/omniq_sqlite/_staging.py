@@ -106,8 +106,19 @@ def _unpack(blob: bytes, taken: int = 0, stop: int | None = None) -> Iterator[En
     before were claimed out of it already), each task back in its stored form (header +
     msgpack)."""
     rows = _decoder.decode(zlib.decompress(blob))
+    if not _fits(taken, stop, len(rows)):
+        raise ValueError(f"its bounds [{taken!r}, {stop!r}) do not fit its {len(rows)} tasks")
     for tid, queue, prio, due, run_at, exp, created, raw in rows[taken:stop]:
         yield tid, queue, prio, due, run_at, exp, created, _HEADER + bytes(raw)
+
+
+def _fits(taken: Any, stop: Any, n: int) -> bool:
+    """True when a batch row's ``[taken, stop)`` is a slice of its ``n`` rows (only a
+    row written by something other than this module, damaged or hostile, has other
+    bounds: slicing by them would skip or repeat tasks, or raise at every claim)."""
+    if type(taken) is not int or not 0 <= taken <= n:
+        return False
+    return stop is None or (type(stop) is int and taken <= stop <= n)
 
 
 def _columns(tasks: Sequence[Task], blob: bytes) -> tuple[Any, ...]:
@@ -247,7 +258,7 @@ def expand(conn: sqlite3.Connection, where: str = "1", params: Sequence[Any] = (
     for seq, size, blob, taken, stop, claim, worker_id, lease_until in batches:
         try:
             rows = list(_unpack(blob, taken, stop))
-        except (zlib.error, msgspec.DecodeError, msgspec.ValidationError) as e:
+        except (zlib.error, msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
             message = f"staged batch cannot be decoded: {e}"
             log.error("SQLite task_batches row %s (%s tasks): %s", seq, size, message)
             conn.execute("UPDATE task_batches SET error = ? WHERE seq = ?", (message, seq))
@@ -564,6 +575,8 @@ def _batch_rows(
     :func:`_ready_rows`). When every row left is ready and stored in claim order, the
     two are the same list, and the flag tells whether their ids increase too."""
     blob, skip = batch[6], batch[7]
+    if type(skip) is not int or skip < 0:
+        return None, [], False  # damaged bounds: expand() marks the batch with its error
     known = getattr(conn, "decoded_batch", None)
     if known is not None and known.blob == blob:  # remembered only when all ready, in order
         columns = tuple(batch[:6])
@@ -585,6 +598,8 @@ def _batch_rows(
         rows = _decoder.decode(zlib.decompress(blob))
     except (zlib.error, msgspec.DecodeError, msgspec.ValidationError):
         return None, [], False  # expand() marks the batch with its error
+    if not _fits(skip, None, len(rows)):
+        return None, [], False
     rest = rows[skip:]
     ready = _ready_rows(rest, batch, now)
     if (
