@@ -27,19 +27,11 @@ prefix = support.prefix
 backend = support.backend
 
 
-def _ok(task: Any, value: Any, expires_at: float | None = None) -> TaskResult:
-    return TaskResult(
-        task_id=task.id, status=TaskStatus.SUCCESS, result=value, attempt=task.attempt,
-        expires_at=expires_at,
-    )  # fmt: skip
+_ok = support.ok_result
 
 
 async def _claimed(q: Any, n: int, queue: str = "lay") -> list[Any]:
-    tasks = [make_task(i, queue=queue) for i in range(n)]
-    await q.enqueue_many(tasks)
-    claimed = await q.dequeue_many([queue], n, worker_id="w", lease=30)
-    assert len(claimed) == n, f"expected {n} claims, got {len(claimed)}"
-    return sorted(claimed, key=lambda t: t.id)
+    return await support.claim_new(q, n, queue)
 
 
 async def test_a_result_written_with_its_completion_lives_in_the_task_hash(

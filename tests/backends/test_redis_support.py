@@ -177,3 +177,35 @@ async def backend(prefix: str) -> AsyncIterator[Any]:
     b = RedisBackend(URL, prefix=prefix)
     async with b:
         yield b
+
+
+# --- helpers of the layout tests -----------------------------------------------------------
+
+
+def ok_result(task: Any, value: Any, expires_at: float | None = None) -> Any:
+    """A SUCCESS result of ``task``'s current attempt."""
+    from omniq.models import TaskResult, TaskStatus
+
+    return TaskResult(
+        task_id=task.id, status=TaskStatus.SUCCESS, result=value, attempt=task.attempt,
+        expires_at=expires_at,
+    )  # fmt: skip
+
+
+async def claim_new(q: Any, n: int, queue: str) -> list[Any]:
+    """Enqueue ``n`` new tasks on ``queue`` and claim them all (sorted by id)."""
+    from omniq.testing import make_task
+
+    tasks = [make_task(i, queue=queue) for i in range(n)]
+    await q.enqueue_many(tasks)
+    claimed = await q.dequeue_many([queue], n, worker_id="w", lease=30)
+    assert len(claimed) == n, f"expected {n} claims, got {len(claimed)}"
+    return sorted(claimed, key=lambda t: t.id)
+
+
+async def numbered_left(r: Any, p: str, name: str, counter: str) -> list[str]:
+    """Which of the keys ``<p><name>:1`` .. ``<p><name>:<n>`` still exist, ``n`` being the
+    value of the counter key ``<p><counter>`` (no SCAN: the server may hold many keys)."""
+    n = int(await r.get(f"{p}{counter}") or 0)
+    keys = [f"{p}{name}:{i}" for i in range(1, n + 1)]
+    return [k for k in keys if await r.exists(k)]

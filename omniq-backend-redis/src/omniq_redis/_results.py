@@ -15,7 +15,7 @@ from omniq.errors import SerializationError
 from omniq.models import TaskResult, TaskStatus
 from omniq.storage.base import BaseResultStorage
 from omniq_redis._component import BATCH, RedisComponent
-from omniq_redis._scripts import RESULT_GET
+from omniq_redis._scripts import RESULT_GET, RESULTS_SWEEP
 
 
 def _s(v: Any) -> str:
@@ -28,6 +28,9 @@ log = logging.getLogger("omniq.redis")
 ANNOUNCE_LIMIT = 8192
 
 
+#: Entries of the queue's ``finishedb`` read at once by ``list`` (each lists the tasks
+#: one completion ended together).
+LIST_WINDOW = 8
 #: Fresh task ids remembered per result storage, at most (see ``mark_fresh``).
 FRESH_MAX = 10_000
 #: Result storages of this process with a confirmed subscription (see ``listening``).
@@ -78,7 +81,8 @@ def parse_announcements(message: bytes) -> builtins.list[tuple[str, bytes]]:
 
 class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
     """Results as ``{prefix}:r:<task id>`` (``SET ... PX`` when they expire), listed
-    through ``{prefix}:results``; ``{prefix}:rexp`` lets the sweep find expired ones.
+    through ``{prefix}:results``; ``{prefix}:rexp`` (and ``{prefix}:rexpb``, by lists of
+    tasks that completed together) lets the sweep find expired ones.
 
     A result written with its task's completion (the queue's ``complete_with_results``
     on the same server and prefix) is kept in the task's hash instead (fields ``rs`` and
@@ -327,24 +331,31 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
     ) -> builtins.list[TaskResult]:
         """Unexpired results, oldest first, optionally of one status: the results in
         keys of their own (``results``) merged by time with those in task hashes (the
-        queue's ``finished``)."""
+        queue's ``finished``, and ``finishedb``: lists of tasks that ended together, where
+        a task counts only while its ``f`` is still that list's time)."""
         r = await self.redis()
         out: builtins.list[TaskResult] = []
-        indexes = (f"{self.p}results", f"{self.p}finished")
-        buffers: builtins.list[builtins.list[tuple[float, str]]] = [[], []]
-        starts = [0, 0]
-        ended = [False, False]
+        indexes = (f"{self.p}results", f"{self.p}finished", f"{self.p}finishedb")
+        # a window of ``finishedb`` entries holds up to a completion batch of ids each
+        windows = (BATCH, BATCH, LIST_WINDOW)
+        buffers: builtins.list[builtins.list[tuple[float, str]]] = [[], [], []]
+        starts = [0, 0, 0]
+        ended = [False, False, False]
         seen: builtins.set[str] = set()
         while len(out) < limit:
             for i, index in enumerate(indexes):
                 if not buffers[i] and not ended[i]:
+                    size = windows[i]
                     rows: Any = await r.zrange(
-                        index, starts[i], starts[i] + BATCH - 1, withscores=True
+                        index, starts[i], starts[i] + size - 1, withscores=True
                     )
-                    starts[i] += BATCH
-                    ended[i] = len(rows) < BATCH
-                    buffers[i] = [(float(score), _s(m)) for m, score in rows]
-            if not buffers[0] and not buffers[1]:
+                    starts[i] += size
+                    ended[i] = len(rows) < size
+                    if i < 2:
+                        buffers[i] = [(float(score), _s(m)) for m, score in rows]
+                    else:
+                        buffers[i] = await self._expand(r, rows)
+            if not any(buffers):
                 break
             # what comes before the end of every window that may still grow, in order
             bound = min(
@@ -359,10 +370,14 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
                 for _, i, tid in batch:
                     if i == 0:
                         pipe.get(f"{self.p}r:{tid}")
-                    else:
+                    elif i == 1:
                         pipe.hget(f"{self.p}t:{tid}", "rs")
+                    else:
+                        pipe.hmget(f"{self.p}t:{tid}", "rs", "f")
                 blobs = await pipe.execute()
-            for (_, _, tid), blob in zip(batch, blobs, strict=True):
+            for (at, i, tid), blob in zip(batch, blobs, strict=True):
+                if i == 2:  # listed at this time only while the task still ended then
+                    blob = blob[0] if blob[1] is not None and float(blob[1]) == at else None
                 if blob is None or tid in seen:
                     continue
                 try:
@@ -378,23 +393,28 @@ class AsyncRedisResultStorage(RedisComponent, BaseResultStorage):
                     break
         return out
 
+    async def _expand(self, r: Any, rows: Any) -> builtins.list[tuple[float, str]]:
+        """The (time, task id) pairs of a window of ``finishedb`` entries."""
+        if not rows:
+            return []
+        async with r.pipeline(transaction=False) as pipe:
+            for m, _ in rows:
+                pipe.lrange(f"{self.p}fb:{_s(m)}", 0, -1)
+            lists = await pipe.execute()
+        return [
+            (float(score), _s(tid))
+            for (_, score), ids in zip(rows, lists, strict=True)
+            for tid in ids
+        ]
+
     async def cleanup_expired(self, now: float | None = None) -> int:
         """Delete results past their TTL (Redis drops their keys by itself; this also
-        clears the indexes), in bounded batches; returns how many."""
+        clears the indexes), in bounded batches (one script each); returns how many."""
         now = time.time() if now is None else now
-        r = await self.redis()
+        script = await self.script("results_sweep", RESULTS_SWEEP)
         total = 0
         while True:
-            ids = await r.zrangebyscore(f"{self.p}rexp", "-inf", now, start=0, num=BATCH)
-            if not ids:
-                return total
-            async with r.pipeline(transaction=True) as pipe:
-                pipe.delete(*[f"{self.p}r:{_s(i)}" for i in ids])
-                for i in ids:
-                    pipe.hdel(f"{self.p}t:{_s(i)}", "rs", "rx")
-                pipe.zrem(f"{self.p}results", *ids)
-                pipe.zrem(f"{self.p}rexp", *ids)
-                await pipe.execute()
-            total += len(ids)
-            if len(ids) < BATCH:
+            seen, n = await script(keys=[f"{self.p}rexp"], args=[self.p, repr(now), BATCH])
+            total += int(n)
+            if int(seen) < BATCH:
                 return total

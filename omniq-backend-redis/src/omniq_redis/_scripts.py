@@ -3,8 +3,9 @@
 Keys (``P`` is the hash-tagged prefix ``{prefix}:``): ``P t:<id>`` a task's hash
 (``d`` payload as enqueued, ``s`` status, ``q`` queue, ``p`` priority, ``m`` its member in
 the ready set, ``a`` attempt, ``l`` lease, ``w`` worker, ``e`` error, ``r`` run_at, ``x``
-expires_at, ``f`` finished at, ``n`` insertion number, ``dp`` dependencies, ``b`` the
-claim batch whose lease it holds ('' or missing: none), ``rs`` and ``rx`` its result and
+expires_at, ``f`` finished at, ``fb`` the list of tasks ended with it (see below),
+``n`` insertion number, ``dp`` dependencies, ``b`` the claim batch whose lease it
+holds ('' or missing: none), ``rs`` and ``rx`` its result and
 the result's expiry when written with the completion; ``l`` and ``b`` are read only
 while the task is RUNNING); ``P q:<queue>``
 the ready tasks of a queue, scored ``-priority`` with members ``<due µs>:<id>`` so equal
@@ -12,7 +13,10 @@ priorities are claimed oldest first; ``P delayed`` (by run_at); leases: one per 
 batch, ``P bl`` (batch number by lease end) with ``P bl:<n>`` its task ids and ``P bln``
 (batch number -> tasks still holding it), deleted with its last task; ``P leases`` (by
 lease end) the leases of single tasks (extended by a heartbeat, or written by an older
-version); ``P ttl`` (by expires_at), ``P finished`` (by end time); ``P all`` and
+version); ``P ttl`` (by expires_at), ``P finished`` (by end time), or for tasks that
+a completion ended together ``P finishedb`` (number ``n`` by end time, from the counter
+``P fbn``) with ``P fb:<n>`` their ids (a task requeued or deleted leaves it; readers
+still check the task's ``s`` and ``f``); ``P all`` and
 ``P qa:<queue>`` (by insertion number) for listing; ``P waiting`` (by insertion number)
 the WAITING tasks, so the dependency sweep never scans (ids no longer WAITING found
 there are dropped by the listing); ``P counts`` (``queue\\tstatus`` -> number) for O(1)
@@ -20,7 +24,10 @@ counts; ``P deps:<id>`` the tasks waiting on ``id``, and ``P hasdeps``, set once
 waited on another (completions look for dependents only then); ``P w:<queue>`` wake
 tokens for blocked consumers; ``P expired`` tasks found expired at claim time; results
 are in their task's hash (see above) or ``P r:<id>``, with ``P results`` (by time: those
-of their own key) and ``P rexp`` (by expiry: both kinds); each result
+of their own key) and ``P rexp`` (by expiry: both kinds), or for results written by
+one completion that expire in the same second ``P rexpb`` (number ``n`` by the latest
+of those expiries, from the counter ``P rxbn``) with ``P rxb:<n>`` their task ids (the
+sweep deletes a result from the hash only if its ``rx`` is due); each result
 written is announced on the channel ``P rdone`` for waiters, several per message (one
 message per script call): each is a NUL byte, the id's length, ``:``, the length of the
 result's bytes, ``:``, the id, then the bytes (none when over 8 KiB: the waiter reads
@@ -100,17 +107,28 @@ local function move_result(k, id, now)
     redis.call('SET', rk, h[1])
   elseif tonumber(h[2]) > now then
     redis.call('SET', rk, h[1], 'PX', math.max(math.floor((tonumber(h[2]) - now) * 1000), 1))
+    -- its expiry entry may be its completion's list (see COMPLETE): one of its own
+    redis.call('ZADD', P .. 'rexp', h[2], id)
   else
     redis.call('ZREM', P .. 'rexp', id)
     return
   end
   redis.call('ZADD', P .. 'results', h[3] or now, id)
 end
+-- a task leaves the list of tasks its completion ended together (``fb``, see COMPLETE)
+local function unlist(id, fb)
+  if not fb then return end
+  local lk = P .. 'fb:' .. fb
+  if redis.call('LREM', lk, 1, id) > 0 and redis.call('EXISTS', lk) == 0 then
+    redis.call('ZREM', P .. 'finishedb', fb)
+  end
+end
 local function delete_task(id, now)
   local k = tkey(id)
-  local h = redis.call('HMGET', k, 's', 'q', 'm', 'b')
+  local h = redis.call('HMGET', k, 's', 'q', 'm', 'b', 'fb')
   if not h[1] then return 0 end
   if h[1] == 'running' and batch_of(h[4]) then unbatch(h[4], 1) end
+  unlist(id, h[5])
   move_result(k, id, now)
   cnt(h[2], h[1], -1)
   redis.call('ZREM', P .. 'q:' .. h[2], h[3])
@@ -352,8 +370,15 @@ local batches = {}
 -- announcements only when someone listens (a waiter subscribes before it reads the
 -- result). In a cluster NUMSUB counts one node's subscribers: sharded channels then.
 local listened = call('PUBSUB', 'NUMSUB', P .. 'rdone')[2] > 0
+-- results kept in keys of their own are all indexed in ``P results``: with none at all,
+-- no key is looked up
+local ownres = call('EXISTS', P .. 'results') == 1
 -- dependents are looked up only once some task ever waited on another
 local deps = call('EXISTS', P .. 'hasdeps') == 1
+-- tasks that end together share one entry of ``P finishedb``: a list of their ids
+-- (each hash names it in ``fb``: a task deleted or requeued leaves it)
+local nb = n > 1 and call('INCR', P .. 'fbn') or nil
+local fbf = nb and 'fb' or 'b'  -- alone: no list (``b`` is written twice instead)
 for i = 0, n - 1 do
   local b = 4 + i * 4
   local id = ARGV[b + 1]
@@ -363,24 +388,23 @@ for i = 0, n - 1 do
     -- the lease field stays: it is read only while the task is RUNNING
     local data, exp = ARGV[b + 3], ARGV[b + 2]
     if data == '' then
-      call('HSET', k, 's', 'success', 'f', nows, 'b', '')
+      call('HSET', k, 's', 'success', 'f', nows, 'b', '', fbf, nb or '')
     elseif exp ~= '' then
-      call('HSET', k, 's', 'success', 'f', nows, 'b', '', 'rs', data, 'rx', exp)
+      call('HSET', k, 's', 'success', 'f', nows, 'b', '', fbf, nb or '', 'rs', data, 'rx', exp)
       rexp[#rexp + 1] = exp
       rexp[#rexp + 1] = id
     else
-      call('HSET', k, 's', 'success', 'f', nows, 'b', '', 'rs', data)
+      call('HSET', k, 's', 'success', 'f', nows, 'b', '', fbf, nb or '', 'rs', data)
       if h[6] then call('HDEL', k, 'rx'); norexp[#norexp + 1] = id end
     end
     if h[5] then call('HDEL', k, 'e') end
     local lb = batch_of(h[7])
     if lb then batches[lb] = (batches[lb] or 0) + 1 else done[#done + 1] = id end
     if h[4] then ttl[#ttl + 1] = id end
-    fin[#fin + 1] = nows
     fin[#fin + 1] = id
     moves[h[3]] = (moves[h[3]] or 0) + 1
     if data ~= '' then
-      gone[#gone + 1] = rp .. id
+      if ownres then gone[#gone + 1] = rp .. id end
       if listened then ann[#ann + 1] = announcement(id, data) end
     end
     out[#out + 1] = (deps and 1 + call('EXISTS', P .. 'deps:' .. id)) or 1
@@ -404,8 +428,42 @@ end
 bulk('ZREM', P .. 'leases', done)
 for lb, c in pairs(batches) do unbatch(lb, c) end
 bulk('ZREM', P .. 'ttl', ttl)
-bulk('ZADD', P .. 'finished', fin)
+if #fin == 1 then
+  -- alone: an entry of its own (its ``fb`` names no list)
+  finish(fin[1], nows)
+elseif #fin > 1 then
+  bulk('RPUSH', P .. 'fb:' .. nb, fin)
+  call('ZADD', P .. 'finishedb', nows, nb)
+end
 bulk('ZREM', P .. 'rexp', norexp)
+-- the results' expiries: those of one second share one entry (a list of their tasks,
+-- due at the latest of them: each result is hidden from readers at its own, and the
+-- sweep skips the tasks whose ``rx`` changed since); a result alone in its second gets
+-- an entry of its own
+if #rexp > 2 then
+  local secs, own = {}, {}
+  for j = 1, #rexp, 2 do
+    local e = tonumber(rexp[j])
+    local s = math.floor(e)
+    local g = secs[s]
+    if not g then
+      secs[s] = {e, rexp[j], rexp[j + 1]}
+    else
+      if e > g[1] then g[1], g[2] = e, rexp[j] end
+      g[#g + 1] = rexp[j + 1]
+    end
+  end
+  for _, g in pairs(secs) do
+    if #g == 3 then
+      own[#own + 1] = g[2]; own[#own + 1] = g[3]
+    else
+      local nb = call('INCR', P .. 'rxbn')
+      call('RPUSH', P .. 'rxb:' .. nb, unpack(g, 3))
+      call('ZADD', P .. 'rexpb', g[2], nb)
+    end
+  end
+  rexp = own
+end
 bulk('ZADD', P .. 'rexp', rexp)
 add_moves(moves, 'running', 'success')
 if #ann > 0 then call('PUBLISH', P .. 'rdone', table.concat(ann)) end
@@ -539,15 +597,37 @@ return n
 """
 )
 
-#: ARGV: P, before, limit, now. Deletes finished tasks that ended before ``before``.
+#: ARGV: P, before, limit, now. Deletes finished tasks that ended before ``before``, up
+#: to ``limit`` index entries: ids of ``P finished``, then ids taken from the lists of
+#: ``P finishedb`` (a task listed there is deleted only while it is still final and
+#: its ``f`` is before ``before``: it may have been requeued since, or deleted).
+#: Returns how many tasks were deleted (entries taken: at most 4 times ``limit``).
 PRUNE = (
     COMMON
     + r"""
-local now = tonumber(ARGV[4])
+local now, before, limit = tonumber(ARGV[4]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ids = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. ARGV[2], 'LIMIT', 0,
-  tonumber(ARGV[3]))
-for _, id in ipairs(ids) do delete_task(id, now) end
-return #ids
+  limit)
+local n, taken = 0, #ids
+for _, id in ipairs(ids) do n = n + delete_task(id, now) end
+local final = {success = true, failed = true, cancelled = true, expired = true}
+while n < limit and taken < 4 * limit do
+  local b = redis.call('ZRANGEBYSCORE', P .. 'finishedb', '-inf', '(' .. ARGV[2], 'LIMIT', 0, 1)
+  if #b == 0 then break end
+  local lk = P .. 'fb:' .. b[1]
+  local part = redis.call('LPOP', lk, limit - n)
+  if part then
+    for _, id in ipairs(part) do
+      local h = redis.call('HMGET', tkey(id), 's', 'f')
+      if h[1] and final[h[1]] and h[2] and tonumber(h[2]) < before then
+        n = n + delete_task(id, now)
+      end
+    end
+    taken = taken + #part
+  end
+  if redis.call('EXISTS', lk) == 0 then redis.call('ZREM', P .. 'finishedb', b[1]) end
+end
+return n
 """
 )
 
@@ -631,7 +711,7 @@ REQUEUE = (
 local now = tonumber(ARGV[2])
 local id = ARGV[3]
 local k = tkey(id)
-local h = redis.call('HMGET', k, 's', 'q', 'p', 'm', 'a', 'x')
+local h = redis.call('HMGET', k, 's', 'q', 'p', 'm', 'a', 'x', 'fb')
 local s = h[1]
 if not s or h[5] ~= ARGV[4] then return 0 end
 local ended = s == 'success' or s == 'failed' or s == 'cancelled' or s == 'expired'
@@ -639,8 +719,9 @@ if not ended and not ((s == 'pending' or s == 'waiting') and h[6] and tonumber(h
   return 0
 end
 move_result(k, id, now)
+unlist(id, h[7])
 redis.call('HSET', k, 's', 'pending', 'd', ARGV[5])
-redis.call('HDEL', k, 'e', 'l', 'w', 'f', 'r', 'b')
+redis.call('HDEL', k, 'e', 'l', 'w', 'f', 'r', 'b', 'fb')
 if ARGV[6] ~= '' then
   redis.call('HSET', k, 'x', ARGV[6]); redis.call('ZADD', P .. 'ttl', ARGV[6], id)
 else
@@ -662,4 +743,41 @@ RESULT_GET = r"""
 local v = redis.call('HGET', KEYS[1], 'rs')
 if v then return v end
 return redis.call('GET', KEYS[2])
+"""
+
+
+#: ARGV: P, now, limit. Deletes expiry entries due by ``now``, about ``limit`` results'
+#: worth: a task id (its own key and its hash's result), or a list of tasks that
+#: completed together (the hash's result of each whose ``rx`` is still due; a newer
+#: result has a later one). Returns {results looked at, results deleted}.
+RESULTS_SWEEP = r"""
+local P, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local n = 0
+local ids = redis.call('ZRANGEBYSCORE', P .. 'rexp', '-inf', ARGV[2], 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do
+  redis.call('DEL', P .. 'r:' .. id)
+  redis.call('HDEL', P .. 't:' .. id, 'rs', 'rx')
+  redis.call('ZREM', P .. 'results', id)
+  redis.call('ZREM', P .. 'rexp', id)
+  n = n + 1
+end
+local seen = #ids
+while seen < limit do
+  local b = redis.call('ZRANGEBYSCORE', P .. 'rexpb', '-inf', ARGV[2], 'LIMIT', 0, 1)
+  if #b == 0 then break end
+  local lk = P .. 'rxb:' .. b[1]
+  local listed = redis.call('LRANGE', lk, 0, -1)
+  for _, id in ipairs(listed) do
+    local k = P .. 't:' .. id
+    local rx = redis.call('HGET', k, 'rx')
+    if rx and tonumber(rx) <= now then
+      redis.call('HDEL', k, 'rs', 'rx')
+      n = n + 1
+    end
+  end
+  redis.call('DEL', lk)
+  redis.call('ZREM', P .. 'rexpb', b[1])
+  seen = seen + math.max(#listed, 1)
+end
+return {seen, n}
 """
